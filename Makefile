@@ -1,0 +1,26 @@
+# `make test` and `make bench` do all set-up on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU wheel of torch: pip takes it from local disk here; on a CUDA machine keep your own build.
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: setup test bench clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if ! $(PY) -c "import torch" 2>/dev/null; then \
+	  if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch; \
+	  else $(PY) -m pip install -q "$(TORCH_CPU)"; fi; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+bench: setup
+	$(PY) -m eval.bench_foundation --model smollm2-135m
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,12 @@
+"""mtp: a speculative-decoding research kit for multi-token-prediction heads."""
+from mtp.engine import GenerationOutput, generate
+from mtp.models import ModelLoadError, list_models, load_model
+from mtp.sampling import SamplingConfig, verify_chain
+from mtp.stats import SpecStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GenerationOutput", "generate", "ModelLoadError", "list_models", "load_model", "SamplingConfig",
+    "verify_chain", "SpecStats", "__version__",
+]

@@ -1,0 +1,10 @@
+"""Drafters: anything that proposes tokens for the engine to verify."""
+from mtp.drafters.base import Draft, DraftContext, Drafter, TargetFeedback
+from mtp.drafters.draft_model import DraftModelDrafter
+from mtp.drafters.ngram import PromptLookupDrafter, lookup_continuation
+from mtp.drafters.testing import OracleDrafter, RandomDrafter
+
+__all__ = [
+    "Draft", "DraftContext", "Drafter", "TargetFeedback", "DraftModelDrafter", "PromptLookupDrafter",
+    "lookup_continuation", "OracleDrafter", "RandomDrafter",
+]

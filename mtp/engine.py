@@ -1,0 +1,266 @@
+"""One decode loop for plain and speculative decoding.
+
+    prefill -> [propose -> verify (one target forward) -> accept -> commit] until every row stops
+
+Plain decoding is the same loop with no drafter (zero drafts: every forward emits one token).
+Greedy output is identical to plain greedy decoding and sampled output has exactly the target's
+distribution (see `mtp.sampling.verify_chain`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from mtp.drafters.base import Draft, DraftContext, Drafter, TargetFeedback
+from mtp.kv import KVState
+from mtp.sampling import SamplingConfig, verify_chain
+from mtp.stats import SpecStats
+
+
+@dataclass
+class GenerationOutput:
+    """tokens: new tokens per row (prompt excluded; EOS / stop text included; nothing after).
+    finish_reasons: per row, "eos", "stop" or "length"."""
+
+    tokens: list[list[int]]
+    stats: SpecStats
+    row_stats: list[SpecStats] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)
+
+    def padded(self, pad_token_id: int = 0) -> torch.Tensor:
+        """[B, max_len] tensor of the new tokens, right-padded."""
+        L = max((len(t) for t in self.tokens), default=0)
+        out = torch.full((len(self.tokens), L), pad_token_id, dtype=torch.long)
+        for r, t in enumerate(self.tokens):
+            out[r, : len(t)] = torch.as_tensor(t, dtype=torch.long)
+        return out
+
+
+def _as_rows(input_ids, attention_mask) -> list[list[int]]:
+    """Unpadded prompt ids per row from a tensor (with optional mask) or lists."""
+    if isinstance(input_ids, torch.Tensor):
+        ids = input_ids.detach().cpu()
+        if ids.dim() == 1:
+            ids = ids[None]
+        if attention_mask is None:
+            return [row.tolist() for row in ids]
+        mask = attention_mask.detach().cpu().bool()
+        if mask.shape != ids.shape:
+            raise ValueError(f"attention_mask shape {tuple(mask.shape)} != input_ids shape {tuple(ids.shape)}")
+        return [row[m].tolist() for row, m in zip(ids, mask)]
+    if len(input_ids) and isinstance(input_ids[0], int):
+        return [list(input_ids)]
+    return [list(r) for r in input_ids]
+
+
+def _left_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, T - len(r):] = torch.as_tensor(r, dtype=torch.long)
+        mask[i, T - len(r):] = 1
+    return ids.to(device), mask.to(device)
+
+
+class _StopChecker:
+    """Finds the first emitted token that completes a stop string (decodes a short tail only)."""
+
+    def __init__(self, stop: Sequence[str], tokenizer) -> None:
+        if tokenizer is None:
+            raise ValueError("stop strings need a tokenizer: pass tokenizer=... to generate()")
+        self.stop = [s for s in stop if s]
+        self.tokenizer = tokenizer
+        self.window = max(len(s) for s in self.stop) + 2  # tokens; each decodes to >= 1 char (almost always)
+
+    def hit(self, tokens: list[int]) -> bool:
+        text = self.tokenizer.decode(tokens[-self.window:], skip_special_tokens=False)
+        return any(s in text for s in self.stop)
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _default_eos(model) -> list[int]:
+    cfg = getattr(model, "generation_config", None)
+    eos = getattr(cfg, "eos_token_id", None) if cfg is not None else None
+    if eos is None:  # as HF generate: the generation config decides
+        return []
+    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
+def _has_sliding_window(model) -> bool:
+    cfg = model.config
+    return bool(getattr(cfg, "sliding_window", None)) and (
+        "sliding_attention" in (getattr(cfg, "layer_types", None) or []) or getattr(cfg, "use_sliding_window", True))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    input_ids,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    drafter: Drafter | None = None,
+    num_draft_tokens: int | None = None,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    eos_token_id: int | Sequence[int] | None = None,
+    ignore_eos: bool = False,
+    stop: Sequence[str] | None = None,
+    tokenizer=None,
+    pad_token_id: int | None = None,
+) -> GenerationOutput:
+    """Decode up to max_new_tokens tokens per row, speculatively when a drafter is given.
+
+    Args:
+        model: a transformers causal LM (its KV cache, masks and positions are used as is).
+        input_ids: [B, T] tensor (left padding allowed with attention_mask), one list of ids, or a
+            list of lists (rows may differ in length).
+        drafter: proposes draft tokens; None gives plain decoding.
+        num_draft_tokens: tokens to draft per step (default: drafter.num_draft_tokens).
+        temperature, top_k, top_p: shape the target distribution (and the drafter's);
+            temperature 0 is greedy.
+        seed / generator: explicit RNG for sampling (generator wins).
+        eos_token_id: default the model's generation_config; ignore_eos=True disables it.
+        stop: stop strings (needs tokenizer); the token that completes one is the last emitted.
+    Returns:
+        GenerationOutput with the new tokens per row and SpecStats (merged and per row).
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    cfg = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
+    device = _model_device(model)
+    prompts = _as_rows(input_ids, attention_mask)
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every row of input_ids needs at least one token")
+    B = len(prompts)
+    if generator is None and not cfg.greedy:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+    eos = [] if ignore_eos else (_default_eos(model) if eos_token_id is None else
+                                 [int(e) for e in (eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id])])
+    eos_set = set(eos)
+    stopper = _StopChecker(stop, tokenizer) if stop else None
+    if pad_token_id is None:
+        pad_token_id = eos[0] if eos else 0
+    k = 0
+    if drafter is not None:
+        k = int(num_draft_tokens if num_draft_tokens is not None else drafter.num_draft_tokens)
+        if k < 0:
+            raise ValueError(f"num_draft_tokens must be >= 0, got {k}")
+    hidden_layers = tuple(drafter.hidden_layers) if drafter is not None else ()
+    if drafter is not None and B > 1 and _has_sliding_window(model):
+        # Rolled-back rows leave masked holes in the shared cache; a sliding window counts slots,
+        # not tokens, so it would see fewer real tokens than it should.
+        raise NotImplementedError(
+            "batched speculative decoding on a sliding-window model (e.g. Gemma3) is not supported yet: "
+            "decode its rows one at a time (batch size 1), or without a drafter")
+
+    t_start = time.perf_counter()
+    seqs = [list(p) for p in prompts]
+    new = [[] for _ in range(B)]
+    done = [False] * B
+    reasons = ["length"] * B
+    stats = [SpecStats() for _ in range(B)]
+    kv = KVState(model, B, device)
+
+    def commit(r: int, tokens: list[int], drafted: int, accepted: int) -> list[int]:
+        """Append a row's tokens up to max_new_tokens / EOS / stop; record its stats."""
+        emitted = []
+        for t in tokens:
+            emitted.append(t)
+            new[r].append(t)
+            seqs[r].append(t)
+            if t in eos_set:
+                done[r], reasons[r] = True, "eos"
+            elif stopper is not None and stopper.hit(new[r]):
+                done[r], reasons[r] = True, "stop"
+            elif len(new[r]) >= max_new_tokens:
+                done[r], reasons[r] = True, "length"
+            if done[r]:
+                break
+        n_drafts = min(len(emitted), accepted)  # emitted tokens that were accepted drafts
+        stats[r].record_step(drafted, n_drafts, target_token=len(emitted) > n_drafts)
+        return emitted
+
+    def feedback(out, inputs, valid, positions, n_acc, committed, prefill) -> None:
+        if drafter is None:
+            return
+        hs = {}
+        if hidden_layers:
+            all_hs = out.hidden_states
+            hs = {layer: all_hs[layer] for layer in hidden_layers}
+        drafter.observe(TargetFeedback(
+            input_ids=inputs, valid=valid, position_ids=positions, hidden_states=hs,
+            logits=out.logits, new_tokens=committed, num_accepted=n_acc, is_prefill=prefill,
+        ))
+
+    # ---- prefill: one forward over the prompts, then the first token -------------------------
+    if drafter is not None:
+        drafter.reset([list(p) for p in prompts])
+    ids, mask = _left_pad(prompts, pad_token_id, device)
+    want_all_logits = drafter is not None and drafter.wants_prefill_logits
+    positions = (kv.lengths[:, None] + mask.cumsum(1) - 1).clamp_min(0)
+    out = kv.forward(ids, mask, output_hidden_states=bool(hidden_layers), logits_to_keep=0 if want_all_logits else 1)
+    n0, first = verify_chain(out.logits[:, -1:], Draft.empty(B, device).tokens, Draft.empty(B, device).lengths, cfg,
+                             generator=generator)
+    first_l = first.tolist()
+    committed = [commit(r, [first_l[r]], 0, 0) for r in range(B)]
+    feedback(out, ids, mask.bool(), positions, n0, committed, True)
+    pending = first  # [B] token each row feeds next
+
+    # ---- decode loop -----------------------------------------------------------------------
+    while not all(done):
+        active = [not d for d in done]
+        remaining = min(max_new_tokens - len(new[r]) for r in range(B) if active[r])
+        k_step = min(k, remaining - 1)  # the last token of a row always comes from the target
+        if drafter is not None and k_step > 0:
+            t0 = time.perf_counter()
+            draft = drafter.propose(DraftContext(sequences=seqs, max_tokens=k_step, sampling=cfg,
+                                                 generator=generator, active=active, device=device))
+            _sync(device)
+            dt = time.perf_counter() - t0
+            for r in range(B):
+                if active[r]:
+                    stats[r].draft_time_s += dt / sum(active)
+            if draft.max_len > k_step:
+                raise RuntimeError(f"{type(drafter).__name__} proposed {draft.max_len} tokens, more than the {k_step} asked for")
+            lengths = torch.where(torch.tensor(active, device=device), draft.lengths.to(device), 0)
+            draft = Draft(draft.tokens.to(device), lengths, draft.probs)
+        else:
+            draft = Draft.empty(B, device)
+        inputs = torch.cat([pending[:, None], draft.tokens], dim=1)  # [B, 1+K]
+        before = kv.lengths
+        positions = before[:, None] + torch.arange(inputs.shape[1], device=device)[None, :]
+        out = kv.forward(inputs, output_hidden_states=bool(hidden_layers))
+        n_acc, nxt = verify_chain(out.logits, draft.tokens, draft.lengths, cfg, draft_probs=draft.probs,
+                                  generator=generator)
+        kv.truncate(before + n_acc + 1)  # keep [pending, accepted drafts]; drop rejected drafts
+        n_l, nxt_l, tok_l, len_l = n_acc.tolist(), nxt.tolist(), draft.tokens.tolist(), draft.lengths.tolist()
+        committed = [[] for _ in range(B)]
+        for r in range(B):
+            if active[r]:
+                committed[r] = commit(r, tok_l[r][: n_l[r]] + [nxt_l[r]], len_l[r], n_l[r])
+        valid = torch.arange(inputs.shape[1], device=device)[None, :] < (n_acc + 1)[:, None]
+        feedback(out, inputs, valid, positions, n_acc, committed, False)
+        pending = nxt
+
+    _sync(device)
+    elapsed = time.perf_counter() - t_start
+    for s in stats:
+        s.wall_time_s = elapsed / B
+    return GenerationOutput(tokens=new, stats=SpecStats.sum(stats), row_stats=stats, finish_reasons=reasons)

@@ -1,0 +1,118 @@
+"""Acceptance statistics, defined once (see REFERENCES.md for the definitions).
+
+- tau: tokens emitted per target forward, bonus/correction token included (plain decoding: 1).
+- per-position acceptance a_k: P(at least k drafts accepted in a speculative step).
+- draft acceptance rate: accepted drafts / drafted tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SpecStats:
+    """Counts for one or more generations. Merge with `+` or `merge`.
+
+    Every emitted token is either an accepted draft or a token the target chose itself (the first
+    token after prefill, a correction or a bonus token), so new_tokens == accepted + target_tokens.
+    """
+
+    target_forwards: int = 0
+    new_tokens: int = 0
+    target_tokens: int = 0
+    # One entry per speculative step (a verify forward that checked >= 1 draft):
+    accept_lengths: list[int] = field(default_factory=list)
+    draft_lengths: list[int] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    draft_time_s: float = 0.0
+
+    # -- recording -----------------------------------------------------------------------------
+    def record_step(self, drafted: int, accepted: int, target_token: bool) -> None:
+        """One target forward for this row: `accepted` drafts and (maybe) one target token emitted."""
+        self.target_forwards += 1
+        if drafted > 0:
+            self.draft_lengths.append(drafted)
+            self.accept_lengths.append(accepted)
+        self.new_tokens += accepted + int(target_token)
+        self.target_tokens += int(target_token)
+
+    def merge(self, other: "SpecStats") -> "SpecStats":
+        return SpecStats(
+            target_forwards=self.target_forwards + other.target_forwards,
+            new_tokens=self.new_tokens + other.new_tokens,
+            target_tokens=self.target_tokens + other.target_tokens,
+            accept_lengths=self.accept_lengths + other.accept_lengths,
+            draft_lengths=self.draft_lengths + other.draft_lengths,
+            wall_time_s=self.wall_time_s + other.wall_time_s,
+            draft_time_s=self.draft_time_s + other.draft_time_s,
+        )
+
+    __add__ = merge
+
+    @classmethod
+    def sum(cls, items) -> "SpecStats":
+        total = cls()
+        for s in items:
+            total = total + s
+        return total
+
+    # -- derived metrics -------------------------------------------------------------------------
+    @property
+    def drafted(self) -> int:
+        return sum(self.draft_lengths)
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.accept_lengths)
+
+    @property
+    def tau(self) -> float:
+        """Mean tokens per target forward, bonus token included."""
+        return self.new_tokens / self.target_forwards if self.target_forwards else float("nan")
+
+    @property
+    def draft_acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else float("nan")
+
+    @property
+    def max_draft(self) -> int:
+        return max(self.draft_lengths, default=0)
+
+    def accept_length_histogram(self) -> list[int]:
+        """counts[j] = speculative steps that accepted exactly j drafts, j = 0..max drafted."""
+        counts = [0] * (self.max_draft + 1)
+        for a in self.accept_lengths:
+            counts[a] += 1
+        return counts
+
+    def per_position_acceptance(self) -> list[float]:
+        """a_k = P(>= k drafts accepted), k = 1..max drafted, over speculative steps."""
+        steps = len(self.accept_lengths)
+        if not steps:
+            return []
+        return [sum(a >= k for a in self.accept_lengths) / steps for k in range(1, self.max_draft + 1)]
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.wall_time_s if self.wall_time_s > 0 else float("nan")
+
+    def to_dict(self) -> dict:
+        return {
+            "target_forwards": self.target_forwards,
+            "new_tokens": self.new_tokens,
+            "tau": self.tau,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "draft_acceptance_rate": self.draft_acceptance_rate,
+            "accept_rate_per_position": self.per_position_acceptance(),
+            "accept_length_histogram": self.accept_length_histogram(),
+            "wall_time_s": self.wall_time_s,
+            "draft_time_s": self.draft_time_s,
+            "tokens_per_s": self.tokens_per_s,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"SpecStats(tokens={self.new_tokens}, forwards={self.target_forwards}, tau={self.tau:.3f}, "
+            f"acceptance={self.draft_acceptance_rate:.3f}, per_position={[round(a, 3) for a in self.per_position_acceptance()]})"
+        )

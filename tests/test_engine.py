@@ -1,0 +1,223 @@
+"""The decode loop: speculative greedy == plain greedy == HF greedy, stats add up, rollback is exact."""
+import pytest
+import torch
+
+from conftest import hf_greedy, perturbed_copy
+from mtp.drafters import DraftModelDrafter, OracleDrafter, PromptLookupDrafter, RandomDrafter
+from mtp.engine import generate
+from mtp.kv import KVState, crop_cache, new_cache
+
+
+def _prompts(vocab: int, lengths=(6, 11, 17), seed=0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i, n in enumerate(lengths):
+        p = torch.randint(3, vocab, (n,), generator=g).tolist()
+        if i == 0:  # a repetitive prompt so prompt lookup has something to find
+            p = (p[:4] * 4)[:n]
+        out.append(p)
+    return out
+
+
+def _drafters(name, model, vocab, k, refs):
+    if name == "pld":
+        return PromptLookupDrafter(num_draft_tokens=k, max_ngram=2)
+    if name == "random":
+        return RandomDrafter(vocab, num_draft_tokens=k, seed=1)
+    if name == "oracle":
+        return OracleDrafter(refs, num_draft_tokens=k)
+    if name == "draft-model":
+        return DraftModelDrafter(perturbed_copy(model, 0.3), num_draft_tokens=k)
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gemma"])
+def test_plain_greedy_matches_hf_generate(fixture, request):
+    model, _ = request.getfixturevalue(fixture)
+    vocab = model.config.vocab_size
+    for p in _prompts(vocab):
+        ours = generate(model, p, max_new_tokens=40, ignore_eos=True).tokens[0]
+        assert ours == hf_greedy(model, p, 40), f"prompt {p}"
+
+
+def test_batched_plain_equals_rows_alone(tiny_llama):
+    model, _ = tiny_llama
+    prompts = _prompts(model.config.vocab_size)
+    batched = generate(model, prompts, max_new_tokens=30, ignore_eos=True)
+    for r, p in enumerate(prompts):
+        assert batched.tokens[r] == generate(model, p, max_new_tokens=30, ignore_eos=True).tokens[0]
+    # A padded tensor with an attention mask is the same input.
+    T = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), T, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, p in enumerate(prompts):
+        ids[r, T - len(p):] = torch.tensor(p)
+        mask[r, T - len(p):] = 1
+    assert generate(model, ids, attention_mask=mask, max_new_tokens=30, ignore_eos=True).tokens == batched.tokens
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+@pytest.mark.parametrize("drafter", ["pld", "random", "oracle", "draft-model"])
+def test_speculative_greedy_equals_plain(tiny_llama, drafter, k):
+    model, _ = tiny_llama
+    vocab = model.config.vocab_size
+    prompts = _prompts(vocab)
+    for max_new in (1, 2, 7, 33):
+        refs = [generate(model, p, max_new_tokens=max_new, ignore_eos=True).tokens[0] for p in prompts]
+        for r, p in enumerate(prompts):
+            d = _drafters(drafter, model, vocab, k, [refs[r]])
+            out = generate(model, p, drafter=d, max_new_tokens=max_new, ignore_eos=True)
+            assert out.tokens[0] == refs[r], f"max_new={max_new} prompt={r}"
+            s = out.stats
+            assert s.new_tokens == len(out.tokens[0]) == s.accepted + s.target_tokens
+
+
+@pytest.mark.parametrize("drafter", ["pld", "oracle", "draft-model"])
+def test_eos_boundary(tiny_llama, drafter):
+    """Pick as EOS a token the plain output emits mid-way: both paths stop right after it."""
+    model, _ = tiny_llama
+    vocab = model.config.vocab_size
+    p = _prompts(vocab)[1]
+    full = generate(model, p, max_new_tokens=40, ignore_eos=True).tokens[0]
+    eos = full[len(full) // 2]
+    cut = full.index(eos) + 1
+    plain = generate(model, p, max_new_tokens=40, eos_token_id=eos)
+    assert plain.tokens[0] == full[:cut] and plain.finish_reasons == ["eos"]
+    assert plain.tokens[0] == hf_greedy(model, p, 40, eos=eos)
+    for k in (2, 5):
+        out = generate(model, p, drafter=_drafters(drafter, model, vocab, k, [full]), max_new_tokens=40, eos_token_id=eos)
+        assert out.tokens[0] == full[:cut] and out.finish_reasons == ["eos"]
+
+
+def test_oracle_accepts_everything_and_stats_add_up(tiny_llama):
+    model, _ = tiny_llama
+    p = _prompts(model.config.vocab_size)[2]
+    for k in (1, 3, 4):
+        ref = generate(model, p, max_new_tokens=30, ignore_eos=True).tokens[0]
+        out = generate(model, p, drafter=OracleDrafter([ref], k), max_new_tokens=30, ignore_eos=True)
+        s = out.stats
+        assert out.tokens[0] == ref
+        assert all(a == d for a, d in zip(s.accept_lengths, s.draft_lengths))  # nothing rejected
+        assert s.accept_lengths[:-1] == [k] * (len(s.accept_lengths) - 1)  # full chains except the end
+        assert s.draft_acceptance_rate == 1.0
+        # prefill gives 1 token, each full step k+1: forwards = 1 + ceil((30-1)/(k+1))
+        assert s.target_forwards == 1 + -(-29 // (k + 1))
+        assert s.new_tokens == 30 == s.accepted + s.target_tokens
+        assert s.per_position_acceptance()[0] == 1.0
+        assert sum(s.accept_length_histogram()) == len(s.accept_lengths)
+
+
+def test_random_drafter_accepts_almost_nothing(tiny_llama):
+    model, _ = tiny_llama
+    vocab = model.config.vocab_size
+    p = _prompts(vocab)[2]
+    ref = generate(model, p, max_new_tokens=60, ignore_eos=True)
+    out = generate(model, p, drafter=RandomDrafter(vocab, 4, seed=3), max_new_tokens=60, ignore_eos=True)
+    assert out.tokens == ref.tokens
+    assert out.stats.draft_acceptance_rate < 0.1
+    assert out.stats.tau < 1.3
+    assert ref.stats.tau == 1.0 and ref.stats.target_forwards == 60
+
+
+@pytest.mark.parametrize("drafter", ["pld", "random", "draft-model", "oracle"])
+def test_batched_speculative_equals_rows_alone(tiny_llama, drafter):
+    """Rows accept different numbers of drafts (holes in the batch's cache): each row's output
+    still equals that row decoded alone."""
+    model, _ = tiny_llama
+    vocab = model.config.vocab_size
+    prompts = _prompts(vocab, lengths=(6, 11, 17, 9), seed=4)
+    refs = [generate(model, p, max_new_tokens=25, ignore_eos=True).tokens[0] for p in prompts]
+    out = generate(model, prompts, drafter=_drafters(drafter, model, vocab, 3, refs), max_new_tokens=25, ignore_eos=True)
+    assert out.tokens == refs
+    assert len(out.row_stats) == 4 and out.stats.new_tokens == sum(len(r) for r in refs)
+
+
+def test_rollback_then_decode_equals_decode(tiny_llama):
+    """Feed junk tokens, roll them back with the crop helper, continue: logits equal a cache that
+    never saw the junk."""
+    model, _ = tiny_llama
+    prompt = torch.tensor([_prompts(model.config.vocab_size)[2]])
+    nxt = torch.tensor([[5, 9, 11]])
+    with torch.no_grad():
+        clean = KVState(model, 1, torch.device("cpu"))
+        clean.forward(prompt)
+        ref = clean.forward(nxt).logits
+        dirty = KVState(model, 1, torch.device("cpu"))
+        dirty.forward(prompt)
+        dirty.forward(torch.tensor([[7, 7, 7, 7, 7]]))
+        dirty.truncate(torch.tensor([prompt.shape[1]]))
+        assert dirty.num_slots == prompt.shape[1]
+        got = dirty.forward(nxt).logits
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_crop_helper_semantics(tiny_llama):
+    model, _ = tiny_llama
+    cache = new_cache(model)
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3, 4, 5, 6]]), cache=cache, use_cache=True)
+    assert cache.get_seq_length() == 6
+    crop_cache(cache, 2)
+    assert cache.get_seq_length() == 4
+    crop_cache(cache, 0)
+    assert cache.get_seq_length() == 4
+    with pytest.raises(ValueError):
+        crop_cache(cache, -1)
+
+
+def test_gemma3_sliding_window_past_window(tiny_gemma):
+    """tiny-gemma3 has sliding-window layers with a small window: decode far past it, plain and
+    speculative (rollbacks across the window edge), against HF."""
+    model, _ = tiny_gemma
+    window = model.config.sliding_window
+    vocab = model.config.vocab_size
+    p = _prompts(vocab)[2]
+    n = 3 * window + 10
+    ref = hf_greedy(model, p, n)
+    assert generate(model, p, max_new_tokens=n, ignore_eos=True).tokens[0] == ref
+    for d in (PromptLookupDrafter(4), RandomDrafter(vocab, 3, seed=2), OracleDrafter([ref], 5)):
+        assert generate(model, p, drafter=d, max_new_tokens=n, ignore_eos=True).tokens[0] == ref
+
+
+def test_stop_strings(tiny_llama):
+    model, tok = tiny_llama
+    p = _prompts(model.config.vocab_size)[1]
+    full = generate(model, p, max_new_tokens=40, ignore_eos=True).tokens[0]
+    text = tok.decode(full)
+    stop = text[len(text) // 2: len(text) // 2 + 3]
+    # The first token whose prefix text contains the stop string is the last one emitted.
+    cut = next(i + 1 for i in range(len(full)) if stop in tok.decode(full[: i + 1]))
+    for drafter in (None, PromptLookupDrafter(4), OracleDrafter([full], 4)):
+        out = generate(model, p, drafter=drafter, max_new_tokens=40, ignore_eos=True, stop=[stop], tokenizer=tok)
+        assert out.tokens[0] == full[:cut] and out.finish_reasons == ["stop"]
+    with pytest.raises(ValueError, match="tokenizer"):
+        generate(model, p, max_new_tokens=4, stop=["x"])
+
+
+def test_drafter_receives_hidden_states_without_extra_target_pass(tiny_llama):
+    """Feedback carries the requested hidden layers at the fed positions, equal to a fresh full
+    forward over the committed sequence; the target runs exactly target_forwards times."""
+    model, _ = tiny_llama
+    p = _prompts(model.config.vocab_size)[2]
+    seen = []
+
+    class Recorder(PromptLookupDrafter):
+        hidden_layers = (-1, 1)
+
+        def observe(self, fb):
+            seen.append(fb)
+
+    calls = []
+    hook = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        out = generate(model, p, drafter=Recorder(3), max_new_tokens=20, ignore_eos=True)
+    finally:
+        hook.remove()
+    assert len(calls) == out.stats.target_forwards == len(seen)
+    # Rebuild the committed hidden states and compare with one full forward.
+    hs = torch.cat([fb.hidden_states[-1][0][fb.valid[0]] for fb in seen], 0)
+    seq = torch.tensor([p + out.tokens[0][:-1]])
+    with torch.no_grad():
+        full = model(seq, output_hidden_states=True).hidden_states[-1][0]
+    torch.testing.assert_close(hs, full, rtol=1e-4, atol=1e-4)
+    assert seen[0].is_prefill and seen[0].new_tokens[0] == out.tokens[0][:1]
