@@ -1,0 +1,228 @@
+"""Method runners for benchmarks: every way of generating (HF `generate`, the kit's loop, prompt
+lookup, draft models, MTP heads) behind one interface, measured by the same code.
+
+Both arms of a comparison are timed here, in the same process, interleaved per prompt, after
+warm-up; the CLI scripts in `eval/` aggregate the records.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from mtp.engine import generate
+
+
+@dataclass
+class RunRecord:
+    """One generation (batch 1). accept_lengths/draft_lengths: one entry per speculative step."""
+
+    method: str
+    output_ids: list[int]
+    new_tokens: int
+    wall_time_s: float
+    target_forwards: int
+    accept_lengths: list[int] = field(default_factory=list)
+    draft_lengths: list[int] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.wall_time_s if self.wall_time_s > 0 else float("nan")
+
+    @property
+    def tau(self) -> float:
+        return self.new_tokens / self.target_forwards if self.target_forwards else float("nan")
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _ForwardCounter:
+    """Counts a model's forward calls and the cache length each one started from (HF methods)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.starts: list[int] = []
+        self.inputs: list[int] = []
+
+    def __enter__(self):
+        def pre_hook(module, args, kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            self.starts.append(int(cache.get_seq_length()) if cache is not None else 0)
+            self.inputs.append(int(ids.shape[1]) if ids is not None else 0)
+
+        self._h = self.model.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self._h.remove()
+
+    def speculative_steps(self, new_tokens: int) -> tuple[list[int], list[int]]:
+        """(accept_lengths, draft_lengths) of an assisted HF run: step i fed m_i = k_i + 1 inputs
+        from cache length s_i; it kept n_i + 1 of them, so s_{i+1} = s_i + n_i + 1."""
+        acc, drafted = [], []
+        steps = list(zip(self.starts, self.inputs))[1:]  # skip prefill
+        for i, (s, m) in enumerate(steps):
+            k = m - 1
+            if i + 1 < len(steps):
+                n = steps[i + 1][0] - s - 1
+            else:  # last step: whatever tokens remain (prefill gave 1, earlier steps n+1 each)
+                n = new_tokens - 1 - sum(a + 1 for a in acc) - 1
+            n = max(0, min(k, n))
+            if k > 0:
+                acc.append(n)
+                drafted.append(k)
+        return acc, drafted
+
+
+class Method:
+    """A named way to generate one prompt. Subclasses implement `_run`."""
+
+    name: str = ""
+
+    def __init__(self, name: str, model, tokenizer) -> None:
+        self.name, self.model, self.tokenizer = name, model, tokenizer
+        self.device = _device(model)
+
+    def run(self, prompt_ids: list[int], *, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
+            top_p: float | None = None, seed: int | None = None) -> RunRecord:
+        _sync(self.device)
+        t0 = time.perf_counter()
+        rec = self._run(prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                        seed=seed)
+        _sync(self.device)
+        rec.wall_time_s = time.perf_counter() - t0
+        return rec
+
+    def _run(self, prompt_ids, **kw) -> RunRecord:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class HFMethod(Method):
+    """transformers `generate` (plain, or prompt lookup with prompt_lookup_num_tokens)."""
+
+    def __init__(self, name, model, tokenizer, prompt_lookup_num_tokens: int | None = None,
+                 max_matching_ngram_size: int = 2) -> None:
+        super().__init__(name, model, tokenizer)
+        self.pld = prompt_lookup_num_tokens
+        self.ngram = max_matching_ngram_size
+
+    @torch.no_grad()
+    def _run(self, prompt_ids, *, max_new_tokens, temperature, top_k, top_p, seed) -> RunRecord:
+        ids = torch.tensor([prompt_ids], device=self.device)
+        kw = dict(max_new_tokens=max_new_tokens, attention_mask=torch.ones_like(ids))
+        if temperature > 0:
+            if seed is not None:
+                torch.manual_seed(seed)
+            kw.update(do_sample=True, temperature=temperature, top_k=top_k or 0, top_p=top_p or 1.0)
+        else:
+            kw.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+        if self.pld:
+            kw.update(prompt_lookup_num_tokens=self.pld, max_matching_ngram_size=self.ngram)
+        pad = self.model.generation_config.pad_token_id
+        if pad is None:
+            pad = self.model.generation_config.eos_token_id
+        with _ForwardCounter(self.model) as counter:
+            out = self.model.generate(ids, pad_token_id=pad, **kw)
+        new = out[0, ids.shape[1]:].tolist()
+        acc, drafted = counter.speculative_steps(len(new)) if self.pld else ([], [])
+        return RunRecord(self.name, new, len(new), 0.0, len(counter.starts), acc, drafted)
+
+
+class KitMethod(Method):
+    """The kit's engine, with or without a drafter."""
+
+    def __init__(self, name, model, tokenizer, drafter=None, num_draft_tokens: int | None = None) -> None:
+        super().__init__(name, model, tokenizer)
+        self.drafter = drafter
+        self.k = num_draft_tokens
+
+    def _run(self, prompt_ids, *, max_new_tokens, temperature, top_k, top_p, seed) -> RunRecord:
+        out = generate(self.model, prompt_ids, drafter=self.drafter, num_draft_tokens=self.k,
+                       max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        s = out.stats
+        return RunRecord(self.name, out.tokens[0], s.new_tokens, 0.0, s.target_forwards, list(s.accept_lengths),
+                         list(s.draft_lengths))
+
+
+def _split_k(spec: str, default: int) -> tuple[str, int]:
+    head, _, tail = spec.rpartition(":")
+    if head and tail.isdigit():
+        return head, int(tail)
+    return spec, default
+
+
+def make_method(spec: str, model, tokenizer) -> Method:
+    """Build a method from its spec string.
+
+    hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K] | <checkpoint dir>
+    K defaults: 10 for prompt lookup (HF's default), 4 for draft models, the head's own for heads.
+    """
+    from mtp.drafters import DraftModelDrafter, PromptLookupDrafter
+
+    if spec == "hf":
+        return HFMethod(spec, model, tokenizer)
+    if spec == "vanilla":
+        return KitMethod(spec, model, tokenizer)
+    if spec.startswith("hf-pld"):
+        _, k = _split_k(spec, 10)
+        return HFMethod(spec, model, tokenizer, prompt_lookup_num_tokens=k)
+    if spec.startswith("pld"):
+        _, k = _split_k(spec, 10)
+        return KitMethod(spec, model, tokenizer, PromptLookupDrafter(num_draft_tokens=k), k)
+    if spec.startswith("draft:"):
+        from mtp.models import load_model
+
+        name, k = _split_k(spec[len("draft:"):], 4)
+        dm, _ = load_model(name, dtype=next(model.parameters()).dtype, device=_device(model))
+        return KitMethod(spec, model, tokenizer, DraftModelDrafter(dm, k, vocab_size=model.config.vocab_size), k)
+    path = spec[len("heads:"):] if spec.startswith("heads:") else spec
+    import os
+
+    base, k = _split_k(path, 0)
+    if os.path.isdir(base):
+        from mtp.heads import load_heads
+
+        drafter = load_heads(base, model).as_drafter()
+        return KitMethod(spec, model, tokenizer, drafter, k or None)
+    raise ValueError(
+        f"unknown method {spec!r}: use hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], "
+        "heads:<checkpoint dir>[:K] or an existing heads checkpoint folder")
+
+
+def interleaved(methods: list[Method], prompts: list[list[int]], *, repeats: int = 3, warmup: int = 1,
+                **gen_kwargs) -> Iterator[tuple[int, int, RunRecord]]:
+    """Yield (prompt_index, repeat, record) with the methods interleaved per prompt and their order
+    rotated each repeat; `warmup` untimed runs of every method come first."""
+    if not prompts:
+        raise ValueError("no prompts to run")
+    for _ in range(warmup):
+        for m in methods:
+            m.run(prompts[0], **gen_kwargs)
+    for i, p in enumerate(prompts):
+        for r in range(repeats):
+            order = methods[r % len(methods):] + methods[: r % len(methods)]
+            for m in order:
+                yield i, r, m.run(p, **gen_kwargs)
+
+
+@torch.no_grad()
+def logit_gap_at_divergence(model, prompt_ids: list[int], ids_a: list[int], ids_b: list[int]) -> tuple[int | None, float]:
+    """First position where two continuations differ and the target's fp32 logit gap there
+    (logit[a_i] - logit[b_i] given the common prefix): a near-zero gap means a near tie that
+    reduced precision can flip. (None, 0.0) when one is a prefix of the other."""
+    i = next((j for j, (a, b) in enumerate(zip(ids_a, ids_b)) if a != b), None)
+    if i is None:
+        return None, 0.0
+    ids = torch.tensor([list(prompt_ids) + list(ids_a[:i])], device=_device(model))
+    logits = model(ids, logits_to_keep=1).logits[0, -1].float()
+    return i, float(logits[ids_a[i]] - logits[ids_b[i]])

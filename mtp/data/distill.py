@@ -1,0 +1,233 @@
+"""Self-distillation: the target regenerates the responses it will later be drafted for.
+
+Output folder layout (resumable, no duplicates):
+    meta.json            model, fingerprint and generation settings (a resume must match them)
+    shard-00000.jsonl    one record per (prompt, turn): {"id", "prompt_id", "turn", "category",
+    shard-00001.jsonl     "prompt_ids", "response_ids", "finish_reason"}; the loss mask of a
+    ...                   record covers its response_ids only.
+Every batch is written with one atomic replace of a shard file (write tmp, then os.replace), so a
+killed run keeps every finished batch and loses at most the batch in flight. On restart the shards
+are read back and the prompts already present are skipped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from mtp.data.prompts import DataError, Prompt, read_jsonl
+
+SHARD_FMT = "shard-{:05d}.jsonl"
+# Settings that change what is generated: a resume with other values is refused.
+_META_KEYS = ("model", "fingerprint", "temperature", "top_p", "max_new_tokens", "chat_template", "seed")
+
+
+@dataclass
+class DistillConfig:
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    temperature: float = 0.0  # 0: greedy
+    top_p: float | None = None
+    seed: int = 0
+    shard_size: int = 256  # records per shard (a batch is never split across shards)
+    backend: str = "hf"  # "hf": transformers batched generate; "engine": mtp.generate
+    on_long_prompt: str = "error"  # "error" or "skip" prompts that do not fit the context
+
+
+def apply_template(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a conversation ending with a user turn, ready for the assistant's reply.
+    Uses the tokenizer's chat template when it has one, else plain text turns."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    text = "\n\n".join(m["content"] for m in messages) + "\n\n"
+    return list(tokenizer(text)["input_ids"])
+
+
+def context_length(model) -> int:
+    cfg = model.config
+    return int(getattr(cfg, "max_position_embeddings", None) or 2048)
+
+
+class ShardWriter:
+    """Append-only sharded JSONL with atomic batch writes; knows which prompts are done."""
+
+    def __init__(self, out_dir: str | Path, shard_size: int) -> None:
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.shard_size = shard_size
+        for tmp in self.dir.glob("*.tmp"):  # a write interrupted before its os.replace
+            tmp.unlink()
+        self.shards = sorted(self.dir.glob("shard-*.jsonl"))
+        self.done: set[str] = set()
+        self.num_records = 0
+        self.current: list[str] = []  # lines of the last shard
+        for i, path in enumerate(self.shards):
+            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            for n, ln in enumerate(lines, 1):
+                try:
+                    self.done.add(json.loads(ln)["prompt_id"])
+                except (json.JSONDecodeError, KeyError) as e:
+                    raise DataError(f"{path}:{n}: malformed distillation record ({e}); delete the shard to "
+                                    "regenerate it") from None
+            self.num_records += len(lines)
+            if i == len(self.shards) - 1:
+                self.current = lines
+        self.index = len(self.shards) - 1 if self.shards else 0
+
+    def write(self, records: list[dict]) -> None:
+        if not records:
+            return
+        if self.current and len(self.current) + len(records) > self.shard_size:
+            self.index += 1
+            self.current = []
+        self.current = self.current + [json.dumps(r, ensure_ascii=False) for r in records]
+        path = self.dir / SHARD_FMT.format(self.index)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\n".join(self.current) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        self.done.update(r["prompt_id"] for r in records)
+        self.num_records += len(records)
+
+
+def _check_meta(out_dir: Path, meta: dict) -> None:
+    path = out_dir / "meta.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = [k for k in _META_KEYS if old.get(k) != meta.get(k)]
+        if diff:
+            raise DataError(
+                f"{out_dir} holds a distillation run with different settings ("
+                + ", ".join(f"{k}: {old.get(k)!r} there vs {meta.get(k)!r} now" for k in diff)
+                + "); resume with the same settings or write to a new --out folder")
+    tmp = path.with_name("meta.json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _generate_hf(model, tokenizer, rows: list[list[int]], cfg: DistillConfig, seed: int) -> list[list[int]]:
+    """Left-padded batched transformers generate; each row cut after its first EOS."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, T - len(r):] = torch.tensor(r)
+        mask[i, T - len(r):] = 1
+    kwargs = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=pad, do_sample=cfg.temperature > 0)
+    if cfg.temperature > 0:
+        kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p or 1.0, top_k=0)
+        torch.manual_seed(seed)
+    out = model.generate(ids.to(device), attention_mask=mask.to(device), **kwargs)[:, T:].tolist()
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    res = []
+    for row in out:
+        cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+        res.append(row[:cut])
+    return res
+
+
+def _generate_engine(model, tokenizer, rows, cfg: DistillConfig, seed: int) -> list[list[int]]:
+    from mtp.engine import generate
+
+    out = generate(model, rows, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                   top_p=cfg.top_p, seed=seed, pad_token_id=tokenizer.pad_token_id)
+    return out.tokens
+
+
+@torch.no_grad()
+def distill(model, tokenizer, prompts: list[Prompt], out_dir: str | Path, cfg: DistillConfig,
+            *, model_name: str = "", progress: bool = True) -> dict:
+    """Generate responses for every prompt not yet in `out_dir`; returns throughput stats.
+
+    Multi-turn prompts are answered turn by turn (turn i sees the model's own earlier replies),
+    one record per turn. Prompts that do not fit the context (prompt + max_new_tokens tokens)
+    raise DataError, or are skipped with on_long_prompt="skip".
+    """
+    from mtp.models import model_fingerprint
+
+    out_dir = Path(out_dir)
+    if cfg.backend not in ("hf", "engine"):
+        raise ValueError(f"unknown backend {cfg.backend!r}: use 'hf' or 'engine'")
+    if cfg.on_long_prompt not in ("error", "skip"):
+        raise ValueError(f"on_long_prompt must be 'error' or 'skip', got {cfg.on_long_prompt!r}")
+    meta = {"model": model_name or model.config.name_or_path, "fingerprint": model_fingerprint(model),
+            "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
+            "chat_template": bool(getattr(tokenizer, "chat_template", None)), "seed": cfg.seed,
+            "format": "mtp-distill-v1"}
+    _check_meta(out_dir, meta)
+    writer = ShardWriter(out_dir, cfg.shard_size)
+    todo = [p for p in prompts if p.id not in writer.done]
+    ctx = context_length(model)
+    gen = _generate_hf if cfg.backend == "hf" else _generate_engine
+    model.eval()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="distill", unit="prompt")
+    new_tokens, skipped, t0 = 0, [], time.perf_counter()
+    for b in range(0, len(todo), cfg.batch_size):
+        batch = todo[b: b + cfg.batch_size]
+        history: dict[str, list[dict]] = {p.id: [] for p in batch}
+        records: list[dict] = []
+        alive = list(batch)
+        for turn in range(max(len(p.turns) for p in batch)):
+            rows, owners = [], []
+            for p in alive:
+                if turn >= len(p.turns):
+                    continue
+                history[p.id].append({"role": "user", "content": p.turns[turn]})
+                ids = apply_template(tokenizer, history[p.id])
+                if len(ids) + cfg.max_new_tokens > ctx:
+                    msg = (f"prompt {p.id!r} (turn {turn}) has {len(ids)} tokens; with max_new_tokens="
+                           f"{cfg.max_new_tokens} it exceeds the model's context of {ctx} tokens")
+                    if cfg.on_long_prompt == "error":
+                        raise DataError(msg + " (pass --on-long-prompt skip to drop such prompts)")
+                    skipped.append(p.id)
+                    continue
+                rows.append(ids)
+                owners.append(p)
+            if not rows:
+                break
+            outs = gen(model, tokenizer, rows, cfg, cfg.seed * 1_000_003 + b * 101 + turn)
+            for p, ids, resp in zip(owners, rows, outs):
+                new_tokens += len(resp)
+                reason = "eos" if len(resp) < cfg.max_new_tokens or resp[-1:] == [tokenizer.eos_token_id] else "length"
+                records.append({"id": f"{p.id}#{turn}", "prompt_id": p.id, "turn": turn, "category": p.category,
+                                "prompt_ids": ids, "response_ids": resp, "finish_reason": reason})
+                history[p.id].append({"role": "assistant",
+                                      "content": tokenizer.decode(resp, skip_special_tokens=True)})
+            alive = [p for p in owners]
+        writer.write(records)  # one atomic write per batch: a prompt is all in, or not at all
+        if bar is not None:
+            bar.update(len(batch))
+            bar.set_postfix(tok_s=f"{new_tokens / (time.perf_counter() - t0):.0f}")
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    return {"prompts_done": len(writer.done), "prompts_new": len(todo) - len(skipped), "skipped": skipped,
+            "records": writer.num_records, "new_tokens": new_tokens, "seconds": elapsed,
+            "tokens_per_s": new_tokens / elapsed if elapsed > 0 else float("nan"), "backend": cfg.backend,
+            "config": asdict(cfg)}
+
+
+def load_distilled(path: str | Path) -> list[dict]:
+    """Records of a distillation folder (all shards, in order) or of one JSONL file."""
+    path = Path(path)
+    files = sorted(path.glob("shard-*.jsonl")) if path.is_dir() else [path]
+    if path.is_dir() and not files:
+        raise DataError(f"{path} holds no shard-*.jsonl files (run `python -m train.distill` first)")
+    recs = [r for f in files for r in read_jsonl(f)]
+    if not recs:
+        raise DataError(f"no records in {path}: the data file(s) are empty")
+    return recs

@@ -1,0 +1,129 @@
+"""The contract every MTP head family implements (trainer, checkpoints and drafting rely on it).
+
+Indexing convention (the target shift lives here, once):
+    the target's own logits at position t predict token t+1;
+    head output j (0-based, j < num_heads) at position t predicts token t+2+j.
+So `forward_train(...).logits[j][:, t]` is trained against `input_ids[:, t + 2 + j]`, and at
+decode time, given the target's hidden state at the last committed position (whose own next token
+is the pending token), head j drafts the (j+1)-th token after the pending token.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class HeadConfig:
+    """Fields shared by every family; each family subclasses it with its own fields."""
+
+    family: str = ""
+    num_heads: int = 4  # K: tokens drafted per step (chain length)
+    hidden_size: int = 0  # filled from the target's config when 0
+    vocab_size: int = 0  # filled from the target's config when 0
+    hidden_layers: tuple[int, ...] = (-1,)  # indices into HF output_hidden_states (-1: last, post-norm)
+    base_model: str = ""  # the target's name (config.name_or_path)
+    base_fingerprint: str = ""  # mtp.models.model_fingerprint(target)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden_layers"] = list(self.hidden_layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "HeadConfig":
+        names = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; known: {sorted(names)}")
+        d = dict(d)
+        if "hidden_layers" in d:
+            d["hidden_layers"] = tuple(d["hidden_layers"])
+        return cls(**d)
+
+
+@dataclass
+class HeadTrainOutput:
+    """logits[j]: [B, T, V] draft logits of head j (predicting token t+2+j at position t).
+    aux_losses: family-specific extra loss terms already weighted (e.g. EAGLE's feature loss).
+    metrics: extra scalars to log."""
+
+    logits: list[torch.Tensor]
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class TargetParts:
+    """Frozen pieces of the target a head reuses (embedding, LM head, final norm, layer class),
+    held outside the head's own parameters so checkpoints never save them."""
+
+    def __init__(self, target: nn.Module) -> None:
+        self.model = target
+        self.embed = target.get_input_embeddings()
+        self.lm_head = target.get_output_embeddings()
+        self.config = target.config
+        base = getattr(target, "model", None)
+        self.norm = getattr(base, "norm", None)  # final norm (HF hidden_states[-1] is already normed)
+        self.rotary_emb = getattr(base, "rotary_emb", None)
+        layers = getattr(base, "layers", None)
+        self.layer_class = type(layers[0]) if layers is not None and len(layers) else None
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The target's own unembedding of a post-norm hidden state [..., H] -> [..., V]
+        (with Gemma's final logit soft-capping when the config has it)."""
+        out = self.lm_head(h.to(self.lm_head.weight.dtype))
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        if cap:
+            out = torch.tanh(out / cap) * cap
+        return out
+
+
+class MTPHead(nn.Module, abc.ABC):
+    """Base of every head family. Subclasses set `family` and `config_class`."""
+
+    family: ClassVar[str] = ""
+    config_class: ClassVar[type[HeadConfig]] = HeadConfig
+
+    def __init__(self, config: HeadConfig, target: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        # Not a submodule: the target's weights are not the head's.
+        object.__setattr__(self, "target", TargetParts(target))
+
+    @abc.abstractmethod
+    def forward_train(
+        self,
+        hidden_states: dict[int, torch.Tensor],
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> HeadTrainOutput:
+        """Teacher-forced draft logits for every position of a batch.
+
+        hidden_states: {layer: [B, T, H]} target hidden states for config.hidden_layers (from one
+            target forward over input_ids with output_hidden_states=True).
+        input_ids: [B, T] the sequence (families that condition on future tokens use the true ones).
+        """
+
+    @abc.abstractmethod
+    def as_drafter(self, num_draft_tokens: int | None = None):
+        """An `mtp.drafters.Drafter` that drafts chains with this head (default length
+        config.num_heads)."""
+
+    def loss_weights(self) -> list[float]:
+        """Suggested weight of each head's token loss (len num_heads); 1.0 each unless the family
+        says otherwise (EAGLE: 0.1 next to its feature loss; EAGLE-3: 0.8**j)."""
+        return [1.0] * self.config.num_heads
+
+    def save_pretrained(self, directory) -> None:
+        """Write `model.safetensors` (the head's own tensors only) + `config.json`, atomically."""
+        from mtp.heads.checkpoint import save_head
+
+        save_head(self, directory)

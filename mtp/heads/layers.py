@@ -1,0 +1,104 @@
+"""Transformer blocks for heads, built from the target architecture's own decoder-layer class.
+
+No forked modelling code: a head's block is `type(target.model.layers[0])(config, idx)` with a
+copy of the target config (every draft layer full attention), driven with explicit 4-D additive
+masks, `position_ids` and the target's rotary embedding. Draft-side KV caches reuse
+`mtp.kv.KVState` (slot mask, positions, rollback through the cache's own crop).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+
+import torch
+from torch import nn
+
+from mtp.heads.base import TargetParts
+from mtp.kv import KVState
+
+
+def draft_layer_config(target: TargetParts, num_layers: int):
+    """A copy of the target config for `num_layers` draft layers, all full attention (draft
+    caches hold holes after rollback, which a sliding window would count as tokens)."""
+    cfg = copy.deepcopy(target.config)
+    cfg.num_hidden_layers = num_layers
+    if getattr(cfg, "layer_types", None) is not None:
+        cfg.layer_types = ["full_attention"] * num_layers
+    return cfg
+
+
+def make_decoder_layers(target: TargetParts, num_layers: int) -> tuple[object, nn.ModuleList]:
+    """`num_layers` fresh decoder layers of the target's class (layer i has layer_idx i)."""
+    if target.layer_class is None or target.rotary_emb is None:
+        raise ValueError(f"{type(target.model).__name__}: expected a decoder with .model.layers and "
+                         ".model.rotary_emb (Llama/Gemma-style); this head family needs them")
+    cfg = draft_layer_config(target, num_layers)
+    layers = nn.ModuleList([target.layer_class(cfg, i) for i in range(num_layers)])
+    return cfg, layers
+
+
+def rope(target: TargetParts, x: torch.Tensor, position_ids: torch.Tensor):
+    """(cos, sin) from the target's rotary embedding; Gemma3 takes a layer type (global rope)."""
+    rot = target.rotary_emb
+    if "layer_type" in inspect.signature(rot.forward).parameters:
+        return rot(x, position_ids, "full_attention")
+    return rot(x, position_ids)
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """bool [B, q, kv] -> additive [B, 1, q, kv] (finite minimum, so fully masked rows stay finite)."""
+    m = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return m.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def causal_allowed(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] 0/1 key mask -> bool [B, T, T]: causal and key is real (a query always sees itself)."""
+    B, T = attention_mask.shape
+    causal = torch.ones(T, T, dtype=torch.bool, device=attention_mask.device).tril()
+    allowed = causal[None] & attention_mask.bool()[:, None, :]
+    return allowed | torch.eye(T, dtype=torch.bool, device=attention_mask.device)[None]
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] -> position ids counting real tokens (left or right padding)."""
+    return (attention_mask.long().cumsum(1) - 1).clamp_min(0)
+
+
+def run_layer(layer: nn.Module, target: TargetParts, x: torch.Tensor, allowed: torch.Tensor,
+              position_ids: torch.Tensor, cache=None) -> torch.Tensor:
+    """One decoder layer over x [B, q, H]; allowed: bool [B, q, kv] (kv = cached + q slots)."""
+    return layer(x, attention_mask=additive_mask(allowed, x.dtype), position_ids=position_ids,
+                 position_embeddings=rope(target, x, position_ids), cache=cache)
+
+
+class _ConfigHolder:
+    """What KVState needs from a 'model' to build its cache: a config."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+
+class FeatureKV(KVState):
+    """A KVState for draft layers fed with features instead of token ids.
+
+    `step(x, input_mask, fn)` appends x [B, m, H] to every row (input_mask marks real inputs) and
+    calls fn(x, allowed [B, m, S], position_ids [B, m], cache); rollback with `truncate` as usual.
+    """
+
+    def __init__(self, layer_config, batch_size: int, device: torch.device) -> None:
+        super().__init__(_ConfigHolder(layer_config), batch_size, device)
+
+    def step(self, x: torch.Tensor, input_mask: torch.Tensor | None, fn):
+        B, m = x.shape[:2]
+        if input_mask is None:
+            input_mask = torch.ones(B, m, dtype=torch.long, device=x.device)
+        input_mask = input_mask.to(self.mask.dtype)
+        position_ids = (self.lengths[:, None] + input_mask.cumsum(1) - 1).clamp_min(0)
+        S0 = self.num_slots
+        self.mask = torch.cat([self.mask, input_mask], dim=1)
+        S = self.num_slots
+        slot = torch.arange(S, device=x.device)
+        causal = slot[None, :] <= (S0 + torch.arange(m, device=x.device))[:, None]  # [m, S]
+        allowed = causal[None] & self.mask.bool()[:, None, :]
+        allowed = allowed | (slot[None, None, :] == (S0 + torch.arange(m, device=x.device))[None, :, None])
+        return fn(x, allowed, position_ids, self.cache)

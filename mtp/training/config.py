@@ -1,0 +1,258 @@
+"""Typed training configuration: a YAML recipe, then `key=value` overrides, resolved and saved.
+
+    cfg = load_config("train/configs/medusa.yaml", ["optim.lr=3e-4", "head.num_heads=3"])
+Unknown keys and ill-typed values are errors naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad recipe, override or head configuration; the message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny-llama"  # mtp.load_model name or path of the target
+    dtype: str = "fp32"  # target weights dtype
+
+
+@dataclass
+class HeadSection:
+    family: str = "medusa"
+    # Passed to mtp.heads.build_head(family, target, **args) (num_heads, hidden_layers, ...).
+    args: dict = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # distillation folder (shard-*.jsonl) or a JSONL file of records
+    eval: str = ""  # held-out data; empty: split eval_fraction of train by prompt id
+    eval_fraction: float = 0.05
+    max_seq_len: int = 512
+    batch_size: int = 8  # per device, per micro-step
+    bucket: bool = True  # length bucketing (batches of similar length)
+    max_examples: int = 0  # 0: all
+    cache: str = ""  # hidden-state cache folder (train.cache); empty: online (run the target)
+
+
+@dataclass
+class LossConfig:
+    ce_weight: float = 1.0  # cross-entropy to the data tokens
+    kl_weight: float = 0.0  # KL(target || head) at each future position (self-distillation)
+    kl_temperature: float = 1.0
+    kl_topk: int = 0  # 0: full vocabulary (online only); k: target top-k renormalised (cache-compatible)
+    # Per-position weights: "family" (the head's own suggestion), a list of K floats, or "decay:0.8"
+    # (geometric, 0.8**j).
+    position_weights: Any = "family"
+    aux_weight: float = 1.0  # multiplies the family's own aux losses (e.g. EAGLE's feature loss)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0  # 0: off
+    grad_accum: int = 1
+    max_steps: int = 100
+
+
+@dataclass
+class JointConfig:
+    enabled: bool = False  # also train the target (MTP loss at weight `mtp_weight` + its own next-token loss)
+    mtp_weight: float = 0.3
+    target_lr: float = 1e-5
+
+
+@dataclass
+class EvalConfig:
+    every: int = 50  # optimizer steps between evaluations (0: only at the end)
+    max_batches: int = 0  # 0: the whole held-out split
+    topk: int = 5  # top-k accuracy
+    temperature: float = 0.0  # 0: expected tau from greedy accuracy; >0: from sum_x min(p, q)
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 50  # optimizer steps between checkpoints (0: only at the end)
+    keep: int = 2  # newest checkpoints kept
+
+
+@dataclass
+class LogConfig:
+    wandb: str = ""  # offline | online | disabled; empty: $WANDB_MODE, else offline
+    project: str = "mtp"
+    every: int = 10
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    name: str = "run"
+    out_dir: str = "runs"  # the run folder is out_dir/name
+    seed: int = 0
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadSection = field(default_factory=HeadSection)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ckpt: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+# Keys a resumed run may change (they do not affect the weights).
+RESUME_MUTABLE = ("log.", "ckpt.", "eval.every", "data.cache")
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: {value!r} does not match {tp}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _from_dict(tp, value, key + ".")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, typing.get_args(tp)))
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    if tp is str and isinstance(value, (int, float)):
+        return str(value)
+    raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _from_dict(cls, d: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {[prefix + u for u in unknown]}; known under "
+                          f"{prefix or 'top level'}: {sorted(names)}")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in d.items()})
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    cur = d
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+        if not isinstance(cur, dict):
+            raise ConfigError(f"override {key}: {p} is not a section")
+    cur[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Recipe YAML (optional) + `a.b=value` overrides (values parsed as YAML) -> TrainConfig."""
+    raw: dict = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"no such config file: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: malformed YAML ({e})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r} is not of the form key=value")
+        k, v = ov.split("=", 1)
+        _set_dotted(raw, k.strip(), yaml.safe_load(v) if v.strip() else "")
+    cfg = _from_dict(TrainConfig, raw)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    o = cfg.optim
+    if o.max_steps < 1 or o.grad_accum < 1 or cfg.data.batch_size < 1:
+        raise ConfigError("optim.max_steps, optim.grad_accum and data.batch_size must be >= 1")
+    if cfg.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ConfigError(f"mixed_precision: {cfg.mixed_precision!r} is not one of no, bf16, fp16")
+    if cfg.loss.ce_weight <= 0 and cfg.loss.kl_weight <= 0:
+        raise ConfigError("loss: at least one of ce_weight and kl_weight must be > 0")
+    if cfg.log.wandb not in ("", "offline", "online", "disabled"):
+        raise ConfigError(f"log.wandb: {cfg.log.wandb!r} is not one of offline, online, disabled")
+    if not 0 <= cfg.data.eval_fraction < 1:
+        raise ConfigError("data.eval_fraction must be in [0, 1)")
+    if cfg.data.max_seq_len < 4:
+        raise ConfigError("data.max_seq_len must be >= 4")
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ (ignoring RESUME_MUTABLE keys)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        key = prefix + k
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict) and key != "head.args":
+            out += config_diff(a, b, key + ".")
+        elif a != b and not any(key.startswith(m) for m in RESUME_MUTABLE):
+            out.append(key)
+    return out
+
+
+def save_config(cfg: TrainConfig, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    d = cfg.to_dict()
+    for name, text in (("config.yaml", yaml.safe_dump(d, sort_keys=False)), ("config.json", json.dumps(d, indent=2))):
+        tmp = run_dir / (name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(run_dir / name)
