@@ -18,6 +18,7 @@ from mtp.drafters.base import Draft, DraftContext, Drafter, TargetFeedback
 from mtp.kv import KVState
 from mtp.sampling import SamplingConfig, verify_chain
 from mtp.stats import SpecStats
+from mtp.tree import node_depths, verify_tree
 
 
 @dataclass
@@ -178,7 +179,7 @@ def generate(
     stats = [SpecStats() for _ in range(B)]
     kv = KVState(model, B, device)
 
-    def commit(r: int, tokens: list[int], drafted: int, accepted: int) -> list[int]:
+    def commit(r: int, tokens: list[int], drafted: int, accepted: int, depth: int | None = None) -> list[int]:
         """Append a row's tokens up to max_new_tokens / EOS / stop; record its stats."""
         emitted = []
         for t in tokens:
@@ -194,7 +195,7 @@ def generate(
             if done[r]:
                 break
         n_drafts = min(len(emitted), accepted)  # emitted tokens that were accepted drafts
-        stats[r].record_step(drafted, n_drafts, target_token=len(emitted) > n_drafts)
+        stats[r].record_step(drafted, n_drafts, target_token=len(emitted) > n_drafts, depth=depth)
         return emitted
 
     def feedback(out, inputs, valid, positions, n_acc, committed, prefill) -> None:
@@ -237,25 +238,46 @@ def generate(
             for r in range(B):
                 if active[r]:
                     stats[r].draft_time_s += dt / sum(active)
-            if draft.max_len > k_step:
-                raise RuntimeError(f"{type(drafter).__name__} proposed {draft.max_len} tokens, more than the {k_step} asked for")
+            too_long = draft.max_len > k_step if draft.parents is None else (
+                draft.max_len > 0 and int(node_depths(draft.parents).max()) > k_step)
+            if too_long:
+                raise RuntimeError(f"{type(drafter).__name__} proposed more than the {k_step} tokens (depth) asked for")
             lengths = torch.where(torch.tensor(active, device=device), draft.lengths.to(device), 0)
-            draft = Draft(draft.tokens.to(device), lengths, draft.probs)
+            draft = Draft(draft.tokens.to(device), lengths, draft.probs,
+                          None if draft.parents is None else draft.parents.to(device))
         else:
             draft = Draft.empty(B, device)
         inputs = torch.cat([pending[:, None], draft.tokens], dim=1)  # [B, 1+K]
         before = kv.lengths
         positions = before[:, None] + torch.arange(inputs.shape[1], device=device)[None, :]
-        out = kv.forward(inputs, output_hidden_states=bool(hidden_layers))
-        n_acc, nxt = verify_chain(out.logits, draft.tokens, draft.lengths, cfg, draft_probs=draft.probs,
-                                  generator=generator)
-        kv.truncate(before + n_acc + 1)  # keep [pending, accepted drafts]; drop rejected drafts
-        n_l, nxt_l, tok_l, len_l = n_acc.tolist(), nxt.tolist(), draft.tokens.tolist(), draft.lengths.tolist()
+        tok_l, len_l = draft.tokens.tolist(), draft.lengths.tolist()
+        if draft.parents is None:  # chain
+            out = kv.forward(inputs, output_hidden_states=bool(hidden_layers))
+            n_acc, nxt = verify_chain(out.logits, draft.tokens, draft.lengths, cfg, draft_probs=draft.probs,
+                                      generator=generator)
+            kv.truncate(before + n_acc + 1)  # keep [pending, accepted drafts]; drop rejected drafts
+            paths = [list(range(n)) for n in n_acc.tolist()]
+            depths = len_l
+            valid = torch.arange(inputs.shape[1], device=device)[None, :] < (n_acc + 1)[:, None]
+        else:  # tree: one forward with a 4-D mask, then keep only the accepted path
+            out = kv.forward_tree(inputs, draft.parents, draft.lengths, output_hidden_states=bool(hidden_layers))
+            positions = kv.slot_pos[:, -inputs.shape[1]:].clone()
+            paths, nxt = verify_tree(out.logits, draft.tokens, draft.parents, draft.lengths, cfg,
+                                     draft_probs=draft.probs, generator=generator)
+            keep = [[0] + [i + 1 for i in path] for path in paths]
+            kv.keep(keep)
+            n_acc = torch.tensor([len(p) for p in paths], device=device)
+            nd = node_depths(draft.parents)
+            depths = [int(nd[r, : len_l[r]].max()) if len_l[r] else 0 for r in range(B)]
+            valid = torch.zeros(inputs.shape, dtype=torch.bool, device=device)
+            for r, k_r in enumerate(keep):
+                valid[r, k_r] = True
+        nxt_l = nxt.tolist()
         committed = [[] for _ in range(B)]
         for r in range(B):
             if active[r]:
-                committed[r] = commit(r, tok_l[r][: n_l[r]] + [nxt_l[r]], len_l[r], n_l[r])
-        valid = torch.arange(inputs.shape[1], device=device)[None, :] < (n_acc + 1)[:, None]
+                committed[r] = commit(r, [tok_l[r][i] for i in paths[r]] + [nxt_l[r]], len_l[r], len(paths[r]),
+                                      depths[r])
         feedback(out, inputs, valid, positions, n_acc, committed, False)
         pending = nxt
 

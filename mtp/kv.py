@@ -32,13 +32,26 @@ def crop_cache(cache: DynamicCache, num_remove: int) -> None:
     cache.crop(-num_remove)
 
 
+def sliding_window_of(model: torch.nn.Module) -> int | None:
+    """The sliding window when some layers use one (Gemma3, Mistral-style), else None."""
+    cfg = model.config
+    window = getattr(cfg, "sliding_window", None)
+    types = getattr(cfg, "layer_types", None)
+    if not window or (types is not None and "sliding_attention" not in types):
+        return None
+    return int(window)
+
+
 class KVState:
-    """A cache plus the per-row slot mask [B, S] and positions of a batch of sequences."""
+    """A cache plus the per-row slot mask [B, S] and slot positions of a batch of sequences."""
 
     def __init__(self, model: torch.nn.Module, batch_size: int, device: torch.device) -> None:
         self.model = model
         self.cache = new_cache(model)
         self.mask = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
+        self.slot_pos = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
+        self.window = sliding_window_of(model)
+        self._last_m = 0
 
     @property
     def num_slots(self) -> int:
@@ -67,6 +80,8 @@ class KVState:
         position_ids = self.lengths[:, None] + input_mask.cumsum(1) - 1
         position_ids = position_ids.clamp_min(0)
         self.mask = torch.cat([self.mask, input_mask], dim=1)
+        self.slot_pos = torch.cat([self.slot_pos, position_ids], dim=1)
+        self._last_m = m
         return self.model(
             input_ids=input_ids,
             attention_mask=self.mask,
@@ -85,3 +100,81 @@ class KVState:
         new_slots = int(used[-1].item()) + 1 if used.numel() else 0
         crop_cache(self.cache, self.num_slots - new_slots)
         self.mask = self.mask[:, :new_slots]
+        self.slot_pos = self.slot_pos[:, :new_slots]
+
+    # -- trees ------------------------------------------------------------------------------------
+    def forward_tree(
+        self,
+        input_ids: torch.Tensor,
+        parents: torch.Tensor,
+        num_nodes: torch.Tensor,
+        *,
+        output_hidden_states: bool = False,
+    ):
+        """Run the model on [pending, node_0..node_{N-1}] (input_ids [B, N+1]) where each node
+        attends to the committed context, the pending token and its own ancestors (parents [B, N],
+        see mtp.tree). A 4-D additive mask and explicit positions (depth in the tree) go through
+        the stock transformers model. Call `keep` afterwards."""
+        from mtp.tree import ancestor_matrix, node_depths
+
+        B, m = input_ids.shape
+        dev = self.mask.device
+        dtype = next(self.model.parameters()).dtype
+        anc = ancestor_matrix(parents.to(dev), num_nodes.to(dev))  # [B, m, m]
+        allowed = torch.cat([self.mask.bool()[:, None, :].expand(B, m, self.num_slots), anc], dim=2)
+        depth = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=dev), node_depths(parents.to(dev))], 1)
+        positions = self.lengths[:, None] + depth
+        self.mask = torch.cat([self.mask, torch.ones(B, m, dtype=self.mask.dtype, device=dev)], dim=1)
+        self.slot_pos = torch.cat([self.slot_pos, positions], dim=1)
+        self._last_m = m
+        neg = torch.finfo(dtype).min
+
+        def additive(ok: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(ok.shape, dtype=dtype, device=dev).masked_fill(~ok, neg)[:, None]
+
+        attn = additive(allowed)
+        if self.window is not None:
+            # Sliding layers hold at most window-1 past slots (cropped after every forward) and
+            # see keys less than `window` positions back.
+            past = self.num_slots - m
+            kept = past if past < self.window else self.window - 1
+            cols = slice(past - kept, None)
+            near = (positions[:, :, None] - self.slot_pos[:, None, cols]) < self.window
+            attn = {"full_attention": attn, "sliding_attention": additive(allowed[:, :, cols] & near)}
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attn,
+            position_ids=positions,
+            cache=self.cache,
+            use_cache=True,
+            output_hidden_states=output_hidden_states,
+        )
+
+    def keep(self, keep_idx: list[list[int]]) -> None:
+        """After a forward over m inputs, keep per row only the inputs at the given increasing
+        indices (0..m-1), moved to the front of the new block (the accepted path of a tree);
+        the cache is compacted with a gather, then cropped."""
+        m = self._last_m
+        B = self.mask.shape[0]
+        dev = self.mask.device
+        L = max((len(k) for k in keep_idx), default=0)
+        idx = torch.zeros(B, max(L, 1), dtype=torch.long, device=dev)
+        ok = torch.zeros(B, max(L, 1), dtype=self.mask.dtype, device=dev)
+        for r, k in enumerate(keep_idx):
+            if k:
+                idx[r, : len(k)] = torch.as_tensor(k, device=dev)
+                ok[r, : len(k)] = 1
+        idx, ok = idx[:, :L], ok[:, :L]
+        for layer in self.cache.layers:
+            for name in ("keys", "values"):
+                t = getattr(layer, name, None)
+                if t is None or t.dim() != 4 or t.shape[2] < m:
+                    continue
+                base = t.shape[2] - m
+                gi = idx[:, None, :, None].expand(t.shape[0], t.shape[1], L, t.shape[3])
+                t[:, :, base: base + L] = t[:, :, base:].gather(2, gi)
+        S0 = self.num_slots - m
+        self.slot_pos[:, S0: S0 + L] = self.slot_pos[:, S0:].gather(1, idx)
+        self.mask[:, S0: S0 + L] = ok
+        self.mask[:, S0 + L:] = 0
+        self.truncate(self.lengths)

@@ -22,16 +22,19 @@ class SpecStats:
     target_tokens: int = 0
     # One entry per speculative step (a verify forward that checked >= 1 draft):
     accept_lengths: list[int] = field(default_factory=list)
-    draft_lengths: list[int] = field(default_factory=list)
+    draft_lengths: list[int] = field(default_factory=list)  # drafted tokens (tree: nodes)
+    draft_depths: list[int] = field(default_factory=list)  # longest acceptable path (chain: = length)
     wall_time_s: float = 0.0
     draft_time_s: float = 0.0
 
     # -- recording -----------------------------------------------------------------------------
-    def record_step(self, drafted: int, accepted: int, target_token: bool) -> None:
-        """One target forward for this row: `accepted` drafts and (maybe) one target token emitted."""
+    def record_step(self, drafted: int, accepted: int, target_token: bool, depth: int | None = None) -> None:
+        """One target forward for this row: `accepted` drafts and (maybe) one target token emitted.
+        `depth`: a tree's depth (defaults to `drafted`, a chain)."""
         self.target_forwards += 1
         if drafted > 0:
             self.draft_lengths.append(drafted)
+            self.draft_depths.append(drafted if depth is None else depth)
             self.accept_lengths.append(accepted)
         self.new_tokens += accepted + int(target_token)
         self.target_tokens += int(target_token)
@@ -43,6 +46,7 @@ class SpecStats:
             target_tokens=self.target_tokens + other.target_tokens,
             accept_lengths=self.accept_lengths + other.accept_lengths,
             draft_lengths=self.draft_lengths + other.draft_lengths,
+            draft_depths=self.draft_depths + other.draft_depths,
             wall_time_s=self.wall_time_s + other.wall_time_s,
             draft_time_s=self.draft_time_s + other.draft_time_s,
         )
@@ -76,7 +80,8 @@ class SpecStats:
 
     @property
     def max_draft(self) -> int:
-        return max(self.draft_lengths, default=0)
+        """The longest draft chain (tree depth) of any step."""
+        return max(self.draft_depths or self.draft_lengths, default=0)
 
     def accept_length_histogram(self) -> list[int]:
         """counts[j] = speculative steps that accepted exactly j drafts, j = 0..max drafted."""

@@ -1,10 +1,11 @@
 """Drafters: anything that proposes tokens for the engine to verify."""
 from mtp.drafters.base import Draft, DraftContext, Drafter, TargetFeedback
 from mtp.drafters.draft_model import DraftModelDrafter
-from mtp.drafters.ngram import PromptLookupDrafter, lookup_continuation
-from mtp.drafters.testing import OracleDrafter, RandomDrafter
+from mtp.drafters.ngram import PromptLookupDrafter, lookup_continuation, lookup_continuations, trie
+from mtp.drafters.testing import OracleDrafter, RandomDrafter, StaticTreeTestDrafter
 
 __all__ = [
     "Draft", "DraftContext", "Drafter", "TargetFeedback", "DraftModelDrafter", "PromptLookupDrafter",
-    "lookup_continuation", "OracleDrafter", "RandomDrafter",
+    "lookup_continuation", "lookup_continuations", "trie", "OracleDrafter", "RandomDrafter",
+    "StaticTreeTestDrafter",
 ]

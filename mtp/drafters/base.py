@@ -25,11 +25,15 @@ class Draft:
     lengths: [B] real drafts per row (0..K).
     probs: [B, K, V] the distribution q each token was sampled from (shaped by the same
         SamplingConfig as the target), or None for a deterministic drafter (q = point mass).
+    parents: None for chains; for a tree, [B, K] the parent of each node (-1: the pending token,
+        else an earlier node index; see mtp.tree). Siblings are either deterministic and distinct
+        (probs None) or i.i.d. draws from the q given for each of them.
     """
 
     tokens: torch.Tensor
     lengths: torch.Tensor
     probs: torch.Tensor | None = None
+    parents: torch.Tensor | None = None
 
     @classmethod
     def empty(cls, batch_size: int, device: torch.device | str) -> "Draft":
@@ -59,7 +63,7 @@ class DraftContext:
 
     sequences: per row, prompt + every committed token; the last one is the pending token that the
         target has not consumed yet (drafts continue after it).
-    max_tokens: propose at most this many per row.
+    max_tokens: propose at most this many per row (for a tree: at most this depth).
     active: per row, False once the row has finished (its drafts are ignored).
     """
 
@@ -77,7 +81,8 @@ class TargetFeedback:
 
     input_ids: [B, m] tokens fed (the padded prompt at prefill; [pending, d_1..d_K] at verify).
     valid: [B, m] bool, inputs that are now part of the committed context (prompt tokens at
-        prefill; the first num_accepted+1 inputs at verify).
+        prefill; the first num_accepted+1 inputs at chain verify; the pending token and the
+        accepted path's nodes at tree verify — in increasing index order, which is path order).
     position_ids: [B, m] positions of the inputs.
     hidden_states: {layer: [B, m, H]} for the drafter's `hidden_layers` (indices into HF's
         `output_hidden_states` tuple: 0 = embeddings, -1 = last, post final norm).

@@ -6,22 +6,52 @@ import torch
 from mtp.drafters.base import Draft, DraftContext, Drafter
 
 
-def lookup_continuation(seq: list[int], max_ngram: int, max_tokens: int, min_ngram: int = 1) -> list[int]:
+def lookup_continuations(seq: list[int], max_ngram: int, max_tokens: int, min_ngram: int = 1,
+                         max_matches: int = 1) -> list[list[int]]:
     """Find the sequence's last n-gram earlier in the sequence (largest n first, earliest match
-    first, as HF's PromptLookupCandidateGenerator) and return up to max_tokens tokens that followed it."""
+    first, as HF's PromptLookupCandidateGenerator) and return what followed it (up to max_tokens
+    tokens) for up to max_matches distinct matches."""
     L = len(seq)
     if L < 2 or max_tokens <= 0:
         return []
     t = torch.as_tensor(seq, dtype=torch.long)
+    found: list[list[int]] = []
     for n in range(min(max_ngram, L - 1), min_ngram - 1, -1):
         windows = t.unfold(0, n, 1)  # [L-n+1, n]
         hits = (windows == t[-n:]).all(-1).nonzero().flatten().tolist()
         for idx in hits:
             start = idx + n
             end = min(start + max_tokens, L)
-            if start < end:
-                return seq[start:end]
-    return []
+            if start < end and seq[start:end] not in found:
+                found.append(seq[start:end])
+                if len(found) >= max_matches:
+                    return found
+        if found:
+            return found
+    return found
+
+
+def lookup_continuation(seq: list[int], max_ngram: int, max_tokens: int, min_ngram: int = 1) -> list[int]:
+    """The first continuation of `lookup_continuations` (HF's prompt lookup), or []."""
+    found = lookup_continuations(seq, max_ngram, max_tokens, min_ngram, 1)
+    return found[0] if found else []
+
+
+def trie(chains: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Merge chains into a token tree: (tokens, parents) in topological order (mtp.tree layout)."""
+    tokens: list[int] = []
+    parents: list[int] = []
+    index: dict[tuple[int, int], int] = {}
+    for chain in chains:
+        par = -1
+        for tok in chain:
+            key = (par, tok)
+            if key not in index:
+                index[key] = len(tokens)
+                tokens.append(tok)
+                parents.append(par)
+            par = index[key]
+    return tokens, parents
 
 
 class PromptLookupDrafter(Drafter):
@@ -29,16 +59,32 @@ class PromptLookupDrafter(Drafter):
 
     num_draft_tokens: tokens to copy (HF's `prompt_lookup_num_tokens`, default 10 there).
     max_ngram: largest n-gram to match (HF's `max_matching_ngram_size`, default 2).
+    branches: > 1 drafts a tree: the continuations of up to this many distinct matches, merged
+        into a trie (verified in one forward).
     """
 
-    def __init__(self, num_draft_tokens: int = 10, max_ngram: int = 2, min_ngram: int = 1) -> None:
+    def __init__(self, num_draft_tokens: int = 10, max_ngram: int = 2, min_ngram: int = 1, branches: int = 1) -> None:
         if max_ngram < min_ngram or min_ngram < 1:
             raise ValueError(f"need 1 <= min_ngram <= max_ngram, got {min_ngram}, {max_ngram}")
+        if branches < 1:
+            raise ValueError(f"branches must be >= 1, got {branches}")
         self.num_draft_tokens = num_draft_tokens
         self.max_ngram = max_ngram
         self.min_ngram = min_ngram
+        self.branches = branches
 
     def propose(self, ctx: DraftContext) -> Draft:
+        if self.branches > 1:
+            trees = [trie(lookup_continuations(seq, self.max_ngram, ctx.max_tokens, self.min_ngram, self.branches))
+                     if act else ([], []) for seq, act in zip(ctx.sequences, ctx.active)]
+            N = max(len(t) for t, _ in trees)
+            tokens = torch.zeros(len(trees), N, dtype=torch.long)
+            parents = torch.full((len(trees), N), -1, dtype=torch.long)
+            for r, (t, p) in enumerate(trees):
+                tokens[r, : len(t)] = torch.as_tensor(t, dtype=torch.long)
+                parents[r, : len(p)] = torch.as_tensor(p, dtype=torch.long)
+            lengths = torch.tensor([len(t) for t, _ in trees])
+            return Draft(tokens.to(ctx.device), lengths.to(ctx.device), None, parents.to(ctx.device))
         chains = [
             lookup_continuation(seq, self.max_ngram, ctx.max_tokens, self.min_ngram) if act else []
             for seq, act in zip(ctx.sequences, ctx.active)

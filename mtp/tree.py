@@ -1,0 +1,181 @@
+"""Token trees: structure, attention masks, static trees (hand-written or searched), and lossless
+tree verification (greedy: longest path of argmax matches; sampling: multi-draft recursive
+rejection sampling, SpecInfer / EAGLE style).
+
+A batch of trees is stored flat in topological order: node i of row b has token tokens[b, i] and
+parent parents[b, i] (-1 = the root, i.e. the pending token; otherwise an earlier node index).
+Fed to the target as [pending, node_0 .. node_{N-1}], so node i sits at input index i + 1.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import torch
+
+from mtp.sampling import SamplingConfig, logits_to_probs, residual_distribution, sample
+
+
+def node_depths(parents: torch.Tensor) -> torch.Tensor:
+    """[B, N] depth of each node (children of the root have depth 1)."""
+    B, N = parents.shape
+    depth = torch.zeros(B, N, dtype=torch.long, device=parents.device)
+    for i in range(N):
+        p = parents[:, i]
+        depth[:, i] = torch.where(p < 0, 1, depth.gather(1, p.clamp_min(0)[:, None]).squeeze(1) + 1)
+    return depth
+
+
+def ancestor_matrix(parents: torch.Tensor, num_nodes: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, N+1, N+1] bool: entry [b, i, j] is True when input j (0 = root, k+1 = node k) is input
+    i itself or one of its ancestors. Padding nodes (index >= num_nodes) see only the root."""
+    B, N = parents.shape
+    dev = parents.device
+    anc = torch.zeros(B, N + 1, N + 1, dtype=torch.bool, device=dev)
+    anc[:, 0, 0] = True
+    valid = torch.ones(B, N, dtype=torch.bool, device=dev) if num_nodes is None else (
+        torch.arange(N, device=dev)[None, :] < num_nodes.to(dev)[:, None])
+    for i in range(N):
+        par_in = (parents[:, i].clamp_min(-1) + 1)  # parent's input index (root = 0)
+        row = anc[torch.arange(B, device=dev), par_in].clone()
+        row = torch.where(valid[:, i, None], row, anc[:, 0].clone())
+        row[:, i + 1] = True
+        anc[:, i + 1] = row
+    return anc
+
+
+@dataclass
+class StaticTree:
+    """A fixed tree shape from Medusa-style choices: each choice is a path of candidate ranks,
+    e.g. (0,) = top-1 at depth 1, (0, 2) = top-3 at depth 2 under the top-1 at depth 1.
+    Nodes are sorted by depth then rank path, so parents come first."""
+
+    choices: list[tuple[int, ...]]
+
+    def __post_init__(self) -> None:
+        ch = sorted({tuple(c) for c in self.choices}, key=lambda c: (len(c), c))
+        known = set(ch)
+        for c in ch:
+            if len(c) == 0:
+                raise ValueError("empty choice: the root is implicit")
+            if len(c) > 1 and c[:-1] not in known:
+                raise ValueError(f"choice {c} has no parent {c[:-1]} in the tree")
+            if any(r < 0 for r in c):
+                raise ValueError(f"choice {c} has a negative rank")
+        self.choices = ch
+        index = {c: i for i, c in enumerate(ch)}
+        self.parents = [index[c[:-1]] if len(c) > 1 else -1 for c in ch]
+        self.depths = [len(c) for c in ch]
+        self.ranks = [c[-1] for c in ch]
+
+    @property
+    def size(self) -> int:
+        return len(self.choices)
+
+    @property
+    def depth(self) -> int:
+        return max(self.depths, default=0)
+
+    @property
+    def max_rank(self) -> int:
+        return max(self.ranks, default=-1) + 1
+
+    @classmethod
+    def chain(cls, length: int) -> "StaticTree":
+        return cls([(0,) * d for d in range(1, length + 1)])
+
+    def expected_accept_length(self, acc: list[list[float]]) -> float:
+        """1 + sum over nodes of P(path accepted), with acc[d][r] the probability that the rank-r
+        candidate at depth d+1 is right given its parent was (Medusa-style independence)."""
+        total = 1.0
+        for c in self.choices:
+            p = 1.0
+            for d, r in enumerate(c):
+                p *= acc[d][r] if d < len(acc) and r < len(acc[d]) else 0.0
+            total += p
+        return total
+
+
+def best_static_tree(acc: list[list[float]], budget: int) -> StaticTree:
+    """The tree of at most `budget` nodes with the largest expected accepted length, from measured
+    per-depth top-k acceptance acc[d][r]. Path probabilities only shrink along a path, so taking
+    nodes best-first from the root's children is optimal (a node is never better than its parent)."""
+    if budget < 1:
+        raise ValueError("budget must be >= 1")
+    heap = [(-acc[0][r], (r,)) for r in range(len(acc[0])) if acc[0][r] > 0] if acc else []
+    heapq.heapify(heap)
+    chosen: list[tuple[int, ...]] = []
+    while heap and len(chosen) < budget:
+        negp, c = heapq.heappop(heap)
+        chosen.append(c)
+        d = len(c)
+        if d < len(acc):
+            for r in range(len(acc[d])):
+                if acc[d][r] > 0:
+                    heapq.heappush(heap, (negp * acc[d][r], c + (r,)))
+    if not chosen:
+        raise ValueError("no candidate has positive acceptance")
+    return StaticTree(chosen)
+
+
+def verify_tree(
+    target_logits: torch.Tensor,
+    tokens: torch.Tensor,
+    parents: torch.Tensor,
+    num_nodes: torch.Tensor,
+    cfg: SamplingConfig,
+    draft_probs: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[list[list[int]], torch.Tensor]:
+    """Accept a path of each row's tree and choose the next token.
+
+    Args:
+        target_logits: [B, N+1, V] at [pending, node_0..node_{N-1}].
+        tokens, parents: [B, N] the tree (see module doc); num_nodes: [B] real nodes per row.
+        draft_probs: [B, N, V] the distribution node i was drawn from, where siblings are i.i.d.
+            draws from their shared q; None for deterministic nodes (siblings must be distinct).
+    Returns:
+        (paths, next_token): per row the accepted node indices root-to-leaf, and [B] the token
+        sampled from the (residual) target distribution at the path's end.
+
+    Sampling: at each node, try its children in order; accept child x with probability
+    min(1, p(x)/q(x)); after a rejection p <- norm(max(0, p - q)). Greedy (cfg.greedy) makes p
+    one-hot, so this is the longest path whose tokens match the target's argmax.
+    """
+    B, N1, V = target_logits.shape
+    N = N1 - 1
+    p_all = logits_to_probs(target_logits, cfg)  # one-hot at T=0
+    tok_l, par_l, n_l = tokens.tolist(), parents.tolist(), num_nodes.tolist()
+    paths, next_tokens = [], []
+    for b in range(B):
+        children: dict[int, list[int]] = {}
+        for i in range(int(n_l[b])):
+            children.setdefault(par_l[b][i], []).append(i)
+        cur, path = -1, []  # -1: the root (input index 0)
+        p = p_all[b, 0]
+        while True:
+            accepted = None
+            for c in children.get(cur, []):
+                x = tok_l[b][c]
+                if draft_probs is None:
+                    q = torch.zeros_like(p)
+                    q[x] = 1.0
+                else:
+                    q = draft_probs[b, c].to(p.dtype)
+                if cfg.greedy:
+                    ok = bool(p[x] > 0.5)
+                else:
+                    u = torch.rand((), generator=generator, device=p.device, dtype=p.dtype)
+                    ok = bool(u * q[x] < p[x])
+                if ok:
+                    accepted = c
+                    break
+                p = residual_distribution(p, q)
+            if accepted is None:
+                break
+            path.append(accepted)
+            cur = accepted
+            p = p_all[b, accepted + 1]
+        paths.append(path)
+        next_tokens.append(p.argmax() if cfg.greedy else sample(p[None], generator)[0])
+    return paths, torch.stack(next_tokens).to(target_logits.device)

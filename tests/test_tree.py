@@ -1,0 +1,166 @@
+"""Token trees: mask/position construction against brute-force per-path forwards, tree greedy ==
+plain greedy (random, oracle and prompt-lookup trees; batches; Gemma3 past its sliding window),
+lossless multi-draft tree sampling with a planted bug, and the static tree search."""
+import itertools
+
+import pytest
+import torch
+
+import mtp.tree as T
+from mtp.drafters import PromptLookupDrafter, StaticTreeTestDrafter
+from mtp.engine import generate
+from mtp.kv import KVState
+from mtp.sampling import SamplingConfig, logits_to_probs
+from mtp.tree import StaticTree, ancestor_matrix, best_static_tree, node_depths, verify_tree
+from stat_utils import chi2_critical, chi2_stat
+
+TREE = StaticTree([(0,), (1,), (2,), (0, 0), (0, 1), (1, 0), (0, 0, 0), (0, 0, 1), (0, 0, 0, 0)])
+PROMPTS = [[5, 17, 42, 9, 77, 3], [4, 8, 15, 16, 23, 42, 4, 8, 15, 16], [99, 98, 97]]
+
+
+def test_static_tree_layout():
+    t = StaticTree([(0, 0), (0,), (1,), (0, 1)])
+    assert t.choices == [(0,), (1,), (0, 0), (0, 1)]
+    assert t.parents == [-1, -1, 0, 0] and t.depths == [1, 1, 2, 2] and t.depth == 2
+    with pytest.raises(ValueError, match="no parent"):
+        StaticTree([(0, 1)])
+    anc = ancestor_matrix(torch.tensor([t.parents]))[0]
+    # input 0 = root; node 2 (choice (0,0)) = input 3 sees root, node 0 (input 1) and itself
+    assert anc[3].tolist() == [True, True, False, True, False]
+    assert node_depths(torch.tensor([t.parents])).tolist() == [[1, 1, 2, 2]]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gemma"])
+def test_tree_forward_equals_per_path_forward(fixture, request):
+    """Each node's logits from one tree forward equal a plain forward over context + its path."""
+    model, _ = request.getfixturevalue(fixture)
+    V = model.config.vocab_size
+    g = torch.Generator().manual_seed(0)
+    ctx = torch.randint(3, V, (1, 40), generator=g)  # longer than tiny-gemma3's window (16)
+    tokens = torch.randint(3, V, (1, TREE.size), generator=g)
+    parents = torch.tensor([TREE.parents])
+    pending = torch.tensor([[7]])
+    with torch.no_grad():
+        kv = KVState(model, 1, torch.device("cpu"))
+        kv.forward(ctx)
+        kv.truncate(kv.lengths)  # crop(0): sliding layers trimmed as in the engine
+        out = kv.forward_tree(torch.cat([pending, tokens], 1), parents, torch.tensor([TREE.size]))
+        for i in range(TREE.size):
+            path, j = [], i
+            while j >= 0:
+                path.append(int(tokens[0, j]))
+                j = TREE.parents[j]
+            seq = torch.cat([ctx, pending, torch.tensor([path[::-1]])], 1)
+            ref = model(seq).logits[0, -1]
+            torch.testing.assert_close(out.logits[0, i + 1], ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gemma"])
+def test_tree_greedy_equals_plain(fixture, request):
+    model, _ = request.getfixturevalue(fixture)
+    V = model.config.vocab_size
+    n = 40  # past tiny-gemma3's window (16)
+    for p in PROMPTS:
+        ref = generate(model, p, max_new_tokens=n, ignore_eos=True).tokens[0]
+        for d in (StaticTreeTestDrafter(TREE, V, seed=1), StaticTreeTestDrafter(TREE, V, [ref], seed=2),
+                  PromptLookupDrafter(5, branches=3)):
+            out = generate(model, p, drafter=d, max_new_tokens=n, ignore_eos=True)
+            assert out.tokens[0] == ref, type(d).__name__
+            assert out.stats.new_tokens == out.stats.accepted + out.stats.target_tokens
+        # The oracle path (rank 0 at every depth) is always accepted: depth 4 + bonus per forward.
+        assert out.stats.new_tokens == n
+
+
+def test_oracle_tree_accepts_full_depth(tiny_llama):
+    model, _ = tiny_llama
+    ref = generate(model, PROMPTS[0], max_new_tokens=41, ignore_eos=True).tokens[0]
+    out = generate(model, PROMPTS[0], drafter=StaticTreeTestDrafter(TREE, model.config.vocab_size, [ref]),
+                   max_new_tokens=41, ignore_eos=True)
+    assert out.tokens[0] == ref
+    assert out.stats.accept_lengths == [4] * 8  # 1 + 8 * 5 = 41 tokens in 9 forwards
+    assert out.stats.per_position_acceptance() == [1.0] * 4
+
+
+def test_batched_tree_equals_rows_alone(tiny_llama):
+    model, _ = tiny_llama
+    V = model.config.vocab_size
+    refs = [generate(model, p, max_new_tokens=30, ignore_eos=True).tokens[0] for p in PROMPTS]
+    for d in (StaticTreeTestDrafter(TREE, V, refs, seed=3), StaticTreeTestDrafter(TREE, V, seed=4),
+              PromptLookupDrafter(4, branches=2)):
+        assert generate(model, PROMPTS, drafter=d, max_new_tokens=30, ignore_eos=True).tokens == refs
+
+
+# --- lossless tree sampling (unit level, 30k vectorised trials) ---------------------------------
+V = 6
+N = 30_000
+
+
+def _tree_trials(iid: bool, bug: bool = False, seed: int = 0):
+    """Root with 3 children (siblings), the first child with 2 children. Target p is a fixed
+    bigram table; returns counts of the first two emitted tokens and the exact joint."""
+    g = torch.Generator().manual_seed(seed)
+    Lp = torch.randn(V, V, generator=g) * 1.5
+    Lq = torch.randn(V, V, generator=g)
+    cfg = SamplingConfig(temperature=1.0)
+    P, Q = logits_to_probs(Lp, cfg), logits_to_probs(Lq, cfg)
+    x0 = 0
+    parents = torch.tensor([[-1, -1, -1, 0, 0]]).expand(N, 5)
+    tokens = torch.zeros(N, 5, dtype=torch.long)
+    if iid:  # siblings i.i.d. from q
+        tokens[:, :3] = torch.multinomial(Q[x0].expand(N, V), 3, replacement=True, generator=g)
+        tokens[:, 3:] = torch.multinomial(Q[tokens[:, 0]], 2, replacement=True, generator=g)
+        probs = torch.stack([Q[x0].expand(N, V)] * 3 + [Q[tokens[:, 0]]] * 2, 1)
+    else:  # deterministic distinct siblings: top-3 / top-2 of q
+        tokens[:, :3] = Q[x0].topk(3).indices
+        tokens[:, 3:] = Q[tokens[:, 0]].topk(2, -1).indices
+        probs = None
+    logits = torch.stack([Lp[x0].expand(N, V)] + [Lp[tokens[:, i]] for i in range(5)], 1)
+    saved = T.residual_distribution
+    if bug:
+        T.residual_distribution = lambda p, q: p
+    try:
+        paths, nxt = verify_tree(logits, tokens, parents, torch.full((N,), 5), cfg, probs, g)
+    finally:
+        T.residual_distribution = saved
+    emitted = []
+    for r, path in enumerate(paths):
+        toks = [int(tokens[r, i]) for i in path] + [int(nxt[r])]
+        if len(toks) < 2:
+            toks.append(int(torch.multinomial(P[toks[0]], 1, generator=g)))
+        emitted.append(toks[:2])
+    e = torch.tensor(emitted)
+    counts = torch.zeros(V, V)
+    counts.index_put_((e[:, 0], e[:, 1]), torch.ones(N), accumulate=True)
+    return counts, P[x0][:, None] * P, paths
+
+
+@pytest.mark.parametrize("iid", [True, False], ids=["iid-siblings", "distinct-siblings"])
+def test_tree_sampling_is_lossless(iid):
+    counts, joint, paths = _tree_trials(iid)
+    stat, dof = chi2_stat(counts, joint)
+    assert stat < chi2_critical(dof), f"chi2={stat:.1f} dof={dof}"
+    firsts = [p[0] for p in paths if p]
+    assert {0, 1, 2} <= set(firsts), "every sibling should be accepted sometimes"
+
+
+def test_tree_sampling_planted_bug_fails():
+    counts, joint, _ = _tree_trials(iid=True, bug=True)
+    stat, dof = chi2_stat(counts, joint)
+    assert stat > 5 * chi2_critical(dof), f"planted bug not detected: chi2={stat:.1f}"
+
+
+# --- static tree search -------------------------------------------------------------------------
+def test_best_static_tree_is_optimal_by_brute_force():
+    acc = [[0.6, 0.2, 0.1], [0.5, 0.2], [0.4]]
+    all_nodes = [c for d in range(1, 4) for c in itertools.product(*[range(len(acc[i])) for i in range(d)])]
+    for budget in (1, 3, 5):
+        best = best_static_tree(acc, budget)
+        assert best.size == budget
+        brute = 0.0
+        for subset in itertools.combinations(all_nodes, budget):
+            s = set(subset)
+            if all(len(c) == 1 or c[:-1] in s for c in subset):
+                brute = max(brute, StaticTree(list(subset)).expected_accept_length(acc))
+        assert best.expected_accept_length(acc) == pytest.approx(brute)
+    assert best_static_tree(acc, 3).choices == [(0,), (1,), (0, 0)]
+    assert StaticTree.chain(3).expected_accept_length(acc) == pytest.approx(1 + 0.6 + 0.3 + 0.12)
