@@ -179,3 +179,49 @@ def verify_tree(
         paths.append(path)
         next_tokens.append(p.argmax() if cfg.greedy else sample(p[None], generator)[0])
     return paths, torch.stack(next_tokens).to(target_logits.device)
+
+
+@dataclass
+class DynamicTreeConfig:
+    """EAGLE-2 style dynamic trees (defaults as EAGLE-2: total_tokens=60, depth=7, top_k=10)."""
+
+    total_tokens: int = 60
+    depth: int = 7
+    top_k: int = 10
+
+
+def build_dynamic_tree(expand, cfg: DynamicTreeConfig, max_depth: int | None = None) -> tuple[list[int], list[int]]:
+    """Grow one row's tree by cumulative draft confidence (EAGLE-2).
+
+    expand(tokens, parents) -> [n+1, V] next-token log-probabilities at the root (index 0) and at
+    each node of the current tree (index i+1). Depth by depth, the top_k frontier nodes (by
+    cumulative log-prob) each propose their top_k children; after the last depth every node is
+    ranked by cumulative log-prob and the best total_tokens kept (a child never scores above its
+    parent, so the kept set is a tree). Returns (tokens, parents) in topological order.
+    """
+    depth = cfg.depth if max_depth is None else min(cfg.depth, max_depth)
+    tokens: list[int] = []
+    parents: list[int] = []
+    scores: list[float] = []
+    frontier = [-1]  # node indices whose children are expanded next (-1: root)
+    for _ in range(depth):
+        logp = expand(tokens, parents)
+        cands = []  # (score, parent, token)
+        for f in frontier:
+            base = 0.0 if f < 0 else scores[f]
+            top = logp[f + 1].topk(cfg.top_k)
+            for v, t in zip(top.values.tolist(), top.indices.tolist()):
+                cands.append((base + v, f, t))
+        cands.sort(key=lambda c: -c[0])
+        new_nodes = []
+        for s, f, t in cands[: cfg.top_k]:
+            tokens.append(t)
+            parents.append(f)
+            scores.append(s)
+            new_nodes.append(len(tokens) - 1)
+        frontier = new_nodes
+    # Keep the best total_tokens nodes (ties broken by index so parents come first).
+    order = sorted(range(len(tokens)), key=lambda i: (-scores[i], i))[: cfg.total_tokens]
+    keep = sorted(order)
+    remap = {old: new for new, old in enumerate(keep)}
+    return [tokens[i] for i in keep], [remap[parents[i]] if parents[i] >= 0 else -1 for i in keep]

@@ -164,3 +164,36 @@ def test_best_static_tree_is_optimal_by_brute_force():
         assert best.expected_accept_length(acc) == pytest.approx(brute)
     assert best_static_tree(acc, 3).choices == [(0,), (1,), (0, 0)]
     assert StaticTree.chain(3).expected_accept_length(acc) == pytest.approx(1 + 0.6 + 0.3 + 0.12)
+
+
+# --- dynamic trees (EAGLE-2 style) ---------------------------------------------------------------
+def test_build_dynamic_tree_keeps_best_nodes():
+    """With a fixed next-token distribution, the kept nodes are the best by cumulative log-prob."""
+    from mtp.tree import DynamicTreeConfig, build_dynamic_tree
+
+    logp = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    tokens, parents = build_dynamic_tree(lambda t, p: logp.expand(len(t) + 1, 4), DynamicTreeConfig(5, 3, 2))
+    # depth 1: 0 (.5), 1 (.3); depth 2 frontier best 2: 0->0 (.25), 0->1 (.15) [1->0 = .15 ties, later]
+    assert tokens[:2] == [0, 1] and parents[:2] == [-1, -1]
+    assert len(tokens) == 5
+    assert all(p < i for i, p in enumerate(parents))
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gemma"])
+def test_dynamic_tree_draft_model_greedy_equals_plain(fixture, request):
+    from conftest import perturbed_copy
+    from mtp.drafters import DraftModelDrafter
+    from mtp.tree import DynamicTreeConfig
+
+    model, _ = request.getfixturevalue(fixture)
+    dm = perturbed_copy(model, 0.05, seed=1)
+    refs = [generate(model, p, max_new_tokens=36, ignore_eos=True).tokens[0] for p in PROMPTS]
+    for p, ref in zip(PROMPTS, refs):
+        out = generate(model, p, drafter=DraftModelDrafter(dm, tree=DynamicTreeConfig(12, 4, 3)), max_new_tokens=36,
+                       ignore_eos=True)
+        assert out.tokens[0] == ref
+        assert out.stats.accepted > 0
+    if fixture == "tiny_llama":
+        out = generate(model, PROMPTS, drafter=DraftModelDrafter(dm, tree=DynamicTreeConfig(12, 4, 3)),
+                       max_new_tokens=36, ignore_eos=True)
+        assert out.tokens == refs

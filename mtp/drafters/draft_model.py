@@ -16,9 +16,13 @@ class DraftModelDrafter(Drafter):
     the rest, so each step feeds only the tokens the draft model has not seen.
     """
 
-    def __init__(self, model: torch.nn.Module, num_draft_tokens: int = 4, vocab_size: int | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, num_draft_tokens: int = 4, vocab_size: int | None = None,
+                 tree=None) -> None:
+        """tree: an mtp.tree.DynamicTreeConfig to draft EAGLE-2 style dynamic trees (top-k children,
+        deterministic, so lossless at any temperature) instead of chains."""
         self.model = model
-        self.num_draft_tokens = num_draft_tokens
+        self.tree = tree
+        self.num_draft_tokens = num_draft_tokens if tree is None else tree.depth
         # The target's vocabulary size, to pad q when the draft's embedding table is smaller.
         self.vocab_size = vocab_size
         self._kv: KVState | None = None
@@ -65,6 +69,8 @@ class DraftModelDrafter(Drafter):
         last = torch.tensor([len(f) - 1 for f in feeds], device=dev)
         out = kv.forward(ids, mask)
         logits = out.logits[torch.arange(B, device=dev), last]
+        if self.tree is not None:
+            return self._propose_tree(ctx, logits)
         tokens, probs = [], []
         for i in range(K):
             if ctx.sampling.greedy:
@@ -82,3 +88,47 @@ class DraftModelDrafter(Drafter):
         tok = torch.stack(tokens, 1).to(ctx.device)
         lengths = torch.tensor([K if a else 0 for a in ctx.active], device=ctx.device)
         return Draft(tok, lengths, torch.stack(probs, 1).to(ctx.device) if probs else None)
+
+    def _propose_tree(self, ctx: DraftContext, root_logits: torch.Tensor) -> Draft:
+        """Dynamic trees from the draft model's own distribution. Each expansion re-feeds
+        [pending, tree so far] with a tree mask over the committed cache, then rolls back (trees
+        are small). Rows are expanded one at a time (a batch costs B times a row)."""
+        from mtp.tree import build_dynamic_tree
+
+        kv, B = self._kv, len(ctx.sequences)
+        dev = kv.mask.device
+        kv.truncate(kv.lengths - 1)  # drop the pending token: it is re-fed as the tree's root
+        for r in range(B):
+            self._cached[r] = self._cached[r][:-1]
+        base = kv.lengths.clone()
+        pend = torch.tensor([seq[-1] for seq in ctx.sequences], device=dev)
+        trees = []
+        for r in range(B):
+            if not ctx.active[r]:
+                trees.append(([], []))
+                continue
+
+            def expand(tokens, parents, r=r):
+                if not tokens:
+                    return root_logits[r: r + 1].float().log_softmax(-1)
+                n = len(tokens)
+                ids = torch.zeros(B, n + 1, dtype=torch.long, device=dev)
+                ids[:, 0] = pend
+                ids[r, 1:] = torch.as_tensor(tokens, device=dev)
+                par = torch.full((B, n), -1, dtype=torch.long, device=dev)
+                par[r] = torch.as_tensor(parents, device=dev)
+                num = torch.zeros(B, dtype=torch.long, device=dev)
+                num[r] = n
+                out = kv.forward_tree(ids, par, num)
+                kv.truncate(base)
+                return out.logits[r].float().log_softmax(-1)
+
+            trees.append(build_dynamic_tree(expand, self.tree, max_depth=ctx.max_tokens))
+        N = max(len(t) for t, _ in trees)
+        tokens = torch.zeros(B, N, dtype=torch.long)
+        parents = torch.full((B, N), -1, dtype=torch.long)
+        for r, (t, p) in enumerate(trees):
+            tokens[r, : len(t)] = torch.as_tensor(t, dtype=torch.long)
+            parents[r, : len(p)] = torch.as_tensor(p, dtype=torch.long)
+        return Draft(tokens.to(ctx.device), torch.tensor([len(t) for t, _ in trees], device=ctx.device), None,
+                     parents.to(ctx.device))
