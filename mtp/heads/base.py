@@ -91,6 +91,21 @@ class MTPHead(nn.Module, abc.ABC):
 
     family: ClassVar[str] = ""
     config_class: ClassVar[type[HeadConfig]] = HeadConfig
+    #: extra construction-only keyword arguments build_head passes to __init__
+    build_kwargs: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def resolve_hidden_layers(cls, config: HeadConfig, num_layers: int) -> tuple[int, ...]:
+        """Check config.hidden_layers against the target's depth (indices into HF's
+        output_hidden_states, 0..num_layers or negative)."""
+        layers = tuple(int(i) for i in config.hidden_layers)
+        if not layers:
+            raise ValueError(f"{cls.family}: hidden_layers is empty")
+        for i in layers:
+            if not -(num_layers + 1) <= i <= num_layers:
+                raise ValueError(f"{cls.family}: hidden layer {i} out of range for a {num_layers}-layer target "
+                                 f"(HF output_hidden_states has {num_layers + 1} entries)")
+        return layers
 
     def __init__(self, config: HeadConfig, target: nn.Module) -> None:
         super().__init__()
@@ -112,10 +127,29 @@ class MTPHead(nn.Module, abc.ABC):
         input_ids: [B, T] the sequence (families that condition on future tokens use the true ones).
         """
 
-    @abc.abstractmethod
     def as_drafter(self, num_draft_tokens: int | None = None):
         """An `mtp.drafters.Drafter` that drafts chains with this head (default length
-        config.num_heads)."""
+        config.num_heads; parallel families draft at most num_heads tokens per step)."""
+        from mtp.heads.drafting import HeadDrafter
+
+        return HeadDrafter(self, num_draft_tokens)
+
+    @property
+    def max_draft_tokens(self) -> int | None:
+        """Most tokens one drafting step can give (None: autoregressive, any number)."""
+        return self.config.num_heads
+
+    # Drafting hooks (see mtp/heads/drafting.py): per-generation state, feed newly committed
+    # positions, draft a chain by calling pick(logits [B, V]) -> tokens [B] once per token.
+    def draft_state(self, batch_size: int, device: torch.device) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} cannot draft")
+
+    def draft_observe(self, state: Any, hidden_states: dict[int, torch.Tensor], counts: torch.Tensor,
+                      sequences: list[list[int]]) -> None:
+        raise NotImplementedError
+
+    def draft_chain(self, state: Any, sequences: list[list[int]], num_tokens: int, pick) -> None:
+        raise NotImplementedError
 
     def loss_weights(self) -> list[float]:
         """Suggested weight of each head's token loss (len num_heads); 1.0 each unless the family

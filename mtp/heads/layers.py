@@ -102,3 +102,37 @@ class FeatureKV(KVState):
         allowed = causal[None] & self.mask.bool()[:, None, :]
         allowed = allowed | (slot[None, None, :] == (S0 + torch.arange(m, device=x.device))[None, :, None])
         return fn(x, allowed, position_ids, self.cache)
+
+
+def shift_ids(input_ids: torch.Tensor, offset: int, pad: int = 0) -> torch.Tensor:
+    """[B, T] -> [B, T] with out[:, t] = input_ids[:, t + offset] (pad past the end)."""
+    out = torch.full_like(input_ids, pad)
+    if offset < input_ids.shape[1]:
+        out[:, : input_ids.shape[1] - offset] = input_ids[:, offset:]
+    return out
+
+
+def fresh_norm(target: TargetParts) -> nn.Module:
+    """A new RMSNorm of the target's norm class (identity scale at init)."""
+    return type(target.norm)(target.config.hidden_size, eps=getattr(target.config, "rms_norm_eps", 1e-6))
+
+
+def copied_norm(target: TargetParts) -> nn.Module:
+    """A trainable copy of the target's final norm (the head's own parameters)."""
+    norm = copy.deepcopy(target.norm)
+    for p in norm.parameters():
+        p.requires_grad_(True)
+    return norm
+
+
+class ResBlock(nn.Module):
+    """Medusa's residual block x + SiLU(W x + b), W zero-initialised (identity at init)."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, hidden_size)
+        nn.init.zeros_(self.linear.weight)
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.act(self.linear(x))

@@ -1,0 +1,137 @@
+"""DeepSeek-V3 multi-token prediction (tech report 2024, section 2.2): D sequential modules.
+
+Module m (0-based) at position i: h^(m+1)_i = Block_m(W_m [RMSNorm(h^(m)_i); RMSNorm(Emb(x_{i+1+m}))])
+with h^(0) the target's hidden state, then logits = LMHead(Norm_m(h^(m+1)_i)) predicting x_{i+2+m}.
+Block_m is one decoder layer of the target's class (causal attention over the module's own
+states); Emb and LMHead are the target's, frozen and shared; each module has its own output norm
+(a copy of the target's final norm), like DeepSeek's per-module `shared_head.norm`.
+Training is teacher-forced with the true tokens.
+
+Drafting (recursive, one module per draft token, so at most D tokens per step): every module has
+its own KV cache (mtp.kv.KVState). Module m holds the true entries it can compute from committed
+tokens, positions 0 .. t-m (t = last committed position; x_{t+1} = pending token is known). To
+draft token m+1 it first adds speculative entries for positions t-m+1 .. t, whose inputs are the
+previous module's outputs there and the drafts d_1..d_m, reads its output at t, and then drops
+them again (truncate). So at decode every module sees exactly what it saw in training.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mtp.heads.base import HeadConfig, HeadTrainOutput, MTPHead, TargetParts
+from mtp.heads.layers import (FeatureKV, causal_allowed, copied_norm, fresh_norm, make_decoder_layers,
+                              positions_from_mask, run_layer, shift_ids)
+
+
+@dataclass
+class DeepSeekMTPConfig(HeadConfig):
+    family: str = "mtp"
+
+
+class MTPModule(nn.Module):
+    """One DeepSeek MTP module: norms, 2H -> H projection, one decoder layer, output norm."""
+
+    def __init__(self, target: TargetParts, block: nn.Module) -> None:
+        super().__init__()
+        H = target.config.hidden_size
+        self.hnorm = fresh_norm(target)
+        self.enorm = fresh_norm(target)
+        self.proj = nn.Linear(2 * H, H, bias=False)
+        with torch.no_grad():  # start by passing the hidden state through
+            self.proj.weight.zero_()
+            self.proj.weight[:, :H].copy_(torch.eye(H))
+        self.block = block
+        self.norm = copied_norm(target)
+
+    def inputs(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.cat([self.hnorm(h), self.enorm(e.to(h.dtype))], dim=-1))
+
+
+class DeepSeekMTPHead(MTPHead):
+    family = "mtp"
+    config_class = DeepSeekMTPConfig
+
+    def __init__(self, config: DeepSeekMTPConfig, target: nn.Module) -> None:
+        super().__init__(config, target)
+        self.layer_config, blocks = make_decoder_layers(self.target, config.num_heads)
+        self.mods = nn.ModuleList([MTPModule(self.target, b) for b in blocks])
+
+    def forward_train(self, hidden_states, input_ids, attention_mask=None) -> HeadTrainOutput:
+        h = hidden_states[self.config.hidden_layers[-1]]
+        if attention_mask is None:
+            attention_mask = torch.ones(input_ids.shape, dtype=torch.long, device=input_ids.device)
+        allowed, pos = causal_allowed(attention_mask), positions_from_mask(attention_mask)
+        logits = []
+        for m, mod in enumerate(self.mods):
+            x = mod.inputs(h, self.target.embed(shift_ids(input_ids, m + 1)))
+            h = run_layer(mod.block, self.target, x, allowed, pos)
+            logits.append(self.target.logits(mod.norm(h)))
+        return HeadTrainOutput(logits=logits)
+
+    # ---- drafting -------------------------------------------------------------------------
+    def draft_state(self, batch_size, device):
+        D, H = len(self.mods), self.config.hidden_size
+        dtype = next(self.parameters()).dtype
+        return {
+            "kv": [FeatureKV(self.layer_config, batch_size, device) for _ in range(D)],
+            # hist[m][r]: h^(m) at row r's positions 0.. (m=0: the target's hidden states)
+            "hist": [[torch.zeros(0, H, device=device, dtype=dtype) for _ in range(batch_size)] for _ in range(D + 1)],
+            "count": [[0] * batch_size for _ in range(D)],  # true entries in module m's cache
+        }
+
+    def _feed(self, state, m: int, h_rows: list[torch.Tensor], tok_rows: list[list[int]]) -> list[torch.Tensor]:
+        """Append inputs to module m's cache (rows may differ in length); outputs per row."""
+        mod, kv = self.mods[m], state["kv"][m]
+        B, n = len(h_rows), max(len(t) for t in tok_rows)
+        dev = kv.mask.device
+        h = torch.zeros(B, n, self.config.hidden_size, device=dev, dtype=h_rows[0].dtype)
+        ids = torch.zeros(B, n, dtype=torch.long, device=dev)
+        mask = torch.zeros(B, n, dtype=torch.long, device=dev)
+        for r, (hr, tr) in enumerate(zip(h_rows, tok_rows)):
+            h[r, : len(tr)] = hr
+            ids[r, : len(tr)] = torch.as_tensor(tr, dtype=torch.long, device=dev)
+            mask[r, : len(tr)] = 1
+        out = kv.step(mod.inputs(h, self.target.embed(ids)), mask,
+                      lambda x, allowed, pos, cache: run_layer(mod.block, self.target, x, allowed, pos, cache))
+        return [out[r, : len(t)] for r, t in enumerate(tok_rows)]
+
+    def draft_observe(self, state, hidden_states, counts, sequences):
+        x = hidden_states[self.config.hidden_layers[-1]]
+        hist, count = state["hist"], state["count"]
+        for r, c in enumerate(counts.tolist()):
+            hist[0][r] = torch.cat([hist[0][r], x[r, :c]])
+        n_h = [len(s) - 1 for s in sequences]  # committed hidden states per row
+        for m in range(len(self.mods)):
+            ends = [max(0, n - m) for n in n_h]
+            starts = count[m]
+            if all(e == s for s, e in zip(starts, ends)):
+                continue
+            outs = self._feed(state, m, [hist[m][r][s:e] for r, (s, e) in enumerate(zip(starts, ends))],
+                              [sequences[r][s + 1 + m: e + 1 + m] for r, (s, e) in enumerate(zip(starts, ends))])
+            for r, o in enumerate(outs):
+                hist[m + 1][r] = torch.cat([hist[m + 1][r], o])
+            count[m] = ends
+            state["kv"][m].truncate(state["kv"][m].lengths)
+
+    def draft_chain(self, state, sequences, num_tokens, pick):
+        hist, count = state["hist"], state["count"]
+        B = len(sequences)
+        n_h = [len(s) - 1 for s in sequences]
+        drafts = [[] for _ in range(B)]
+        spec = [hist[1][r][n_h[r]:] for r in range(B)]  # module 0 outputs past its true range: none
+        out_t = torch.stack([hist[1][r][n_h[r] - 1] for r in range(B)])  # h^(1) at t
+        for m in range(num_tokens):
+            if m > 0:
+                h_rows = [torch.cat([hist[m][r][count[m][r]: count[m - 1][r]], spec[r]]) for r in range(B)]
+                toks = [(sequences[r] + drafts[r])[count[m][r] + 1 + m: n_h[r] + 1 + m] for r in range(B)]
+                spec = self._feed(state, m, h_rows, toks)
+                out_t = torch.stack([s[-1] for s in spec])
+            t = pick(self.target.logits(self.mods[m].norm(out_t)))
+            for r, tok in enumerate(t.tolist()):
+                drafts[r].append(tok)
+        dev = state["kv"][0].mask.device
+        for m in range(1, num_tokens):
+            state["kv"][m].truncate(torch.tensor(count[m], device=dev))

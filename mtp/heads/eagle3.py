@@ -1,0 +1,104 @@
+"""EAGLE-3 (Li et al. 2025): fused low/mid/high target features, direct token prediction,
+training-time test, optional reduced draft vocabulary.
+
+g_0 = fuse([h_low; h_mid; h_high]) (target layers `hidden_layers`, default the HF
+output_hidden_states indices (2, L//2, L-1) of an L-layer target, deduplicated); each step:
+g' = Layer(fc([RMSNorm(Emb(x)); RMSNorm(g)])), where g is g_0 at committed positions and the
+draft's own previous output afterwards; logits = own LM head(own norm(g')) over the draft
+vocabulary. Training unrolls num_heads steps on its own outputs (see `FeatureARHead`) with
+suggested step weights `step_decay`**j (0.8).
+
+Reduced vocabulary: `draft_vocab_size` Vd with buffers d2t [Vd] (draft index -> target id; the
+absolute id, not EAGLE's offset) and t2d [V] bool (target id is in the draft vocabulary), built
+from `token_counts` given to build_head (most frequent Vd tokens). Logits are returned over the
+full target vocabulary with the minimum float outside the draft vocabulary, so draws and q never
+leave it; trainers should mask labels outside it (`head.label_mask(labels)`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtp.heads.base import HeadConfig
+from mtp.heads.eagle import FeatureARHead
+from mtp.heads.layers import copied_norm, fresh_norm
+
+
+@dataclass
+class Eagle3Config(HeadConfig):
+    family: str = "eagle3"
+    hidden_layers: tuple[int, ...] = ()  # () -> (2, L//2, L-1) resolved against the target
+    draft_vocab_size: int | None = None  # None: the full target vocabulary
+    step_decay: float = 0.8  # suggested loss weight of unrolled step j: step_decay**j
+
+
+class Eagle3Head(FeatureARHead):
+    family = "eagle3"
+    config_class = Eagle3Config
+    build_kwargs = ("token_counts",)
+
+    @classmethod
+    def resolve_hidden_layers(cls, config, num_layers):
+        if not config.hidden_layers:
+            config.hidden_layers = tuple(sorted({min(2, num_layers), max(1, num_layers // 2), max(1, num_layers - 1)}))
+        return super().resolve_hidden_layers(config, num_layers)
+
+    def __init__(self, config: Eagle3Config, target: nn.Module, token_counts=None) -> None:
+        super().__init__(config, target)
+        H, V = config.hidden_size, config.vocab_size
+        n = len(config.hidden_layers)
+        if n == 0:
+            raise ValueError("eagle3: hidden_layers is empty (build it with build_head to resolve the default)")
+        self.fuse = nn.Linear(n * H, H, bias=False)
+        self.enorm = fresh_norm(self.target)
+        self.gnorm = fresh_norm(self.target)
+        self.fc = nn.Linear(2 * H, H, bias=False)
+        self.norm = copied_norm(self.target)
+        Vd = config.draft_vocab_size
+        if Vd is not None:
+            if not 0 < Vd <= V:
+                raise ValueError(f"eagle3: draft_vocab_size must be in 1..{V}, got {Vd}")
+            if token_counts is not None:
+                counts = torch.as_tensor(token_counts, dtype=torch.float64).flatten()
+                if counts.numel() != V:
+                    raise ValueError(f"eagle3: token_counts has {counts.numel()} entries, the vocabulary {V}")
+                d2t = torch.topk(counts, Vd, sorted=True).indices.sort().values
+            else:  # placeholder (load_heads overwrites it from the checkpoint)
+                d2t = torch.arange(Vd)
+            t2d = torch.zeros(V, dtype=torch.bool)
+            t2d[d2t] = True
+            self.register_buffer("d2t", d2t.long())
+            self.register_buffer("t2d", t2d)
+        else:
+            self.d2t = None
+            self.t2d = None
+        w = self.target.lm_head.weight.detach()
+        self.lm_head = nn.Linear(H, Vd or V, bias=False)
+        with torch.no_grad():
+            self.lm_head.weight.copy_(w if self.d2t is None else w[self.d2t.to(w.device)])
+
+    def init_feature(self, hidden_states):
+        dtype = self.fuse.weight.dtype
+        return self.fuse(torch.cat([hidden_states[i].to(dtype) for i in self.config.hidden_layers], dim=-1))
+
+    def step_input(self, g, ids):
+        return self.fc(torch.cat([self.enorm(self.target.embed(ids).to(g.dtype)), self.gnorm(g)], dim=-1))
+
+    def readout(self, g):
+        logits = self.lm_head(self.norm(g))
+        if self.d2t is None:
+            return logits
+        full = logits.new_full((*logits.shape[:-1], self.config.vocab_size), torch.finfo(logits.dtype).min)
+        return full.index_copy(-1, self.d2t, logits)
+
+    def label_mask(self, labels: torch.Tensor) -> torch.Tensor:
+        """bool, same shape as labels: the label is in the draft vocabulary (always True without one)."""
+        if self.t2d is None:
+            return torch.ones_like(labels, dtype=torch.bool)
+        return self.t2d[labels.clamp_min(0)]
+
+    def loss_weights(self) -> list[float]:
+        return [self.config.step_decay ** j for j in range(self.config.num_heads)]

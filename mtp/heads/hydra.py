@@ -1,0 +1,73 @@
+"""Hydra (Ankner et al. 2024): sequentially dependent MLP heads.
+
+Head j at position t sees the target hidden state h_t and the embeddings of tokens t+1 .. t+1+j
+(the pending token and the drafts before its own): in_j = [h_t, e_{t+1}, .., e_{t+1+j}] ->
+Linear((j+2)H -> H) (initialised to pass h_t through) -> ResBlock^num_layers -> frozen target
+LM head. Embeddings are the target's (frozen, shared), RMS-normalised without a weight.
+Training is teacher-forced with the true tokens; drafting feeds each head its own earlier drafts
+(sampled ones at T>0), so q_j is conditional on the drafted prefix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtp.heads.base import HeadConfig, HeadTrainOutput, MTPHead
+from mtp.heads.drafting import last_rows
+from mtp.heads.layers import ResBlock, shift_ids
+
+
+@dataclass
+class HydraConfig(HeadConfig):
+    family: str = "hydra"
+    num_layers: int = 1  # residual blocks after each head's input projection
+
+
+class HydraHead(MTPHead):
+    family = "hydra"
+    config_class = HydraConfig
+
+    def __init__(self, config: HydraConfig, target: nn.Module) -> None:
+        super().__init__(config, target)
+        H = config.hidden_size
+        self.in_proj = nn.ModuleList([nn.Linear((j + 2) * H, H) for j in range(config.num_heads)])
+        with torch.no_grad():
+            for lin in self.in_proj:  # start as Medusa: pass h_t through, ignore the embeddings
+                lin.weight.zero_()
+                lin.weight[:, :H].copy_(torch.eye(H))
+                lin.bias.zero_()
+        self.blocks = nn.ModuleList([
+            nn.Sequential(*[ResBlock(H) for _ in range(config.num_layers)]) for _ in range(config.num_heads)
+        ])
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        e = self.target.embed(ids).to(self.in_proj[0].weight.dtype)
+        return F.rms_norm(e, (e.shape[-1],))
+
+    def head_logits(self, j: int, h: torch.Tensor, embs: list[torch.Tensor]) -> torch.Tensor:
+        """h [..., H], embs: j+1 embeddings [..., H] of tokens t+1..t+1+j -> logits [..., V]."""
+        x = self.in_proj[j](torch.cat([h, *embs[: j + 1]], dim=-1))
+        return self.target.logits(self.blocks[j](x))
+
+    def forward_train(self, hidden_states, input_ids, attention_mask=None) -> HeadTrainOutput:
+        h = hidden_states[self.config.hidden_layers[-1]]
+        embs = [self._embed(shift_ids(input_ids, o + 1)) for o in range(self.config.num_heads)]
+        return HeadTrainOutput(logits=[self.head_logits(j, h, embs) for j in range(self.config.num_heads)])
+
+    # ---- drafting -------------------------------------------------------------------------
+    def draft_state(self, batch_size, device):
+        return {"h": None}
+
+    def draft_observe(self, state, hidden_states, counts, sequences):
+        state["h"] = last_rows(hidden_states[self.config.hidden_layers[-1]], counts, state["h"])
+
+    def draft_chain(self, state, sequences, num_tokens, pick):
+        h = state["h"]
+        pending = torch.tensor([s[-1] for s in sequences], device=h.device)
+        embs = [self._embed(pending)]
+        for j in range(num_tokens):
+            t = pick(self.head_logits(j, h, embs))
+            embs.append(self._embed(t))

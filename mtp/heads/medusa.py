@@ -1,0 +1,65 @@
+"""Medusa (Cai et al. 2024): K parallel residual heads on the last hidden state, then an LM head.
+
+Head j: x -> ResBlock^num_layers(x) -> LM head, drafting the (j+1)-th token after the pending
+one from the target's last committed (post-norm) hidden state. The LM head is the target's,
+frozen and shared (Medusa-1), or with `own_lm_head` one trainable copy per head.
+Drafting: all K tokens come from one hidden state; at T>0 each is sampled independently from
+its own shaped distribution (a parallel head cannot see earlier drafts).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mtp.heads.base import HeadConfig, HeadTrainOutput, MTPHead
+from mtp.heads.drafting import last_rows
+from mtp.heads.layers import ResBlock
+
+
+@dataclass
+class MedusaConfig(HeadConfig):
+    family: str = "medusa"
+    num_layers: int = 1  # residual blocks per head
+    own_lm_head: bool = False  # one trainable LM head per head, initialised from the target's
+
+
+class MedusaHead(MTPHead):
+    family = "medusa"
+    config_class = MedusaConfig
+
+    def __init__(self, config: MedusaConfig, target: nn.Module) -> None:
+        super().__init__(config, target)
+        H, V = config.hidden_size, config.vocab_size
+        self.blocks = nn.ModuleList([
+            nn.Sequential(*[ResBlock(H) for _ in range(config.num_layers)]) for _ in range(config.num_heads)
+        ])
+        if config.own_lm_head:
+            w = self.target.lm_head.weight.detach()
+            self.lm_heads = nn.ModuleList([nn.Linear(H, V, bias=False) for _ in range(config.num_heads)])
+            with torch.no_grad():
+                for lm in self.lm_heads:
+                    lm.weight.copy_(w)
+        else:
+            self.lm_heads = None
+
+    def head_logits(self, j: int, h: torch.Tensor) -> torch.Tensor:
+        """Head j on hidden states [..., H] -> logits [..., V]."""
+        x = self.blocks[j](h)
+        return self.lm_heads[j](x) if self.lm_heads is not None else self.target.logits(x)
+
+    def forward_train(self, hidden_states, input_ids, attention_mask=None) -> HeadTrainOutput:
+        h = hidden_states[self.config.hidden_layers[-1]]
+        return HeadTrainOutput(logits=[self.head_logits(j, h) for j in range(self.config.num_heads)])
+
+    # ---- drafting -------------------------------------------------------------------------
+    def draft_state(self, batch_size, device):
+        return {"h": None}
+
+    def draft_observe(self, state, hidden_states, counts, sequences):
+        state["h"] = last_rows(hidden_states[self.config.hidden_layers[-1]], counts, state["h"])
+
+    def draft_chain(self, state, sequences, num_tokens, pick):
+        for j in range(num_tokens):
+            pick(self.head_logits(j, state["h"]))
