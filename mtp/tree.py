@@ -193,8 +193,8 @@ class DynamicTreeConfig:
 def build_dynamic_tree(expand, cfg: DynamicTreeConfig, max_depth: int | None = None) -> tuple[list[int], list[int]]:
     """Grow one row's tree by cumulative draft confidence (EAGLE-2).
 
-    expand(tokens, parents) -> [n+1, V] next-token log-probabilities at the root (index 0) and at
-    each node of the current tree (index i+1). Depth by depth, the top_k frontier nodes (by
+    expand(tokens, parents, nodes) -> [len(nodes), V] next-token log-probabilities after each
+    requested node of the current tree (-1: the root, i.e. after the pending token). Depth by depth, the top_k frontier nodes (by
     cumulative log-prob) each propose their top_k children; after the last depth every node is
     ranked by cumulative log-prob and the best total_tokens kept (a child never scores above its
     parent, so the kept set is a tree). Returns (tokens, parents) in topological order.
@@ -205,11 +205,11 @@ def build_dynamic_tree(expand, cfg: DynamicTreeConfig, max_depth: int | None = N
     scores: list[float] = []
     frontier = [-1]  # node indices whose children are expanded next (-1: root)
     for _ in range(depth):
-        logp = expand(tokens, parents)
+        logp = expand(tokens, parents, frontier)
         cands = []  # (score, parent, token)
-        for f in frontier:
+        for fi, f in enumerate(frontier):
             base = 0.0 if f < 0 else scores[f]
-            top = logp[f + 1].topk(cfg.top_k)
+            top = logp[fi].topk(cfg.top_k)
             for v, t in zip(top.values.tolist(), top.indices.tolist()):
                 cands.append((base + v, f, t))
         cands.sort(key=lambda c: -c[0])
@@ -225,3 +225,34 @@ def build_dynamic_tree(expand, cfg: DynamicTreeConfig, max_depth: int | None = N
     keep = sorted(order)
     remap = {old: new for new, old in enumerate(keep)}
     return [tokens[i] for i in keep], [remap[parents[i]] if parents[i] >= 0 else -1 for i in keep]
+
+
+def fill_static_tree(tree: StaticTree, next_logits) -> tuple[list[int], list[int]]:
+    """Fill a static tree for one row: each node takes the candidate of its rank from the draft
+    distribution after its parent's path. next_logits(paths: list[list[int]]) -> [len(paths), V]
+    logits after each token path (the empty path: after the pending token). Siblings are
+    distinct top-k candidates, so the drafts are deterministic (lossless with probs None)."""
+    tokens = [0] * tree.size
+    by_parent: dict[int, list[int]] = {}
+    for i, par in enumerate(tree.parents):
+        by_parent.setdefault(par, []).append(i)
+
+    def path_of(i: int) -> list[int]:
+        out = []
+        while i >= 0:
+            out.append(tokens[i])
+            i = tree.parents[i]
+        return out[::-1]
+
+    for d in range(0, tree.depth):
+        parents_here = [p for p in by_parent if (p < 0 and d == 0) or (p >= 0 and tree.depths[p] == d)]
+        if not parents_here:
+            continue
+        logits = next_logits([path_of(p) if p >= 0 else [] for p in parents_here])
+        for li, par in enumerate(parents_here):
+            kids = by_parent[par]
+            need = max(tree.ranks[k] for k in kids) + 1
+            top = logits[li].topk(need).indices.tolist()
+            for k in kids:
+                tokens[k] = top[tree.ranks[k]]
+    return tokens, list(tree.parents)

@@ -197,3 +197,47 @@ def test_dynamic_tree_draft_model_greedy_equals_plain(fixture, request):
         out = generate(model, PROMPTS, drafter=DraftModelDrafter(dm, tree=DynamicTreeConfig(12, 4, 3)),
                        max_new_tokens=36, ignore_eos=True)
         assert out.tokens == refs
+
+
+# --- every head family drafts trees ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained_heads(tiny_llama):
+    """Each family, briefly trained on the tiny target's own greedy continuation."""
+    from mtp.heads import build_head, list_families
+
+    model, _ = tiny_llama
+    seq = torch.tensor([PROMPTS[0] + generate(model, PROMPTS[0], max_new_tokens=100, ignore_eos=True).tokens[0]])
+    with torch.no_grad():
+        hs = model(seq, output_hidden_states=True).hidden_states
+    heads = {}
+    torch.manual_seed(0)
+    for fam in list_families():
+        h = build_head(fam, model, num_heads=3)
+        opt = torch.optim.Adam(h.parameters(), 3e-3)
+        for _ in range(40):
+            out = h.forward_train({layer: hs[layer] for layer in h.config.hidden_layers}, seq)
+            loss = sum(torch.nn.functional.cross_entropy(lg[0, : seq.shape[1] - 2 - j], seq[0, 2 + j:])
+                       for j, lg in enumerate(out.logits))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        heads[fam] = h.eval()
+    return heads
+
+
+@pytest.mark.parametrize("family", ["medusa", "parallel", "hydra", "mtp", "eagle", "eagle3"])
+def test_every_head_drafts_lossless_trees(tiny_llama, trained_heads, family):
+    from mtp.tree import DynamicTreeConfig
+
+    model, _ = tiny_llama
+    head = trained_heads[family]
+    prompts = PROMPTS[:2]
+    refs = [generate(model, p, max_new_tokens=24, ignore_eos=True).tokens[0] for p in prompts]
+    static = StaticTree([(0,), (1,), (0, 0), (0, 1), (1, 0), (0, 0, 0)])
+    for tree in (static, DynamicTreeConfig(10, 3, 3)):
+        out = generate(model, prompts, drafter=head.as_drafter(tree=tree), max_new_tokens=24, ignore_eos=True)
+        assert out.tokens == refs, f"{family} {type(tree).__name__}"
+        assert out.stats.accepted > 0
+        sampled = generate(model, prompts[0], drafter=head.as_drafter(tree=tree), max_new_tokens=8, temperature=1.0,
+                           seed=0, ignore_eos=True)
+        assert len(sampled.tokens[0]) == 8

@@ -108,9 +108,9 @@ class DraftModelDrafter(Drafter):
                 trees.append(([], []))
                 continue
 
-            def expand(tokens, parents, r=r):
+            def expand(tokens, parents, nodes, r=r):
                 if not tokens:
-                    return root_logits[r: r + 1].float().log_softmax(-1)
+                    return root_logits[r: r + 1].float().log_softmax(-1).expand(len(nodes), -1)
                 n = len(tokens)
                 ids = torch.zeros(B, n + 1, dtype=torch.long, device=dev)
                 ids[:, 0] = pend
@@ -121,7 +121,7 @@ class DraftModelDrafter(Drafter):
                 num[r] = n
                 out = kv.forward_tree(ids, par, num)
                 kv.truncate(base)
-                return out.logits[r].float().log_softmax(-1)
+                return out.logits[r, [i + 1 for i in nodes]].float().log_softmax(-1)
 
             trees.append(build_dynamic_tree(expand, self.tree, max_depth=ctx.max_tokens))
         N = max(len(t) for t, _ in trees)

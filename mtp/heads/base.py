@@ -127,12 +127,13 @@ class MTPHead(nn.Module, abc.ABC):
         input_ids: [B, T] the sequence (families that condition on future tokens use the true ones).
         """
 
-    def as_drafter(self, num_draft_tokens: int | None = None):
+    def as_drafter(self, num_draft_tokens: int | None = None, tree=None):
         """An `mtp.drafters.Drafter` that drafts chains with this head (default length
-        config.num_heads; parallel families draft at most num_heads tokens per step)."""
+        config.num_heads; parallel families draft at most num_heads tokens per step), or token
+        trees with `tree=` an mtp.tree.StaticTree or mtp.tree.DynamicTreeConfig."""
         from mtp.heads.drafting import HeadDrafter
 
-        return HeadDrafter(self, num_draft_tokens)
+        return HeadDrafter(self, num_draft_tokens, tree=tree)
 
     @property
     def max_draft_tokens(self) -> int | None:

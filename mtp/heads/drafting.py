@@ -33,9 +33,14 @@ class HeadDrafter(Drafter):
     shaped by ctx.sampling (same temperature / top-k / top-p as the target), reported as q.
     """
 
-    def __init__(self, head, num_draft_tokens: int | None = None) -> None:
+    def __init__(self, head, num_draft_tokens: int | None = None, tree=None) -> None:
+        """tree: None for chains; an mtp.tree.StaticTree (Medusa-style choices) or an
+        mtp.tree.DynamicTreeConfig (EAGLE-2 style) to draft token trees of top-k candidates."""
         self.head = head
+        self.tree = tree
         self.num_draft_tokens = int(num_draft_tokens if num_draft_tokens is not None else head.config.num_heads)
+        if tree is not None:
+            self.num_draft_tokens = tree.depth
         self.hidden_layers = tuple(head.config.hidden_layers)
         #: most tokens the head can draft per step (None: any number)
         self.max_chain: int | None = head.max_draft_tokens
@@ -74,6 +79,8 @@ class HeadDrafter(Drafter):
         B = len(ctx.sequences)
         if K <= 0:
             return Draft.empty(B, ctx.device)
+        if self.tree is not None:
+            return self._propose_tree(ctx, K)
         tokens: list[torch.Tensor] = []
         probs: list[torch.Tensor] = []
 
@@ -91,6 +98,71 @@ class HeadDrafter(Drafter):
         tok = torch.stack(tokens, 1).to(ctx.device)
         lengths = torch.tensor([K if a else 0 for a in ctx.active], device=ctx.device)
         return Draft(tok, lengths, torch.stack(probs, 1).to(ctx.device) if probs else None)
+
+
+    def _next_logits(self, paths: list[list[int]]) -> torch.Tensor:
+        """[B, V] the head's logits for the token after each row's forced draft path (all paths
+        the same length), through the family's own draft_chain; the head's state is unchanged."""
+        d = len(paths[0])
+        dev = self._device()
+        forced = torch.tensor(paths, dtype=torch.long, device=dev) if d else None
+        out: list[torch.Tensor] = []
+
+        def pick(logits: torch.Tensor) -> torch.Tensor:
+            step = len(out)
+            out.append(logits)
+            return forced[:, step] if step < d else logits.argmax(-1)
+
+        self.head.draft_chain(self._state, self._seqs, d + 1, pick)
+        return out[d]
+
+    def _propose_tree(self, ctx: DraftContext, max_depth: int) -> Draft:
+        """Top-k token trees (deterministic distinct siblings: lossless at any temperature). Each
+        node's candidates come from the head's distribution after the node's path, evaluated by
+        re-running the family's chain with the path forced (heads are cheap next to the target)."""
+        from mtp.tree import DynamicTreeConfig, StaticTree, build_dynamic_tree, fill_static_tree
+
+        B = len(ctx.sequences)
+        trees = []
+        for r in range(B):
+            if not ctx.active[r]:
+                trees.append(([], []))
+                continue
+
+            def next_logits(paths, r=r):
+                rows = []
+                for path in paths:  # rows of the batch other than r just follow the same path
+                    rows.append(self._next_logits([list(path)] * B)[r])
+                return torch.stack(rows, 0).float()
+
+            if isinstance(self.tree, StaticTree):
+                tree = self.tree
+                if tree.depth > max_depth:
+                    tree = StaticTree([c for c in tree.choices if len(c) <= max_depth])
+                trees.append(fill_static_tree(tree, next_logits))
+            elif isinstance(self.tree, DynamicTreeConfig):
+                def expand(tokens, parents, nodes):
+                    paths = []
+                    for n in nodes:
+                        path = []
+                        while n >= 0:
+                            path.append(tokens[n])
+                            n = parents[n]
+                        paths.append(path[::-1])
+                    # group by path length: draft_chain runs one length at a time
+                    return next_logits(paths).log_softmax(-1)
+
+                trees.append(build_dynamic_tree(expand, self.tree, max_depth=max_depth))
+            else:
+                raise TypeError(f"tree must be a StaticTree or DynamicTreeConfig, got {type(self.tree).__name__}")
+        N = max(len(t) for t, _ in trees)
+        tokens = torch.zeros(B, N, dtype=torch.long)
+        parents = torch.full((B, N), -1, dtype=torch.long)
+        for r, (t, p) in enumerate(trees):
+            tokens[r, : len(t)] = torch.as_tensor(t, dtype=torch.long)
+            parents[r, : len(p)] = torch.as_tensor(p, dtype=torch.long)
+        return Draft(tokens.to(ctx.device), torch.tensor([len(t) for t, _ in trees], device=ctx.device), None,
+                     parents.to(ctx.device))
 
 
 def last_rows(x: torch.Tensor, counts: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
