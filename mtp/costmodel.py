@@ -1,0 +1,185 @@
+"""Cost model: predict speculative speedup from measured acceptance and measured costs.
+
+Leviathan et al. (2023): with gamma drafts, expected tokens per target call is
+(1 - alpha^(gamma+1)) / (1 - alpha) and the speedup is that over (gamma c + 1), c = draft step
+time / target step time. Here both parts are measured instead of assumed:
+- tokens per speculative step: 1 + sum_k a_k from the measured per-position acceptance;
+- the verify forward costs C(gamma+1), read from the measured curve C(m) of one target forward
+  over m new tokens at a fixed prefix length (not the constant C(1));
+- the draft step costs what the drafter's propose + observe took per step in the engine.
+`predict_stepwise` also charges each step its own draft length (prompt lookup often drafts fewer
+than K tokens, or none) and the prefill. Chains only: tree drafting needs C(tree size) and
+tau = 1 + sum over nodes of P(path accepted); not implemented yet.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from bisect import bisect_left
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from mtp.drafters.base import Draft, DraftContext, Drafter, TargetFeedback
+from mtp.kv import KVState
+
+DEFAULT_TOKENS = tuple(range(1, 17)) + (20, 24, 32, 40, 48, 64)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def measure_forward_cost(model, prefix_len: int, tokens: Sequence[int] = DEFAULT_TOKENS, repeats: int = 7,
+                         warmup: int = 2, seed: int = 0) -> dict[int, float]:
+    """{m: median seconds of one target forward over m new tokens after a cached prefix of
+    prefix_len tokens} (logits at every new position, as verification computes them)."""
+    device = next(model.parameters()).device
+    V = model.config.vocab_size
+    g = torch.Generator().manual_seed(seed)
+    kv = KVState(model, 1, device)
+    kv.forward(torch.randint(0, V, (1, prefix_len), generator=g).to(device), logits_to_keep=1)
+    base = torch.tensor([prefix_len], device=device)
+    times: dict[int, list[float]] = {int(m): [] for m in tokens}
+    # Rounds over every m (not all repeats of one m in a row), so a burst of load on a shared
+    # machine spreads over the points instead of bending one of them.
+    for i in range(warmup + repeats):
+        for m in times:
+            ids = torch.randint(0, V, (1, m), generator=g).to(device)
+            _sync(device)
+            t0 = time.perf_counter()
+            kv.forward(ids)
+            _sync(device)
+            if i >= warmup:
+                times[m].append(time.perf_counter() - t0)
+            kv.truncate(base)
+    return {m: statistics.median(t) for m, t in times.items()}
+
+
+@torch.no_grad()
+def measure_prefill_cost(model, prompt_len: int, repeats: int = 3, seed: int = 0) -> float:
+    """Median seconds of a prefill over prompt_len tokens (last-position logits only)."""
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, model.config.vocab_size, (1, prompt_len), generator=g).to(device)
+    times = []
+    for _ in range(repeats + 1):
+        kv = KVState(model, 1, device)
+        _sync(device)
+        t0 = time.perf_counter()
+        kv.forward(ids, logits_to_keep=1)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def interpolate(costs: dict[int, float]) -> Callable[[int], float]:
+    """C(m) by linear interpolation between measured points (clamped at the ends)."""
+    xs = sorted(costs)
+    ys = [costs[x] for x in xs]
+
+    def C(m: int) -> float:
+        if m <= xs[0]:
+            return ys[0]
+        if m >= xs[-1]:
+            return ys[-1] * m / xs[-1]  # beyond the curve: assume linear in m
+        i = bisect_left(xs, m)
+        if xs[i] == m:
+            return ys[i]
+        x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+        return y0 + (y1 - y0) * (m - x0) / (x1 - x0)
+
+    return C
+
+
+class TimedDrafter(Drafter):
+    """Wraps a drafter and times its propose and observe calls (its per-step cost in the engine)."""
+
+    def __init__(self, inner: Drafter) -> None:
+        self.inner = inner
+        self.num_draft_tokens = inner.num_draft_tokens
+        self.hidden_layers = inner.hidden_layers
+        self.wants_prefill_logits = inner.wants_prefill_logits
+        self.propose_s = 0.0
+        self.observe_s = 0.0
+        self.proposals = 0
+
+    def reset(self, prompts: list[list[int]]) -> None:
+        self.inner.reset(prompts)
+
+    def observe(self, feedback: TargetFeedback) -> None:
+        t0 = time.perf_counter()
+        self.inner.observe(feedback)
+        _sync(feedback.num_accepted.device)
+        if not feedback.is_prefill:
+            self.observe_s += time.perf_counter() - t0
+
+    def propose(self, ctx: DraftContext) -> Draft:
+        t0 = time.perf_counter()
+        d = self.inner.propose(ctx)
+        _sync(ctx.device)
+        self.propose_s += time.perf_counter() - t0
+        self.proposals += 1
+        return d
+
+    @property
+    def step_s(self) -> float:
+        """Seconds per decode step spent in the drafter (propose + observe)."""
+        return (self.propose_s + self.observe_s) / self.proposals if self.proposals else float("nan")
+
+
+def leviathan_tau(alpha: float, gamma: int) -> float:
+    """Expected tokens per target call for i.i.d. acceptance alpha and gamma drafts."""
+    if alpha >= 1.0:
+        return gamma + 1.0
+    return (1 - alpha ** (gamma + 1)) / (1 - alpha)
+
+
+def leviathan_speedup(alpha: float, gamma: int, c: float) -> float:
+    """Leviathan et al.'s expected speedup with a constant verify cost (= one decode step)."""
+    return leviathan_tau(alpha, gamma) / (gamma * c + 1)
+
+
+def implied_alpha(tau_step: float, gamma: int) -> float:
+    """The i.i.d. per-token acceptance that gives tau_step tokens per step (bisection)."""
+    if gamma <= 0:
+        return float("nan")
+    target = min(max(tau_step, 1.0), gamma + 1.0)
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if leviathan_tau(mid, gamma) < target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def predict_chain(per_position: Sequence[float], gamma: int, C: Callable[[int], float], draft_step_s: float) -> float:
+    """Leviathan's formula with measured parts: (1 + sum_k a_k) C(1) / (t_draft + C(gamma + 1))."""
+    tau_step = 1.0 + sum(per_position)
+    return tau_step * C(1) / (draft_step_s + C(gamma + 1))
+
+
+def predict_stepwise(samples: Iterable[dict], C: Callable[[int], float], draft_step_s: float,
+                     prefill_s: float = 0.0) -> dict:
+    """Predicted time of each recorded generation from its own steps, against plain decoding of
+    the same tokens: plain = prefill + (n - 1) C(1); method = prefill + sum over decode forwards
+    of (draft step + C(drafted + 1)) (forwards without drafts cost C(1), plus the drafter's call).
+    Returns predicted speedup (ratio of summed times) and predicted tokens/s."""
+    t_plain = t_method = 0.0
+    tokens = 0
+    for s in samples:
+        drafts = list(s.get("draft_lengths") or [])
+        decode = int(s["target_forwards"]) - 1  # the first forward is the prefill
+        plain_steps = max(decode - len(drafts), 0)
+        t_method += prefill_s + plain_steps * C(1) + sum(C(d + 1) for d in drafts)
+        if draft_step_s == draft_step_s and draft_step_s > 0:
+            t_method += decode * draft_step_s
+        t_plain += prefill_s + max(int(s["new_tokens"]) - 1, 0) * C(1)
+        tokens += int(s["new_tokens"])
+    return {"predicted_speedup": t_plain / t_method if t_method > 0 else float("nan"),
+            "predicted_tokens_per_s": tokens / t_method if t_method > 0 else float("nan"),
+            "predicted_plain_tokens_per_s": tokens / t_plain if t_plain > 0 else float("nan")}

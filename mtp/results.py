@@ -1,0 +1,607 @@
+"""Benchmark results: the metrics (defined once), the files of a results folder, and the plots.
+
+Definitions (REFERENCES.md; per-step counts come from `mtp.stats.SpecStats`):
+- tau: tokens emitted per target forward, bonus/correction token included (plain decoding: 1).
+- accept_rate_per_position[k-1] = a_k = P(>= k drafts accepted in a speculative step).
+- draft_acceptance_rate: accepted drafts / drafted tokens.
+- tokens_per_s: per repeat, the mean over prompts of (new tokens / wall time), turns of a prompt
+  summed first (as Spec-Bench's speed.py); reported as the median over repeats.
+- speedup: per repeat, mean per-prompt tokens/s of the method / that of the baseline on the same
+  prompts (a ratio of means); median over repeats, speedup_spread = max - min over repeats.
+- exact_match (greedy runs only): share of (prompt, turn, repeat) cells whose output equals the
+  baseline's output for the same cell.
+
+Folder contract (written by `python -m eval.bench`):
+    samples.jsonl   one line per (method, prompt, turn, repeat): SAMPLE_KEYS (+ draft_lengths, length)
+    summary.json    {"baseline", "greedy", "methods": {m: {"overall": M, "category": {c: M},
+                     "length": {mix: M}}}, "mismatches": [...]} with M holding SUMMARY_KEYS and extras
+    summary.csv     the same, one row per (method, scope, group)
+    meta.json       config, git hash, versions, hardware
+    report.md, *.png
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from mtp.stats import SpecStats
+
+SAMPLE_KEYS = ("method", "prompt_id", "category", "turn", "repeat", "output_ids", "new_tokens", "wall_time_s",
+               "target_forwards", "accept_lengths")
+SUMMARY_KEYS = ("tau", "accept_rate_per_position", "draft_acceptance_rate", "tokens_per_s", "speedup",
+                "speedup_spread", "exact_match")
+BASELINE_CANDIDATES = ("hf", "vanilla")
+
+# ------------------------------------------------------------------------------------------------
+# Files: append-only samples, atomic summaries
+# ------------------------------------------------------------------------------------------------
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+
+
+def _jsonable(x):
+    """NaN -> None so the JSON is standard."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Append one line and flush it to disk (a crash loses at most the line being written)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(_jsonable(record)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """All complete lines; a torn last line (killed mid-write) is ignored."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break  # torn write
+            if line.strip():
+                out.append(json.loads(line))
+    return out
+
+
+def repair_jsonl(path: str | Path) -> None:
+    """Cut a torn last line so that appends start on a fresh line."""
+    path = Path(path)
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def cell_key(s: dict) -> tuple[str, str, int, int]:
+    return s["method"], s["prompt_id"], int(s["turn"]), int(s["repeat"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Metrics
+# ------------------------------------------------------------------------------------------------
+
+
+def spec_stats(samples: Iterable[dict]) -> SpecStats:
+    """Merge samples into one SpecStats (tau, per-position acceptance, histogram...)."""
+    total = SpecStats()
+    for s in samples:
+        total = total + SpecStats(target_forwards=int(s["target_forwards"]), new_tokens=int(s["new_tokens"]),
+                                  accept_lengths=list(s.get("accept_lengths") or []),
+                                  draft_lengths=list(s.get("draft_lengths") or _default_drafts(s)),
+                                  wall_time_s=float(s["wall_time_s"]))
+    return total
+
+
+def _default_drafts(s: dict) -> list[int]:
+    # Files without draft_lengths: assume each step drafted at least what it accepted.
+    return list(s.get("accept_lengths") or [])
+
+
+def per_prompt_tokens_per_s(samples: Iterable[dict]) -> dict[int, dict[str, float]]:
+    """{repeat: {prompt_id: tokens/s}} with a prompt's turns summed first (Spec-Bench)."""
+    tok: dict[tuple[int, str], float] = defaultdict(float)
+    sec: dict[tuple[int, str], float] = defaultdict(float)
+    for s in samples:
+        k = (int(s["repeat"]), s["prompt_id"])
+        tok[k] += s["new_tokens"]
+        sec[k] += s["wall_time_s"]
+    out: dict[int, dict[str, float]] = defaultdict(dict)
+    for (r, p), t in tok.items():
+        out[r][p] = t / sec[(r, p)] if sec[(r, p)] > 0 else float("nan")
+    return dict(out)
+
+
+def _median_spread(values: list[float]) -> tuple[float, float]:
+    vals = [v for v in values if v == v]
+    if not vals:
+        return float("nan"), float("nan")
+    return statistics.median(vals), max(vals) - min(vals)
+
+
+def tokens_per_s(samples: Iterable[dict]) -> tuple[float, float]:
+    """(median over repeats, max - min over repeats) of the mean per-prompt tokens/s."""
+    per = per_prompt_tokens_per_s(samples)
+    return _median_spread([statistics.fmean(v.values()) for v in per.values() if v])
+
+
+def speedup_per_repeat(method_samples: Iterable[dict], baseline_samples: Iterable[dict]) -> dict[int, float]:
+    """{repeat: mean per-prompt tokens/s of the method / that of the baseline}, over the prompts
+    both completed in that repeat (a ratio of means, as Spec-Bench)."""
+    m, b = per_prompt_tokens_per_s(method_samples), per_prompt_tokens_per_s(baseline_samples)
+    out = {}
+    for r in sorted(set(m) & set(b)):
+        common = sorted(set(m[r]) & set(b[r]))
+        if common:
+            out[r] = statistics.fmean(m[r][p] for p in common) / statistics.fmean(b[r][p] for p in common)
+    return out
+
+
+def speedup(method_samples: Iterable[dict], baseline_samples: Iterable[dict]) -> tuple[float, float]:
+    """(median, max - min) over repeats of `speedup_per_repeat`."""
+    return _median_spread(list(speedup_per_repeat(list(method_samples), list(baseline_samples)).values()))
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    """First index where two token lists differ (a length difference counts); None if equal."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def exact_match(method_samples: Iterable[dict], baseline_samples: Iterable[dict]) -> tuple[float, list[dict]]:
+    """(share of cells equal to the baseline's cell, mismatches). A cell is compared with the
+    baseline's same (prompt, turn, repeat), else its repeat 0. Mismatch: method, prompt_id, turn,
+    repeat, first_diff."""
+    base = {(s["prompt_id"], int(s["turn"]), int(s["repeat"])): s["output_ids"] for s in baseline_samples}
+    n, ok, bad = 0, 0, []
+    for s in method_samples:
+        key = (s["prompt_id"], int(s["turn"]), int(s["repeat"]))
+        ref = base.get(key, base.get((key[0], key[1], 0)))
+        if ref is None:
+            continue
+        n += 1
+        pos = first_difference(s["output_ids"], ref)
+        if pos is None:
+            ok += 1
+        else:
+            bad.append({"method": s["method"], "prompt_id": key[0], "turn": key[1], "repeat": key[2],
+                        "first_diff": pos})
+    return (ok / n if n else float("nan")), bad
+
+
+def choose_baseline(samples: list[dict], methods: list[str]) -> str:
+    """The faster (median tokens/s) of hf and vanilla among `methods`, else the first method."""
+    cands = [m for m in BASELINE_CANDIDATES if m in methods]
+    if not cands:
+        return methods[0]
+    return max(cands, key=lambda m: _nan_low(tokens_per_s([s for s in samples if s["method"] == m])[0]))
+
+
+def _nan_low(x: float) -> float:
+    return x if x == x else -math.inf
+
+
+def group_metrics(method_samples: list[dict], baseline_samples: list[dict], greedy: bool) -> dict:
+    """SUMMARY_KEYS (and extras) for one method on one group of prompts."""
+    st = spec_stats(method_samples)
+    tps, tps_spread = tokens_per_s(method_samples)
+    per_rep = speedup_per_repeat(method_samples, baseline_samples)
+    sp, sp_spread = _median_spread(list(per_rep.values()))
+    em = exact_match(method_samples, baseline_samples)[0] if greedy else float("nan")
+    return {
+        "tau": st.tau,
+        "accept_rate_per_position": st.per_position_acceptance(),
+        "draft_acceptance_rate": st.draft_acceptance_rate,
+        "tokens_per_s": tps,
+        "speedup": sp,
+        "speedup_spread": sp_spread,
+        "exact_match": em,
+        "tokens_per_s_spread": tps_spread,
+        "speedup_min": min(per_rep.values(), default=float("nan")),
+        "speedup_max": max(per_rep.values(), default=float("nan")),
+        "accept_length_histogram": st.accept_length_histogram(),
+        "mean_draft_length": statistics.fmean(st.draft_lengths) if st.draft_lengths else 0.0,
+        "new_tokens": st.new_tokens,
+        "target_forwards": st.target_forwards,
+        "num_prompts": len({s["prompt_id"] for s in method_samples}),
+        "num_samples": len(method_samples),
+        "repeats": len({s["repeat"] for s in method_samples}),
+    }
+
+
+def summarize(samples: list[dict], methods: list[str] | None = None, *, greedy: bool,
+              baseline: str | None = None, mismatch_gaps: dict | None = None) -> dict:
+    """The summary.json object. mismatch_gaps: {(method, prompt_id, turn, repeat): logit gap}."""
+    methods = methods or list(dict.fromkeys(s["method"] for s in samples))
+    methods = [m for m in methods if any(s["method"] == m for s in samples)]
+    if not methods:
+        return {"baseline": None, "greedy": greedy, "methods": {}, "mismatches": []}
+    baseline = baseline or choose_baseline(samples, methods)
+    by_m = {m: [s for s in samples if s["method"] == m] for m in methods}
+    base = by_m[baseline]
+    out: dict = {"baseline": baseline, "greedy": greedy, "methods": {}, "mismatches": []}
+    for m in methods:
+        ms = by_m[m]
+        entry = {"overall": group_metrics(ms, base, greedy), "category": {}, "length": {}}
+        for scope, key in (("category", "category"), ("length", "length")):
+            for g in sorted({s.get(key) or "" for s in ms}):
+                if not g:
+                    continue
+                entry[scope][g] = group_metrics([s for s in ms if s.get(key) == g],
+                                                [s for s in base if s.get(key) == g], greedy)
+        out["methods"][m] = entry
+        if greedy and m != baseline:
+            for mm in exact_match(ms, base)[1]:
+                mm["baseline"] = baseline
+                mm["logit_gap"] = (mismatch_gaps or {}).get((m, mm["prompt_id"], mm["turn"], mm["repeat"]))
+                out["mismatches"].append(mm)
+    return out
+
+
+def summary_rows(summary: dict) -> list[dict]:
+    """Flat rows (method, scope, group, metrics...) for summary.csv; lists become JSON strings."""
+    rows = []
+    for m, entry in summary["methods"].items():
+        groups = [("overall", "all", entry["overall"])]
+        groups += [(scope, g, v) for scope in ("category", "length") for g, v in entry[scope].items()]
+        for scope, g, v in groups:
+            row = {"method": m, "scope": scope, "group": g, "baseline": summary["baseline"]}
+            row.update({k: json.dumps(x) if isinstance(x, list) else x for k, x in v.items()})
+            rows.append(row)
+    return rows
+
+
+def write_summary(out_dir: str | Path, summary: dict) -> None:
+    import csv
+    import io
+
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / "summary.json", summary)
+    rows = summary_rows(summary)
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if isinstance(x, float) and x != x else x) for k, x in r.items()})
+    atomic_write_text(out_dir / "summary.csv", buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading a results folder
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    """A results folder as pandas DataFrames.
+
+    samples: one row per samples.jsonl line. summary: summary.csv (lists parsed back).
+    positions: long table (method, scope, group, position k, a_k). histogram: long table
+    (method, accepted j, steps). mismatches: greedy mismatches. costmodel / sweep: the tables of
+    `eval.costmodel` / `eval.sweep` when the folder holds them (else empty).
+    """
+
+    path: Path
+    meta: dict
+    samples: "object"
+    summary: "object"
+    positions: "object"
+    histogram: "object"
+    mismatches: "object"
+    costmodel: "object" = None
+    verify_cost: "object" = None
+    sweep: "object" = None
+    raw_summary: dict = field(default_factory=dict)
+
+
+def load(path: str | Path) -> Results:
+    """Load a folder written by eval.bench (and/or eval.costmodel, eval.sweep) into DataFrames."""
+    import pandas as pd
+
+    path = Path(path)
+    meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").exists() else {}
+    samples = pd.DataFrame(read_jsonl(path / "samples.jsonl"))
+    if len(samples):
+        samples["tokens_per_s"] = samples["new_tokens"] / samples["wall_time_s"]
+        samples["tau"] = samples["new_tokens"] / samples["target_forwards"]
+    raw = json.loads((path / "summary.json").read_text()) if (path / "summary.json").exists() else {}
+    rows = summary_rows(raw) if raw.get("methods") else []
+    for r in rows:
+        for k, v in r.items():
+            if isinstance(v, str) and v.startswith("["):
+                r[k] = json.loads(v)
+    summary = pd.DataFrame(rows)
+    pos, hist = [], []
+    for r in rows:
+        for k, a in enumerate(r.get("accept_rate_per_position") or [], 1):
+            pos.append({"method": r["method"], "scope": r["scope"], "group": r["group"], "position": k, "rate": a})
+        if r["scope"] == "overall":
+            for j, c in enumerate(r.get("accept_length_histogram") or []):
+                hist.append({"method": r["method"], "accepted": j, "steps": c})
+    cm = path / "costmodel.json"
+    costmodel = verify = None
+    if cm.exists():
+        d = json.loads(cm.read_text())
+        costmodel = pd.DataFrame(d.get("methods", []))
+        verify = pd.DataFrame(d.get("verify_cost", []))
+    sw = path / "sweep.json"
+    sweep = pd.DataFrame(json.loads(sw.read_text()).get("points", [])) if sw.exists() else None
+    return Results(path, meta, samples, summary, pd.DataFrame(pos), pd.DataFrame(hist),
+                   pd.DataFrame(raw.get("mismatches", [])), costmodel, verify, sweep, raw)
+
+
+# ------------------------------------------------------------------------------------------------
+# Plots (matplotlib, imported lazily; each returns the figure and saves it when `out` is given)
+# ------------------------------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg",) and not os.environ.get("MPLBACKEND") and \
+            "inline" not in matplotlib.get_backend().lower():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out):
+    if out is not None:
+        fig.savefig(out, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def plot_acceptance_by_position(res: Results, out=None):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    df = res.positions
+    for m, g in (df[df.scope == "overall"].groupby("method", sort=False) if len(df) else []):
+        ax.plot(g.position, g.rate, marker="o", label=m)
+    ax.set(xlabel="draft position k", ylabel="a_k = P(>= k accepted)", ylim=(0, 1.02),
+           title="Acceptance by position")
+    if len(df):
+        ax.legend()
+    return _save(fig, out)
+
+
+def _bars(ax, table, ylabel, title):
+    """table: {group: {method: value}} as grouped bars."""
+    groups = list(table)
+    methods = list(dict.fromkeys(m for g in groups for m in table[g]))
+    w = 0.8 / max(len(methods), 1)
+    for i, m in enumerate(methods):
+        ax.bar([x + i * w for x in range(len(groups))], [table[g].get(m, float("nan")) for g in groups], w, label=m)
+    ax.set_xticks([x + w * (len(methods) - 1) / 2 for x in range(len(groups))], groups, rotation=30, ha="right")
+    ax.set(ylabel=ylabel, title=title)
+    if methods:
+        ax.legend(fontsize=8)
+
+
+def plot_tau_by_category(res: Results, out=None):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    df = res.summary
+    table: dict = {}
+    if len(df):
+        for _, r in df[df.scope.isin(["category", "overall"])].iterrows():
+            table.setdefault(r.group, {})[r.method] = r.tau
+    _bars(ax, table, "tau (tokens / target forward)", "tau by category")
+    return _save(fig, out)
+
+
+def plot_speedup(res: Results, out=None):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    df = res.summary
+    if len(df):
+        o = df[df.scope == "overall"]
+        lo = (o.speedup - o.speedup_min).fillna(0).clip(lower=0)
+        hi = (o.speedup_max - o.speedup).fillna(0).clip(lower=0)
+        ax.bar(o.method, o.speedup, yerr=[lo, hi], capsize=4, color="tab:blue")
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.tick_params(axis="x", rotation=30)
+    base = res.raw_summary.get("baseline")
+    ax.set(ylabel=f"speedup vs {base} (median, min-max over repeats)", title="Speedup by method")
+    return _save(fig, out)
+
+
+def plot_accept_histograms(res: Results, out=None):
+    plt = _plt()
+    df = res.histogram
+    methods = list(dict.fromkeys(df.method)) if len(df) else []
+    methods = [m for m in methods if df[df.method == m].steps.sum() > 0]
+    n = max(len(methods), 1)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3), squeeze=False)
+    for ax, m in zip(axes[0], methods):
+        g = df[df.method == m]
+        ax.bar(g.accepted, g.steps / g.steps.sum())
+        ax.set(title=m, xlabel="drafts accepted per step", ylabel="share of steps")
+    if not methods:
+        axes[0][0].set_title("no speculative steps")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def plot_speedup_vs_tau(res: Results, out=None):
+    """Measured tau against measured speedup: the gap to the diagonal is drafting + verify overhead."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    df = res.summary
+    if len(df):
+        o = df[df.scope == "overall"]
+        ax.scatter(o.tau, o.speedup)
+        for _, r in o.iterrows():
+            ax.annotate(r.method, (r.tau, r.speedup), fontsize=8)
+        top = max(float(o.tau.max()), float(o.speedup.max()), 1.0) * 1.1
+        ax.plot([0, top], [0, top], "k:", lw=0.8, label="speedup = tau")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="tau", ylabel="speedup", title="Speedup vs tau")
+    return _save(fig, out)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both x and y (larger is better)."""
+    idx = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
+            idx.append(i)
+    return sorted(idx, key=lambda i: points[i][0])
+
+
+def plot_sweep(sweep, out=None, title: str = "Throughput vs interactivity"):
+    """Per method (and draft length) a curve over batch sizes: tokens/s per sequence (x) vs total
+    tokens/s (y); the dashed line is the Pareto front over every point."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if sweep is not None and len(sweep):
+        for label, g in sweep.groupby("label", sort=False):
+            g = g.sort_values("batch_size")
+            ax.plot(g.tokens_per_s_per_seq, g.tokens_per_s_total, marker="o", label=label)
+            for _, r in g.iterrows():
+                ax.annotate(f"b{int(r.batch_size)}", (r.tokens_per_s_per_seq, r.tokens_per_s_total), fontsize=7)
+        pts = list(zip(sweep.tokens_per_s_per_seq, sweep.tokens_per_s_total))
+        front = pareto_front(pts)
+        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="tokens/s per sequence (interactivity)", ylabel="total tokens/s (throughput)", title=title)
+    return _save(fig, out)
+
+
+def plot_costmodel(res: Results, out=None):
+    """Left: verify cost vs tokens verified. Right: predicted vs measured speedup."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    if res.verify_cost is not None and len(res.verify_cost):
+        v = res.verify_cost
+        a.plot(v.tokens, v.ms, marker="o")
+        a.set(xscale="log", xlabel="tokens verified in one forward", ylabel="ms (median)",
+              title="Target forward cost")
+    if res.costmodel is not None and len(res.costmodel):
+        c = res.costmodel
+        x = range(len(c))
+        b.bar([i - 0.2 for i in x], c.predicted_speedup, 0.4, label="predicted")
+        b.bar([i + 0.2 for i in x], c.measured_speedup, 0.4, label="measured")
+        b.set_xticks(list(x), c.method, rotation=30, ha="right")
+        b.axhline(1.0, color="k", lw=0.8, ls="--")
+        b.set(ylabel="speedup", title="Cost model: predicted vs measured")
+        b.legend()
+    return _save(fig, out)
+
+
+BENCH_PLOTS = {
+    "acceptance_by_position.png": plot_acceptance_by_position,
+    "tau_by_category.png": plot_tau_by_category,
+    "speedup.png": plot_speedup,
+    "accept_hist.png": plot_accept_histograms,
+    "speedup_vs_tau.png": plot_speedup_vs_tau,
+}
+
+
+def write_plots(path: str | Path) -> list[str]:
+    """Draw every plot the folder has data for; returns the file names written."""
+    plt = _plt()
+    res = load(path)
+    written = []
+    if len(res.summary):
+        for name, fn in BENCH_PLOTS.items():
+            plt.close(fn(res, Path(path) / name))
+            written.append(name)
+    if res.costmodel is not None:
+        plt.close(plot_costmodel(res, Path(path) / "costmodel.png"))
+        written.append("costmodel.png")
+    if res.sweep is not None:
+        plt.close(plot_sweep(res.sweep, Path(path) / "sweep.png"))
+        written.append("sweep.png")
+    return written
+
+
+def _fmt(x, nd=3) -> str:
+    if x is None or (isinstance(x, float) and x != x):
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    if isinstance(x, list):
+        return "[" + ", ".join(f"{v:.2f}" for v in x[:8]) + (", ..." if len(x) > 8 else "") + "]"
+    return str(x)
+
+
+def markdown_table(rows: list[dict], cols: list[str]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(path: str | Path) -> None:
+    """report.md for a bench folder: definitions, overall and per-category tables, mismatches, plots."""
+    path = Path(path)
+    res = load(path)
+    s, meta = res.raw_summary, res.meta
+    cfg = meta.get("config", {})
+    lines = [f"# Benchmark: {cfg.get('model', '?')} on {cfg.get('suite', '?')}", "",
+             f"temperature {cfg.get('temperature')}, max_new_tokens {cfg.get('max_new_tokens')}, "
+             f"repeats {cfg.get('repeats')}, dtype {meta.get('dtype')}, threads {meta.get('threads')}, "
+             f"device {meta.get('device')}, git {meta.get('git', {}).get('hash', '?')[:10]}"
+             f"{' (dirty)' if meta.get('git', {}).get('dirty') else ''}", "",
+             f"Baseline for speedup: **{s.get('baseline')}** (the faster of hf and vanilla in this run).", "",
+             "Definitions: tau = tokens per target forward incl. the bonus token; a_k = P(>= k drafts accepted "
+             "per step); draft acceptance = accepted / drafted; tokens/s = mean over prompts (turns summed), "
+             "median over repeats; speedup = ratio of mean per-prompt tokens/s vs the baseline per repeat, median "
+             "over repeats, spread = max - min.", ""]
+    cols = ["method", "tau", "draft_acceptance_rate", "accept_rate_per_position", "tokens_per_s", "speedup",
+            "speedup_spread", "exact_match", "num_prompts", "repeats"]
+    rows = [dict(method=m, **e["overall"]) for m, e in s.get("methods", {}).items()]
+    lines += ["## Overall", "", markdown_table(rows, cols), ""]
+    for scope in ("category", "length"):
+        rows = [dict(method=m, group=g, **v) for m, e in s.get("methods", {}).items() for g, v in e[scope].items()]
+        if rows:
+            rows.sort(key=lambda r: (r["group"], r["method"]))
+            lines += [f"## Per {scope}", "", markdown_table(rows, ["group", "method", "tau", "draft_acceptance_rate",
+                                                                   "tokens_per_s", "speedup", "exact_match"]), ""]
+    mm = s.get("mismatches", [])
+    if s.get("greedy"):
+        lines += ["## Greedy exact match", "",
+                  f"{len(mm)} mismatching cells (first differing position, target logit gap there; "
+                  "a gap near 0 is a near tie that numerics can flip)." if mm else "Every output equals the baseline's.", ""]
+        if mm:
+            lines += [markdown_table(mm[:30], ["method", "prompt_id", "turn", "repeat", "first_diff", "logit_gap"]), ""]
+    lines += ["## Plots", ""] + [f"![{n}]({n})" for n in BENCH_PLOTS if (path / n).exists()]
+    lines += ["", "Timings on a shared machine are noisy; compare the spread before reading small differences."]
+    atomic_write_text(path / "report.md", "\n".join(lines) + "\n")

@@ -1,0 +1,329 @@
+"""Evaluation: metric arithmetic against hand-computed cases, the CLIs end to end on tiny models
+(files and keys of the contract), resume and Ctrl-C, the notebook, self-speedup, exact match."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import eval  # noqa: F401  (sets OMP_WAIT_POLICY for subprocesses; torch is already loaded here)
+from mtp import costmodel as CM
+from mtp import results as R
+
+
+def S(method, pid, repeat, new, wall, forwards=None, acc=(), drafts=(), turn=0, cat="c", out=None):
+    return {"method": method, "prompt_id": pid, "category": cat, "turn": turn, "repeat": repeat,
+            "output_ids": list(out if out is not None else range(new)), "new_tokens": new, "wall_time_s": wall,
+            "target_forwards": forwards if forwards is not None else new, "accept_lengths": list(acc),
+            "draft_lengths": list(drafts)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Metric arithmetic
+# ------------------------------------------------------------------------------------------------
+
+
+def test_acceptance_metrics_hand_computed():
+    # Steps accepted 0, 2, 3 of 3 drafts each (+ a plain prefill): 1 + 0+1 + 2+1 + 3+1 = 9 tokens, 4 forwards.
+    st = R.spec_stats([S("m", "p", 0, 9, 1.0, forwards=4, acc=[0, 2, 3], drafts=[3, 3, 3])])
+    assert st.tau == pytest.approx(9 / 4)
+    assert st.per_position_acceptance() == pytest.approx([2 / 3, 2 / 3, 1 / 3])
+    assert st.draft_acceptance_rate == pytest.approx(5 / 9)
+    assert st.accept_length_histogram() == [1, 0, 1, 1]
+
+
+def test_tokens_per_s_sums_turns_and_speedup_is_ratio_of_means():
+    base = [S("b", "p1", 0, 10, 1.0), S("b", "p2", 0, 10, 1.0)]  # 10 and 10 tok/s
+    # p1: two turns, 10 + 20 tokens in 1 + 1 s -> 15 tok/s (not the mean of 10 and 20 per turn... equal here)
+    m = [S("m", "p1", 0, 10, 1.0), S("m", "p1", 0, 20, 1.0, turn=1), S("m", "p2", 0, 45, 1.0)]
+    per = R.per_prompt_tokens_per_s(m)
+    assert per[0] == pytest.approx({"p1": 15.0, "p2": 45.0})
+    # ratio of means: (15 + 45)/2 / 10 = 3.0 ; the mean of ratios would be (1.5 + 4.5)/2 = 3.0 too, so skew p2:
+    m2 = [S("m", "p1", 0, 10, 1.0), S("m", "p2", 0, 40, 2.0)]  # 10 and 20 tok/s
+    base2 = [S("b", "p1", 0, 10, 2.0), S("b", "p2", 0, 10, 0.5)]  # 5 and 20 tok/s
+    assert R.speedup_per_repeat(m2, base2) == {0: pytest.approx(15 / 12.5)}  # mean of ratios would be 1.5
+    assert R.speedup_per_repeat(m, base) == {0: pytest.approx(3.0)}
+
+
+def test_median_and_spread_over_repeats():
+    base = [S("b", "p", r, 10, 1.0) for r in range(3)]
+    m = [S("m", "p", r, n, 1.0) for r, n in enumerate([12, 20, 15])]
+    sp, spread = R.speedup(m, base)
+    assert sp == pytest.approx(1.5) and spread == pytest.approx(0.8)
+    assert R.tokens_per_s(m) == (pytest.approx(15.0), pytest.approx(8.0))
+
+
+def test_speedup_of_a_method_against_itself_is_one():
+    m = [S("vanilla", f"p{i}", r, 10 + i, 0.5 + 0.1 * r) for i in range(3) for r in range(3)]
+    s = R.summarize(m, ["vanilla"], greedy=True)
+    o = s["methods"]["vanilla"]["overall"]
+    assert o["speedup"] == pytest.approx(1.0) and o["speedup_spread"] == pytest.approx(0.0)
+    assert o["exact_match"] == 1.0 and s["mismatches"] == []
+
+
+def test_exact_match_catches_a_planted_mismatch():
+    base = [S("vanilla", "p", r, 5, 1.0, out=[1, 2, 3, 4, 5]) for r in range(2)]
+    good = [S("pld", "p", 0, 5, 1.0, out=[1, 2, 3, 4, 5])]
+    bad = [S("pld", "p", 1, 5, 1.0, out=[1, 2, 9, 4, 5])]
+    rate, mm = R.exact_match(good + bad, base)
+    assert rate == 0.5
+    assert mm == [{"method": "pld", "prompt_id": "p", "turn": 0, "repeat": 1, "first_diff": 2}]
+    assert R.first_difference([1, 2], [1, 2, 3]) == 2 and R.first_difference([1], [1]) is None
+    s = R.summarize(base + good + bad, ["vanilla", "pld"], greedy=True, mismatch_gaps={("pld", "p", 0, 1): 0.5})
+    assert s["methods"]["pld"]["overall"]["exact_match"] == 0.5
+    assert [(m["first_diff"], m["baseline"]) for m in s["mismatches"]] == [(2, "vanilla")]
+    # sampled runs report no exact match
+    assert math.isnan(R.summarize(base + bad, greedy=False)["methods"]["pld"]["overall"]["exact_match"])
+
+
+def test_baseline_is_the_faster_of_hf_and_vanilla():
+    samples = [S("hf", "p", 0, 10, 1.0), S("vanilla", "p", 0, 10, 0.8), S("pld", "p", 0, 10, 0.5)]
+    assert R.choose_baseline(samples, ["hf", "vanilla", "pld"]) == "vanilla"
+    assert R.choose_baseline(samples, ["pld"]) == "pld"
+
+
+def test_jsonl_tolerates_a_torn_line(tmp_path):
+    p = tmp_path / "s.jsonl"
+    R.append_jsonl(p, {"a": 1})
+    with open(p, "a") as f:
+        f.write('{"a": 2')  # killed mid-write
+    assert R.read_jsonl(p) == [{"a": 1}]
+    R.repair_jsonl(p)
+    R.append_jsonl(p, {"a": 3})
+    assert R.read_jsonl(p) == [{"a": 1}, {"a": 3}]
+
+
+def test_pareto_front():
+    pts = [(1, 10), (2, 8), (1.5, 7), (3, 3), (0.5, 11)]
+    assert R.pareto_front(pts) == [4, 0, 1, 3]
+
+
+def test_costmodel_formulas():
+    assert CM.leviathan_tau(0.5, 2) == pytest.approx(1.75)
+    assert CM.leviathan_speedup(0.5, 2, 0.25) == pytest.approx(1.75 / 1.5)
+    assert CM.implied_alpha(1.75, 2) == pytest.approx(0.5, abs=1e-6)
+    C = CM.interpolate({1: 1.0, 3: 2.0, 8: 4.0})
+    assert (C(1), C(2), C(3), C(16)) == (1.0, 1.5, 2.0, 8.0)
+    # Leviathan with measured parts: (1 + 0.5 + 0.25) * C(1) / (t_draft + C(3)) = 1.75 / (0.5 + 2)
+    assert CM.predict_chain([0.5, 0.25], 2, C, 0.5) == pytest.approx(1.75 / 2.5)
+    # stepwise: prefill + steps: drafts [2, 2] (C(3) each) + 1 plain step, 3 decode draft calls at 0.1;
+    # plain decoding of the same 7 tokens: prefill + 6 * C(1)
+    s = {"new_tokens": 7, "target_forwards": 4, "draft_lengths": [2, 2], "accept_lengths": [2, 1]}
+    p = CM.predict_stepwise([s], C, 0.1, prefill_s=1.0)
+    assert p["predicted_speedup"] == pytest.approx((1 + 6) / (1 + 2 * 2 + 1 + 3 * 0.1))
+
+
+def test_offline_acceptance_accumulator():
+    from eval.acceptance import AcceptanceAccumulator
+
+    g = torch.Generator().manual_seed(0)
+    T, V, K = 12, 7, 3
+    target = torch.randn(T, V, generator=g) * 3
+    ids = torch.randint(0, V, (T,), generator=g)
+    mask = torch.tensor([False] * 4 + [True] * (T - 4))
+    # Oracle heads: head j at t returns the target's logits at t+1+j -> everything accepted.
+    oracle = [torch.cat([target[1 + j:], target[:1 + j]]) for j in range(K)]
+    acc = AcceptanceAccumulator(K, [0.0, 1.0], [1])
+    acc.add(target, oracle, ids, mask)
+    r = acc.result()
+    assert r["positions"] == T - 1 - K - 3 + 1 - 1  # t with mask[t+1] (t >= 3) and t + 1 + K <= T - 1
+    assert r["T=0"]["expected_tau"] == pytest.approx(K + 1)
+    assert r["T=1"]["accept_rate_per_position"] == pytest.approx([1.0] * K)
+    # Two-token vocabulary by hand: p = (0.5, 0.5), q = (0.9, 0.1) everywhere -> alpha = 0.6 per head.
+    p_l = torch.zeros(6, 2)
+    q_l = torch.log(torch.tensor([0.9, 0.1])).expand(6, 2)
+    acc = AcceptanceAccumulator(2, [1.0, 0.0], [1, 2])
+    acc.add(p_l, [q_l, q_l], torch.zeros(6, dtype=torch.long), torch.ones(6, dtype=torch.bool))
+    r = acc.result()
+    assert r["T=1"]["accept_rate_per_position"] == pytest.approx([0.6, 0.36])
+    assert r["T=1"]["expected_tau"] == pytest.approx(1.96)
+    assert r["topk_accuracy"]["1"] == [1.0, 1.0] and r["topk_accuracy"]["2"] == [1.0, 1.0]
+
+
+def test_suites():
+    from mtp.suites import CATEGORIES, balanced, load_suite, with_lengths
+
+    items = load_suite("spec")
+    assert {it.category for it in items} == set(CATEGORIES) and len({it.id for it in items}) == len(items)
+    assert all(len(it.turns) == 2 for it in items if it.category == "multi_turn")
+    assert [it.category for it in balanced(items, 6)] == list(CATEGORIES)
+    assert len(load_suite("humaneval")) == 164
+    mixed = with_lengths(items[:2], ["short-long", "long-short"], long_input_tokens=100, short_output_tokens=8,
+                         long_output_tokens=32)
+    assert [(it.length, it.min_input_tokens, it.max_new_tokens) for it in mixed] == [
+        ("short-long", 0, 32), ("short-long", 0, 32), ("long-short", 100, 8), ("long-short", 100, 8)]
+
+
+# ------------------------------------------------------------------------------------------------
+# CLIs end to end on tiny models
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CLIs below also get --threads 1: tiny models, busy shared cores
+    yield
+    torch.set_num_threads(n)
+
+
+def _suite(tmp: Path) -> Path:
+    p = tmp / "suite.jsonl"
+    rows = [{"id": "chat", "category": "multi_turn", "turns": ["say hi", "and again"]},
+            {"id": "copy", "category": "rag", "turns": ["repeat: the cat sat on the mat. the cat sat on"]},
+            {"id": "q", "category": "qa", "turns": ["why is the sky blue?"]}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+BENCH_ARGS = ["--model", "tiny-llama", "--threads", "1", "--methods", "hf,vanilla,copy=vanilla,self=draft:tiny-llama:3",
+              "--max-new-tokens", "8", "--repeats", "3", "--warmup", "1"]
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory):
+    from eval import bench
+
+    n = torch.get_num_threads()
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "run"
+    rc = bench.main(BENCH_ARGS + ["--suite", str(_suite(tmp)), "--out", str(out)])
+    torch.set_num_threads(n)
+    assert rc == 0
+    return out
+
+
+def test_bench_writes_the_documented_files(bench_dir):
+    for name in ("samples.jsonl", "summary.json", "summary.csv", "meta.json", "report.md", "speedup.png",
+                 "acceptance_by_position.png", "tau_by_category.png", "accept_hist.png", "speedup_vs_tau.png"):
+        assert (bench_dir / name).is_file(), name
+    samples = R.read_jsonl(bench_dir / "samples.jsonl")
+    assert len(samples) == 4 * 3 * 4  # (2 + 1 + 1 turns) x 3 repeats x 4 methods
+    assert all(set(R.SAMPLE_KEYS) <= set(s) for s in samples)
+    assert len({R.cell_key(s) for s in samples}) == len(samples)
+    summary = json.loads((bench_dir / "summary.json").read_text())
+    assert summary["baseline"] in ("hf", "vanilla")
+    for m, e in summary["methods"].items():
+        assert set(R.SUMMARY_KEYS) <= set(e["overall"])
+        assert set(e["category"]) == {"multi_turn", "rag", "qa"}
+        assert e["overall"]["exact_match"] == 1.0, m  # lossless methods reproduce greedy output
+    assert summary["methods"]["vanilla"]["overall"]["tau"] == 1.0
+    self_draft = summary["methods"]["self"]["overall"]  # the target drafting for itself: all accepted
+    assert self_draft["draft_acceptance_rate"] > 0.9 and self_draft["tau"] > 2.5
+    # the same method measured twice: ~1 (loose: timings of a tiny model on shared cores)
+    copy_vs_vanilla = R.speedup([s for s in samples if s["method"] == "copy"],
+                                [s for s in samples if s["method"] == "vanilla"])[0]
+    assert 0.4 < copy_vs_vanilla < 2.5
+    meta = json.loads((bench_dir / "meta.json").read_text())
+    assert {"config", "git", "versions", "cpu", "threads", "dtype"} <= set(meta)
+    header = (bench_dir / "summary.csv").read_text().splitlines()[0].split(",")
+    assert {"method", "scope", "group", *R.SUMMARY_KEYS} <= set(header)
+    res = R.load(bench_dir)
+    assert len(res.samples) == len(samples) and set(res.summary.scope) == {"overall", "category"}
+    # turn 2 of the chat prompt carries vanilla's own turn-1 answer
+    t1 = [s for s in samples if s["prompt_id"] == "chat" and s["turn"] == 1]
+    t0 = [s for s in samples if s["prompt_id"] == "chat" and s["turn"] == 0]
+    assert min(s["prompt_tokens"] for s in t1) > max(s["prompt_tokens"] for s in t0)
+
+
+def test_bench_resumes_and_keeps_cells_on_ctrl_c(tmp_path, monkeypatch, one_thread):
+    from eval import bench
+
+    suite, out = _suite(tmp_path), tmp_path / "run"
+    args = ["--model", "tiny-llama", "--threads", "1", "--methods", "vanilla,pld:3", "--max-new-tokens", "6",
+            "--repeats", "2", "--warmup", "0", "--no-plots", "--suite", str(suite), "--out", str(out)]
+    real_append, calls = R.append_jsonl, []
+
+    def flaky_append(path, rec):
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # Ctrl-C while the 6th cell is being saved
+        calls.append(rec)
+        real_append(path, rec)
+
+    monkeypatch.setattr(R, "append_jsonl", flaky_append)
+    assert bench.main(args) == 130
+    assert len(R.read_jsonl(out / "samples.jsonl")) == 5
+    assert (out / "summary.json").exists()  # written on the way out
+    monkeypatch.setattr(R, "append_jsonl", real_append)
+    ran = []
+    monkeypatch.setattr(R, "append_jsonl", lambda p, rec: (ran.append(rec), real_append(p, rec)))
+    assert bench.main(args) == 0
+    assert len(ran) == 4 * 2 * 2 - 5  # only the missing cells ran
+    assert bench.main(args) == 0 and len(ran) == 11  # nothing left to run
+    assert bench.main(args[:-5] + ["--repeats", "3"] + args[-4:]) == 0 and len(ran) == 11 + 8
+    samples = R.read_jsonl(out / "samples.jsonl")
+    assert len({R.cell_key(s) for s in samples}) == len(samples) == 24
+    with pytest.raises(SystemExit):  # a different config is refused
+        bench.main(args[:-2] + ["--temperature", "1"] + args[-2:])
+
+
+def test_costmodel_cli(bench_dir, one_thread):
+    from eval import costmodel
+
+    assert costmodel.main(["--bench", str(bench_dir), "--tokens", "1,2,4", "--repeats", "2", "--threads", "1",
+                           "--draft-prompts", "1"]) == 0
+    d = json.loads((bench_dir / "costmodel.json").read_text())
+    assert [v["tokens"] for v in d["verify_cost"]] == [1, 2, 4]
+    rows = {r["method"]: r for r in d["methods"]}
+    assert set(rows) == {"hf", "vanilla", "copy", "self"}
+    assert rows["self"]["K"] == 3 and rows["self"]["draft_step_ms"] > 0
+    assert {"predicted_speedup", "measured_speedup", "gap"} <= set(rows["self"])
+    assert (bench_dir / "costmodel.png").exists() and R.load(bench_dir).costmodel is not None
+
+
+def test_sweep_cli(tmp_path, one_thread):
+    from eval import sweep
+
+    out = tmp_path / "sweep"
+    assert sweep.main(["--model", "tiny-llama", "--threads", "1", "--methods", "vanilla,pld", "--draft-lengths", "2",
+                       "--batch-sizes", "1,2", "--max-new-tokens", "5", "--repeats", "1", "--suite", "qa",
+                       "--out", str(out)]) == 0
+    pts = json.loads((out / "sweep.json").read_text())["points"]
+    assert {(p["label"], p["batch_size"]) for p in pts} == {(m, b) for m in ("vanilla", "pld:2") for b in (1, 2)}
+    for p in pts:
+        assert p["tokens_per_s_total"] == pytest.approx(p["batch_size"] * p["tokens_per_s_per_seq"])
+    assert any(p.get("pareto") for p in pts) and (out / "sweep.png").exists()
+
+
+def test_acceptance_cli_and_heads_bench(tmp_path, one_thread):
+    heads = pytest.importorskip("mtp.heads", reason="heads package not available")
+    if not hasattr(heads, "load_heads") or not hasattr(heads, "build_head"):
+        pytest.skip("mtp.heads has no load_heads/build_head yet")
+    from eval import acceptance, bench
+    from mtp.models import load_model
+
+    model, _ = load_model("tiny-llama", dtype=torch.float32, device="cpu")
+    heads.build_head("medusa", model, num_heads=2).save_pretrained(tmp_path / "heads")
+    bdir = tmp_path / "bench"
+    assert bench.main(["--model", "tiny-llama", "--threads", "1", "--methods", f"vanilla,heads:{tmp_path / 'heads'}",
+                       "--suite", str(_suite(tmp_path)), "--num-prompts", "1", "--max-new-tokens", "5",
+                       "--repeats", "1", "--no-plots", "--out", str(bdir)]) == 0
+    out = tmp_path / "acc"
+    assert acceptance.main(["--model", "tiny-llama", "--threads", "1", "--heads", str(tmp_path / "heads"),
+                            "--data", "qa", "--num-prompts", "2", "--max-new-tokens", "6", "--bench", str(bdir),
+                            "--out", str(out)]) == 0
+    d = json.loads((out / "acceptance.json").read_text())
+    assert len(d["topk_accuracy"]["1"]) == 2 and d["T=0"]["expected_tau"] >= 1.0
+    assert d["bench"] is not None and d["bench"]["tau"] >= 1.0
+
+
+def test_notebook_runs(bench_dir, tmp_path):
+    import os
+
+    import nbclient
+    import nbformat
+
+    nb_path = Path(__file__).resolve().parent.parent / "notebooks" / "analysis.ipynb"
+    nb = nbformat.read(nb_path, as_version=4)
+    os.environ["MTP_RESULTS_DIR"] = str(bench_dir)
+    os.environ["MTP_SWEEP_DIR"] = str(tmp_path / "none")
+    try:
+        nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                                resources={"metadata": {"path": str(nb_path.parent)}}).execute()
+    finally:
+        del os.environ["MTP_RESULTS_DIR"], os.environ["MTP_SWEEP_DIR"]
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
