@@ -6,6 +6,7 @@ warm-up; the CLI scripts in `eval/` aggregate the records.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -94,11 +95,13 @@ class Method:
         self.device = _device(model)
 
     def run(self, prompt_ids: list[int], *, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
-            top_p: float | None = None, seed: int | None = None) -> RunRecord:
+            top_p: float | None = None, seed: int | None = None, ignore_eos: bool = False) -> RunRecord:
+        """Generate for one prompt and time it (synchronised on CUDA). ignore_eos: always run
+        max_new_tokens (for fixed output lengths)."""
         _sync(self.device)
         t0 = time.perf_counter()
         rec = self._run(prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                        seed=seed)
+                        seed=seed, ignore_eos=ignore_eos)
         _sync(self.device)
         rec.wall_time_s = time.perf_counter() - t0
         return rec
@@ -117,7 +120,7 @@ class HFMethod(Method):
         self.ngram = max_matching_ngram_size
 
     @torch.no_grad()
-    def _run(self, prompt_ids, *, max_new_tokens, temperature, top_k, top_p, seed) -> RunRecord:
+    def _run(self, prompt_ids, *, max_new_tokens, temperature, top_k, top_p, seed, ignore_eos) -> RunRecord:
         ids = torch.tensor([prompt_ids], device=self.device)
         kw = dict(max_new_tokens=max_new_tokens, attention_mask=torch.ones_like(ids))
         if temperature > 0:
@@ -128,11 +131,16 @@ class HFMethod(Method):
             kw.update(do_sample=False, temperature=None, top_k=None, top_p=None)
         if self.pld:
             kw.update(prompt_lookup_num_tokens=self.pld, max_matching_ngram_size=self.ngram)
-        pad = self.model.generation_config.pad_token_id
-        if pad is None:
-            pad = self.model.generation_config.eos_token_id
+        gc = copy.deepcopy(self.model.generation_config)
+        if gc.pad_token_id is None:
+            gc.pad_token_id = gc.eos_token_id if not isinstance(gc.eos_token_id, list) else gc.eos_token_id[0]
+        if ignore_eos:
+            gc.eos_token_id = None
+        for key, value in kw.items():
+            if key != "attention_mask":
+                setattr(gc, key, value)
         with _ForwardCounter(self.model) as counter:
-            out = self.model.generate(ids, pad_token_id=pad, **kw)
+            out = self.model.generate(ids, attention_mask=kw["attention_mask"], generation_config=gc)
         new = out[0, ids.shape[1]:].tolist()
         acc, drafted = counter.speculative_steps(len(new)) if self.pld else ([], [])
         return RunRecord(self.name, new, len(new), 0.0, len(counter.starts), acc, drafted)
@@ -146,9 +154,10 @@ class KitMethod(Method):
         self.drafter = drafter
         self.k = num_draft_tokens
 
-    def _run(self, prompt_ids, *, max_new_tokens, temperature, top_k, top_p, seed) -> RunRecord:
+    def _run(self, prompt_ids, *, max_new_tokens, temperature, top_k, top_p, seed, ignore_eos) -> RunRecord:
         out = generate(self.model, prompt_ids, drafter=self.drafter, num_draft_tokens=self.k,
-                       max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+                       max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                       ignore_eos=ignore_eos)
         s = out.stats
         return RunRecord(self.name, out.tokens[0], s.new_tokens, 0.0, s.target_forwards, list(s.accept_lengths),
                          list(s.draft_lengths))
