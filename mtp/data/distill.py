@@ -98,6 +98,7 @@ class ShardWriter:
 
 
 def _check_meta(out_dir: Path, meta: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "meta.json"
     if path.is_file():
         old = json.loads(path.read_text())

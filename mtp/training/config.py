@@ -82,6 +82,9 @@ class EvalConfig:
     max_batches: int = 0  # 0: the whole held-out split
     topk: int = 5  # top-k accuracy
     temperature: float = 0.0  # 0: expected tau from greedy accuracy; >0: from sum_x min(p, q)
+    # Accuracy labels: "target" = the target's own greedy token (what greedy verification accepts;
+    # equals the data on greedy self-distilled data), "data" = the data tokens.
+    labels: str = "target"
 
 
 @dataclass
@@ -168,6 +171,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if tp is str and isinstance(value, str):
@@ -230,6 +238,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("loss: at least one of ce_weight and kl_weight must be > 0")
     if cfg.log.wandb not in ("", "offline", "online", "disabled"):
         raise ConfigError(f"log.wandb: {cfg.log.wandb!r} is not one of offline, online, disabled")
+    if cfg.eval.labels not in ("target", "data"):
+        raise ConfigError(f"eval.labels: {cfg.eval.labels!r} is not 'target' or 'data'")
     if not 0 <= cfg.data.eval_fraction < 1:
         raise ConfigError("data.eval_fraction must be in [0, 1)")
     if cfg.data.max_seq_len < 4:

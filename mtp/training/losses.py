@@ -1,0 +1,147 @@
+"""MTP losses and acceptance metrics (the index shift lives here, once).
+
+Head j at position t predicts token t+2+j (mtp.heads.base); the target's logits at position t+1+j
+predict that same token. So for head j:
+    draft logits   q = logits[j][:, : T-2-j]
+    data labels    y = input_ids[:, 2+j :]        (CE; counted where loss_mask[:, 2+j:] == 1)
+    target logits  p = target_logits[:, 1+j : T-1] (KL(p || q); acceptance labels argmax p)
+Losses are returned as sums over counted positions; the trainer divides by the global count so
+any split of a global batch over processes and micro-steps gives the same gradient.
+Expected tau (chain of K drafts) = 1 + sum_k prod_{j<=k} a_j, with a_j the greedy top-1 agreement
+with the target (T=0) or E[sum_x min(p_j(x), q_j(x))] (T>0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class TargetDist:
+    """The target's next-token distribution at every position: full logits [B, T, V] or its top-k
+    (values [B, T, k] logits, indices [B, T, k])."""
+
+    logits: torch.Tensor | None = None
+    topk_values: torch.Tensor | None = None
+    topk_indices: torch.Tensor | None = None
+
+    def slice(self, a: int, b: int) -> "TargetDist":
+        f = lambda x: None if x is None else x[:, a:b]  # noqa: E731
+        return TargetDist(f(self.logits), f(self.topk_values), f(self.topk_indices))
+
+    def truncated(self, k: int) -> "TargetDist":
+        """Top-k view of full logits (k=0 or no full logits: unchanged)."""
+        if k <= 0 or self.logits is None:
+            return self
+        v, i = self.logits.float().topk(k, dim=-1)
+        return TargetDist(None, v, i)
+
+    def argmax(self) -> torch.Tensor:
+        if self.logits is not None:
+            return self.logits.argmax(-1)
+        return self.topk_indices[..., 0]
+
+
+def position_weights(spec, num_heads: int, family_weights: list[float]) -> list[float]:
+    """'family' | [w_0..w_{K-1}] | 'decay:r' (r**j) | 'uniform'."""
+    if spec in (None, "family"):
+        w = list(family_weights)
+    elif spec == "uniform":
+        w = [1.0] * num_heads
+    elif isinstance(spec, str) and spec.startswith("decay:"):
+        r = float(spec.split(":", 1)[1])
+        w = [r ** j for j in range(num_heads)]
+    elif isinstance(spec, (list, tuple)):
+        w = [float(x) for x in spec]
+    else:
+        raise ValueError(f"loss.position_weights: {spec!r} is not 'family', 'uniform', 'decay:<r>' or a list")
+    if len(w) != num_heads:
+        raise ValueError(f"loss.position_weights has {len(w)} entries; the head drafts {num_heads} positions")
+    return w
+
+
+def head_counts(loss_mask: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[K] positions counted for each head in a batch (response tokens t+2+j)."""
+    return torch.stack([loss_mask[:, 2 + j:].sum() for j in range(num_heads)]).float()
+
+
+def kl_sum(q_logits: torch.Tensor, p: TargetDist, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    """sum over masked positions of KL(p || q) at temperature (top-k p is renormalised over its k)."""
+    logq = F.log_softmax(q_logits.float() / temperature, dim=-1)
+    if p.logits is not None:
+        logp = F.log_softmax(p.logits.float() / temperature, dim=-1)
+        kl = (logp.exp() * (logp - logq)).sum(-1)
+    else:
+        logp = F.log_softmax(p.topk_values.float() / temperature, dim=-1)
+        kl = (logp.exp() * (logp - logq.gather(-1, p.topk_indices))).sum(-1)
+    return (kl * mask).sum()
+
+
+def overlap(q_logits: torch.Tensor, p: TargetDist, temperature: float) -> torch.Tensor:
+    """sum_x min(p(x), q(x)) per position (top-k p: over its k tokens)."""
+    q = F.softmax(q_logits.float() / temperature, dim=-1)
+    if p.logits is not None:
+        return torch.minimum(F.softmax(p.logits.float() / temperature, -1), q).sum(-1)
+    pk = F.softmax(p.topk_values.float() / temperature, -1)
+    return torch.minimum(pk, q.gather(-1, p.topk_indices)).sum(-1)
+
+
+def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: torch.Tensor,
+               target: TargetDist | None, *, ce_weight: float, kl_weight: float, kl_temperature: float = 1.0,
+               topk: int = 5, eval_temperature: float = 0.0, labels: str = "target") -> list[dict[str, torch.Tensor]]:
+    """Per head j: {"ce", "kl", "n", "top1", "topk", "accept"} sums over counted positions.
+
+    top1 / topk: agreement of the head's argmax / top-k with the label: the target's own greedy
+    token (labels="target", when the target distribution is known), else the data token. "accept": the expected
+    acceptance sum (top-1 agreement at eval_temperature 0, else sum_x min(p, q)).
+    """
+    T = input_ids.shape[1]
+    out = []
+    for j, lg in enumerate(logits):
+        n = T - 2 - j
+        if n <= 0:
+            z = lg.sum() * 0.0
+            out.append({k: z for k in ("ce", "kl", "n", "top1", "topk", "accept")})
+            continue
+        q = lg[:, :n]
+        y = input_ids[:, 2 + j:]
+        m = loss_mask[:, 2 + j:].float()
+        d: dict[str, torch.Tensor] = {"n": m.sum()}
+        if ce_weight > 0:
+            ce = F.cross_entropy(q.float().reshape(-1, q.shape[-1]), y.reshape(-1), reduction="none")
+            d["ce"] = (ce.view_as(m) * m).sum()
+        else:
+            d["ce"] = q.sum() * 0.0
+        p = target.slice(1 + j, T - 1) if target is not None else None
+        d["kl"] = kl_sum(q, p, m, kl_temperature) if (kl_weight > 0 and p is not None) else q.sum() * 0.0
+        with torch.no_grad():
+            label = p.argmax() if (p is not None and labels == "target") else y
+            top = q.topk(min(topk, q.shape[-1]), dim=-1).indices
+            hit1 = (top[..., 0] == label).float()
+            d["top1"] = (hit1 * m).sum()
+            d["topk"] = ((top == label[..., None]).any(-1).float() * m).sum()
+            if eval_temperature > 0 and p is not None:
+                d["accept"] = (overlap(q, p, eval_temperature) * m).sum()
+            else:
+                d["accept"] = d["top1"]
+        out.append(d)
+    return out
+
+
+def expected_tau(accept_rates: list[float]) -> float:
+    """1 + sum_k prod_{j<=k} a_j for a chain with per-position acceptance a_0..a_{K-1}."""
+    tau, prod = 1.0, 1.0
+    for a in accept_rates:
+        prod *= a
+        tau += prod
+    return tau
+
+
+def target_next_token_loss(target_logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor):
+    """(sum of the target's own CE on response tokens, count): logits at t predict token t+1."""
+    m = loss_mask[:, 1:].float()
+    ce = F.cross_entropy(target_logits[:, :-1].float().reshape(-1, target_logits.shape[-1]),
+                         input_ids[:, 1:].reshape(-1), reduction="none").view_as(m)
+    return (ce * m).sum(), m.sum()

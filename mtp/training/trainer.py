@@ -1,0 +1,531 @@
+"""Head training with accelerate: one loop for 1 CPU process, N GPUs (DDP) or FSDP / DeepSpeed.
+
+Per optimizer step the global batch (batch_size x processes x grad_accum examples, the same indices
+whatever the split) is a pure function of (seed, step): resuming needs only the step, and a run on
+N processes sees the same examples as one process. Losses are sums divided by the global count of
+counted positions, so the gradient does not depend on how the global batch is split.
+
+Run folder (<out_dir>/<name>):
+    config.yaml / config.json    the resolved config
+    metrics.jsonl                train / eval metrics (also sent to wandb)
+    checkpoints/step-0000100/    accelerate state (head or head+target, optimizer, RNG) + scheduler
+                                 + trainer_state.json; `checkpoints/latest` names the newest
+    best/                        head.save_pretrained of the checkpoint with the highest expected tau
+    final/                       head.save_pretrained at the end (joint: final/target too)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from mtp.data.cache import HiddenStateCache, normalize_layer
+from mtp.data.dataset import Example, collate, global_batches, load_examples, split_examples
+from mtp.data.prompts import DataError
+from mtp.training.config import ConfigError, TrainConfig, config_diff, save_config
+from mtp.training.losses import (TargetDist, expected_tau, head_counts, mtp_losses, position_weights,
+                                 target_next_token_loss)
+
+
+class ResumeError(RuntimeError):
+    """A resume that cannot continue the saved run."""
+
+
+class TrainModule(nn.Module):
+    """What DDP / FSDP wrap: the head, plus the target when it is trained jointly.
+
+    A frozen target is held outside the module's parameters (not saved, not synced)."""
+
+    def __init__(self, head: nn.Module, target: nn.Module, joint: bool) -> None:
+        super().__init__()
+        self.head = head
+        self.joint = joint
+        if joint:
+            self.target = target
+        else:
+            object.__setattr__(self, "frozen_target", target)
+
+    def run_target(self, input_ids, attention_mask):
+        tgt = self.target if self.joint else self.frozen_target
+        with torch.set_grad_enabled(self.joint and torch.is_grad_enabled()):
+            return tgt(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+
+    def forward(self, input_ids, attention_mask, hidden_states=None):
+        """-> (draft logits list [B, T, V] x K, aux losses dict, metrics dict, target logits or None)."""
+        target_logits = None
+        if hidden_states is None:
+            out = self.run_target(input_ids, attention_mask)
+            hidden_states = {l: out.hidden_states[l] for l in self.head.config.hidden_layers}
+            target_logits = out.logits
+        res = self.head.forward_train(hidden_states, input_ids, attention_mask)
+        return list(res.logits), dict(res.aux_losses), dict(res.metrics), target_logits
+
+
+def check_head_fits(head, target) -> None:
+    """ConfigError naming the mismatch when a head's sizes or layers do not fit the target."""
+    c, tc = head.config, target.config
+    if c.hidden_size and c.hidden_size != tc.hidden_size:
+        raise ConfigError(f"head hidden_size {c.hidden_size} != target hidden_size {tc.hidden_size}")
+    if c.vocab_size and c.vocab_size != tc.vocab_size:
+        raise ConfigError(f"head vocab_size {c.vocab_size} != target vocab_size {tc.vocab_size}")
+    for layer in c.hidden_layers:
+        try:
+            normalize_layer(layer, int(tc.num_hidden_layers))
+        except ValueError as e:
+            raise ConfigError(f"head.args.hidden_layers: {e}") from None
+
+
+def build_head_for(cfg: TrainConfig, target, token_counts: torch.Tensor | None = None) -> nn.Module:
+    """mtp.heads.build_head(family, target, **head.args); families that take `token_counts`
+    (eagle3's reduced draft vocabulary) get the training data's response-token counts."""
+    from mtp.heads import HEAD_FAMILIES, build_head
+
+    args = dict(cfg.head.args)
+    cls = HEAD_FAMILIES.get(cfg.head.family)
+    if cls is not None and "token_counts" in getattr(cls, "build_kwargs", ()) and token_counts is not None:
+        args.setdefault("token_counts", token_counts)
+    try:
+        head = build_head(cfg.head.family, target, **args)
+    except (ValueError, TypeError, KeyError, AssertionError) as e:
+        raise ConfigError(f"head {cfg.head.family!r} with args {cfg.head.args} does not fit target "
+                          f"{cfg.model.name!r}: {e}") from e
+    return head
+
+
+def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        prog = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * prog))
+    return f
+
+
+def _wandb_mode(cfg: TrainConfig) -> str:
+    return cfg.log.wandb or os.environ.get("WANDB_MODE", "") or "offline"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _save_head_atomic(head, directory: Path) -> None:
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    head.save_pretrained(tmp)
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, head_factory=None, target=None,
+                 tokenizer=None) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+        self.cfg = cfg
+        self.run_dir = cfg.run_dir
+        mode = _wandb_mode(cfg)
+        os.environ["WANDB_MODE"] = mode  # before any wandb.init
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            # `accelerate launch --multi_gpu` on a machine without GPUs: DDP over gloo on CPU
+            # (otherwise every process would silently train alone).
+            os.environ.setdefault("ACCELERATE_USE_CPU", "1")
+        self.acc = Accelerator(mixed_precision=cfg.mixed_precision, log_with=None if mode == "disabled" else "wandb",
+                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        acc = self.acc
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self._prepare_run_dir(resume)
+        set_seed(cfg.seed)
+
+        # ---- target and head ---------------------------------------------------------------
+        if target is None:
+            from mtp.models import load_model
+
+            target, tokenizer = load_model(cfg.model.name, dtype=cfg.model.dtype, device=acc.device)
+        self.target, self.tokenizer = target.to(acc.device), tokenizer
+        self.joint = cfg.joint.enabled
+        self.target.requires_grad_(self.joint)
+        self.target.train(self.joint)
+        # ---- data ----------------------------------------------------------------------------
+        d = cfg.data
+        if not d.train:
+            raise ConfigError("data.train is empty: point it at a distillation folder or a JSONL file")
+        V = int(self.target.config.vocab_size)
+        ctx = int(getattr(self.target.config, "max_position_embeddings", 0) or 0)
+        if ctx and d.max_seq_len > ctx:
+            raise ConfigError(f"data.max_seq_len={d.max_seq_len} exceeds the target's context of {ctx} tokens")
+        examples = load_examples(d.train, tokenizer, max_seq_len=d.max_seq_len, vocab_size=V, max_examples=d.max_examples)
+        self.examples = examples
+        if d.eval:
+            self.train_idx = list(range(len(examples)))
+            ev = load_examples(d.eval, tokenizer, max_seq_len=d.max_seq_len, vocab_size=V)
+            self.eval_examples, self.eval_idx, self.eval_cache = ev, list(range(len(ev))), None
+        else:
+            ids = {id(e): i for i, e in enumerate(examples)}
+            tr, he = split_examples(examples, d.eval_fraction, cfg.seed)
+            self.train_idx = [ids[id(e)] for e in tr]
+            self.eval_examples, self.eval_idx = examples, [ids[id(e)] for e in he]
+        self.world = acc.num_processes
+        self.global_batch = d.batch_size * self.world * cfg.optim.grad_accum
+        if len(self.train_idx) < self.global_batch:
+            raise DataError(f"{len(self.train_idx)} training examples are fewer than one global batch "
+                            f"({d.batch_size} x {self.world} processes x {cfg.optim.grad_accum} accumulation)")
+        self.lengths = [len(examples[i].input_ids) for i in self.train_idx]
+        counts = torch.zeros(V, dtype=torch.long)  # response-token frequencies (eagle3's reduced vocabulary)
+        for i in self.train_idx:
+            e = examples[i]
+            counts += torch.bincount(torch.tensor([t for t, m in zip(e.input_ids, e.loss_mask) if m], dtype=torch.long),
+                                     minlength=V)
+        self.token_counts = counts
+        head = (head_factory or build_head_for)(cfg, self.target, counts)
+        check_head_fits(head, self.target)
+        self.head = head.to(acc.device)
+        self.K = head.config.num_heads
+        self.layers = list(head.config.hidden_layers)
+        try:
+            self.pos_w = position_weights(cfg.loss.position_weights, self.K, head.loss_weights())
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        self.cache = None
+        if d.cache:
+            self.cache = HiddenStateCache(d.cache)
+            self.cache.check(self.target, examples, self.layers, cfg.loss.kl_topk)
+            if cfg.loss.kl_weight > 0 and cfg.loss.kl_topk <= 0:
+                raise ConfigError("training from a hidden-state cache with loss.kl_weight > 0 needs loss.kl_topk > 0 "
+                                  f"(the cache holds the target's top-{self.cache.topk})")
+            if self.joint:
+                raise ConfigError("joint training updates the target, so its hidden states cannot come from a cache")
+        if not d.eval:
+            self.eval_cache = self.cache
+
+        # ---- optimisation --------------------------------------------------------------------
+        self.module = TrainModule(self.head, self.target, self.joint)
+        o = cfg.optim
+        groups = [{"params": [p for p in self.head.parameters() if p.requires_grad], "lr": o.lr}]
+        if self.joint:
+            groups.append({"params": list(self.target.parameters()), "lr": cfg.joint.target_lr})
+        if not groups[0]["params"]:
+            raise ConfigError(f"head {cfg.head.family!r} has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(groups, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(o.warmup_steps, o.max_steps, o.min_lr_ratio))
+        self.module, self.optimizer = acc.prepare(self.module, self.optimizer)
+        self.state = {"step": 0, "best_tau": -1.0, "best_step": -1, "epoch": 0, "batch_in_epoch": 0, "tokens": 0}
+        acc.register_for_checkpointing(self.scheduler)
+        if resume:
+            self._load_latest()
+        if acc.is_main_process:
+            save_config(cfg, self.run_dir)
+            mpath = self.run_dir / "metrics.jsonl"
+            if mpath.is_file():  # drop what a killed run logged after its last checkpoint (or a stale log)
+                keep = [x for x in mpath.read_text().splitlines() if resume and json.loads(x)["step"] <= self.state["step"]]
+                _atomic_write(mpath, "".join(k + "\n" for k in keep))
+        self._trackers = False
+        if mode != "disabled":
+            acc.init_trackers(cfg.log.project, config=cfg.to_dict(),
+                              init_kwargs={"wandb": {"name": cfg.name, "dir": str(self.run_dir)}})
+            self._trackers = True
+
+    # ---- run folder / resume --------------------------------------------------------------------
+    def _prepare_run_dir(self, resume: bool) -> None:
+        cfg_path = self.run_dir / "config.json"
+        if resume and not cfg_path.is_file():  # nothing to resume yet (e.g. a preemptible job's first start)
+            self.acc.print(f"[train] --resume: {self.run_dir} holds no run yet; starting a new one")
+        elif resume:
+            old = json.loads(cfg_path.read_text())
+            diff = config_diff(old, self.cfg.to_dict())
+            if diff:
+                raise ResumeError(f"--resume: the config differs from the saved run in {diff}; resume with the same "
+                                  f"config (see {self.run_dir / 'config.yaml'}) or start a new run (name=...)")
+        elif (self.ckpt_dir / "latest").is_file():
+            raise ResumeError(f"{self.run_dir} already holds a run with checkpoints: pass --resume to continue it, "
+                              "or choose another name=... / out_dir=...")
+
+    def _load_latest(self) -> None:
+        latest = self.ckpt_dir / "latest"
+        if not latest.is_file():
+            self.acc.print(f"[train] --resume: no checkpoint in {self.ckpt_dir} yet; starting from step 0")
+            return
+        path = self.ckpt_dir / latest.read_text().strip()
+        self.acc.load_state(str(path))
+        self.state = json.loads((path / "trainer_state.json").read_text())
+        self.acc.print(f"[train] resumed from {path} at step {self.state['step']}")
+
+    def save_checkpoint(self) -> Path:
+        acc, step = self.acc, self.state["step"]
+        name = f"step-{step:07d}"
+        final, tmp = self.ckpt_dir / name, self.ckpt_dir / (".tmp-" + name)
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=not self.joint)  # every rank writes its RNG state
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (tmp / "trainer_state.json").write_text(json.dumps(self.state, indent=2))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            _atomic_write(self.ckpt_dir / "latest", name + "\n")
+            ckpts = sorted(p for p in self.ckpt_dir.glob("step-*") if p.is_dir())
+            for old in ckpts[: max(0, len(ckpts) - max(1, self.cfg.ckpt.keep))]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        return final
+
+    # ---- one batch ------------------------------------------------------------------------------
+    def _forward(self, module, idx: list[int], examples: list[Example], cache, *, train: bool):
+        cfg, dev = self.cfg, self.acc.device
+        pad = self.tokenizer.pad_token_id if self.tokenizer is not None and self.tokenizer.pad_token_id is not None else 0
+        b = collate([examples[i] for i in idx], pad)
+        ids, attn, lmask = b["input_ids"].to(dev), b["attention_mask"].to(dev), b["loss_mask"].to(dev)
+        hs, tdist = None, None
+        if cache is not None:
+            cb = cache.batch(idx, ids.shape[1], self.layers, device=dev)
+            dt = next(self.head.parameters()).dtype
+            hs = {l: h.to(dt) for l, h in cb["hidden_states"].items()}
+            tdist = TargetDist(topk_values=cb["topk_values"], topk_indices=cb["topk_indices"])
+        with self.acc.autocast():
+            logits, aux, metrics, tlogits = module(ids, attn, hs)
+        if tlogits is not None:
+            tdist = TargetDist(logits=tlogits).truncated(cfg.loss.kl_topk)
+        stats = mtp_losses(logits, ids, lmask, tdist, ce_weight=cfg.loss.ce_weight, kl_weight=cfg.loss.kl_weight,
+                           kl_temperature=cfg.loss.kl_temperature, topk=cfg.eval.topk,
+                           eval_temperature=0.0 if train else cfg.eval.temperature, labels=cfg.eval.labels)
+        ntl = target_next_token_loss(tlogits, ids, lmask) if tlogits is not None else None
+        return stats, aux, metrics, ntl, lmask, int(attn.sum())
+
+    def _global_counts(self, gidx: list[int]) -> tuple[torch.Tensor, float]:
+        """[K] counted positions per head and the target next-token count over a global batch."""
+        n = torch.zeros(self.K)
+        ntl = 0.0
+        for i in gidx:
+            m = torch.tensor(self.examples[i].loss_mask)
+            n += head_counts(m[None], self.K)
+            ntl += float(m[1:].sum())
+        return n.clamp_min(1.0), max(ntl, 1.0)
+
+    # ---- training loop --------------------------------------------------------------------------
+    def train(self, stop_after: int | None = None) -> dict:
+        """Train to optim.max_steps (or stop after `stop_after` steps, as if killed there)."""
+        cfg, acc, o = self.cfg, self.acc, self.cfg.optim
+        bs, rank = cfg.data.batch_size, acc.process_index
+        lw = cfg.loss
+        module = self.module
+        module.train()
+        epoch_batches: dict[int, list[list[int]]] = {}
+
+        def batch_for(step: int) -> list[int]:
+            per_epoch = len(self.lengths) // self.global_batch  # global_batches drops the incomplete one
+            epoch, pos = divmod(step, per_epoch)
+            if epoch not in epoch_batches:
+                epoch_batches.clear()
+                epoch_batches[epoch] = global_batches(self.lengths, self.global_batch, seed=cfg.seed, epoch=epoch,
+                                                      bucket=cfg.data.bucket)
+            self.state["epoch"], self.state["batch_in_epoch"] = epoch, pos
+            return [self.train_idx[i] for i in epoch_batches[epoch][pos]]
+
+        bar = None
+        if cfg.log.progress and acc.is_local_main_process:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=o.max_steps, initial=self.state["step"], desc=f"train {cfg.head.family}", unit="step")
+        log_sums: dict[str, torch.Tensor] = {}
+        t_log, tok_log = time.perf_counter(), 0
+        steps_run = 0
+        while self.state["step"] < o.max_steps:
+            if stop_after is not None and steps_run >= stop_after:
+                break
+            gidx = batch_for(self.state["step"])
+            N, Nntl = self._global_counts(gidx)
+            self.state["tokens"] += sum(len(self.examples[i].input_ids) for i in gidx)
+            N = N.to(acc.device)
+            for m in range(o.grad_accum):
+                lo = (m * self.world + rank) * bs
+                idx = gidx[lo: lo + bs]
+                sync = m == o.grad_accum - 1
+                ctx = acc.no_sync(module) if not sync else _nullctx()
+                with ctx:
+                    stats, aux, metrics, ntl, lmask, ntok = self._forward(module, idx, self.examples, self.cache, train=True)
+                    mtp = sum(self.pos_w[j] * (lw.ce_weight * s["ce"] + lw.kl_weight * s["kl"]) / N[j]
+                              for j, s in enumerate(stats))
+                    frac = head_counts(lmask, self.K)[0] / N[0]  # this micro-batch's share, for mean-valued aux losses
+                    if aux:
+                        mtp = mtp + lw.aux_weight * frac * sum(aux.values())
+                    loss = mtp
+                    if self.joint:
+                        loss = cfg.joint.mtp_weight * mtp + ntl[0] / Nntl
+                    acc.backward(loss * self.world)  # DDP averages over processes; the loss is a global mean
+                tok_log += ntok
+                _accum(log_sums, stats, aux, ntl, metrics)
+            if o.grad_clip > 0:
+                gn = acc.clip_grad_norm_(module.parameters(), o.grad_clip)
+                _add(log_sums, "grad_norm", torch.as_tensor(gn, dtype=torch.float32).detach().cpu().reshape(()))
+                _add(log_sums, "grad_norm_n", torch.ones(()))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state["step"] += 1
+            steps_run += 1
+            step = self.state["step"]
+            if bar is not None:
+                bar.update(1)
+            if step % cfg.log.every == 0 or step == o.max_steps:
+                dt = time.perf_counter() - t_log
+                logs = self._reduce_logs(log_sums, prefix="train")
+                logs["train/tokens_per_s"] = self._sum_scalar(tok_log) / max(dt, 1e-9)
+                logs["train/lr"] = self.scheduler.get_last_lr()[0]
+                self.log(logs, step)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{logs.get('train/loss', float('nan')):.3f}",
+                                    tau=f"{logs.get('train/expected_tau', float('nan')):.2f}",
+                                    tok_s=f"{logs['train/tokens_per_s']:.0f}")
+                log_sums, t_log, tok_log = {}, time.perf_counter(), 0
+            evaluate_now = cfg.eval.every > 0 and step % cfg.eval.every == 0
+            if evaluate_now or step == o.max_steps:
+                ev = self.evaluate()
+                self.log(ev, step)
+                tau = ev.get("eval/expected_tau", float("nan"))
+                if tau > self.state["best_tau"]:
+                    self.state["best_tau"], self.state["best_step"] = tau, step
+                    self._save_head("best")
+            if (cfg.ckpt.every > 0 and step % cfg.ckpt.every == 0) or step == o.max_steps:
+                self.save_checkpoint()
+        if bar is not None:
+            bar.close()
+        if self.state["step"] >= o.max_steps:
+            self._save_head("final")
+        return dict(self.state)
+
+    def _save_head(self, which: str) -> None:
+        acc = self.acc
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            head = acc.unwrap_model(self.module).head
+            if self.joint:
+                from mtp.models import model_fingerprint
+
+                head.config.base_fingerprint = model_fingerprint(self.target)
+            _save_head_atomic(head, self.run_dir / which)
+            if self.joint and which == "final":
+                self.target.save_pretrained(self.run_dir / which / "target")
+                if self.tokenizer is not None:
+                    self.tokenizer.save_pretrained(self.run_dir / which / "target")
+            _atomic_write(self.run_dir / f"{which}.json", json.dumps(
+                {"step": self.state["step"], "best_tau": self.state["best_tau"], "best_step": self.state["best_step"]}))
+        acc.wait_for_everyone()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Held-out metrics: per-position loss, top-1 / top-k accuracy, expected tau."""
+        cfg, acc = self.cfg, self.acc
+        module = acc.unwrap_model(self.module)
+        was = module.training
+        module.eval()
+        idx = sorted(self.eval_idx, key=lambda i: len(self.eval_examples[i].input_ids))
+        bs = cfg.data.batch_size
+        batches = [idx[s: s + bs] for s in range(0, len(idx), bs)]
+        if cfg.eval.max_batches:
+            batches = batches[: cfg.eval.max_batches]
+        sums: dict[str, torch.Tensor] = {}
+        for b in batches[acc.process_index:: acc.num_processes]:
+            stats, aux, metrics, ntl, _, _ = self._forward(module, b, self.eval_examples, self.eval_cache, train=False)
+            _accum(sums, stats, aux, ntl, metrics)
+        module.train(was)
+        return self._reduce_logs(sums, prefix="eval")
+
+    def _sum_scalar(self, x: float) -> float:
+        t = torch.tensor([float(x)], device=self.acc.device)
+        return float(self.acc.reduce(t, "sum").item()) if self.world > 1 else float(x)
+
+    def _reduce_logs(self, sums: dict[str, torch.Tensor], prefix: str) -> dict:
+        K = self.K
+        keys = [f"{k}{j}" for j in range(K) for k in ("ce", "kl", "n", "top1", "topk", "accept")]
+        self.aux_keys = sorted(set(getattr(self, "aux_keys", [])) | {k for k in sums if k.startswith("aux/")})
+        keys += ["ntl", "ntl_n", "grad_norm", "grad_norm_n", "micro_n"] + self.aux_keys
+        vec = torch.stack([sums.get(k, torch.zeros(())).float().cpu() for k in keys]).to(self.acc.device)
+        if self.world > 1:  # every process sends the same keys (aux keys are known after the first step)
+            vec = self.acc.reduce(vec, "sum")
+        v = dict(zip(keys, vec.cpu().tolist()))
+        lw = self.cfg.loss
+        out, acc_rates, total = {}, [], 0.0
+        for j in range(K):
+            n = max(v[f"n{j}"], 1.0)
+            ce, kl = v[f"ce{j}"] / n, v[f"kl{j}"] / n
+            out[f"{prefix}/ce_{j}"] = ce
+            if lw.kl_weight > 0:
+                out[f"{prefix}/kl_{j}"] = kl
+            out[f"{prefix}/top1_{j}"] = v[f"top1{j}"] / n
+            out[f"{prefix}/top{self.cfg.eval.topk}_{j}"] = v[f"topk{j}"] / n
+            acc_rates.append(v[f"accept{j}"] / n)
+            total += self.pos_w[j] * (lw.ce_weight * ce + lw.kl_weight * kl)
+        out[f"{prefix}/loss"] = total
+        out[f"{prefix}/expected_tau"] = expected_tau(acc_rates)
+        if v["ntl_n"] > 0:
+            out[f"{prefix}/target_ntl"] = v["ntl"] / v["ntl_n"]
+        if v["grad_norm_n"] > 0:
+            out[f"{prefix}/grad_norm"] = v["grad_norm"] / v["grad_norm_n"]
+        for k in self.aux_keys:
+            out[f"{prefix}/{k}"] = v[k] / max(v["micro_n"], 1.0)
+        return out
+
+    def log(self, logs: dict, step: int) -> None:
+        if self.acc.is_main_process:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, **logs}) + "\n")
+        if self._trackers:
+            self.acc.log(logs, step=step)
+
+    def close(self) -> None:
+        if self._trackers:
+            self.acc.end_training()
+            self._trackers = False
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _add(sums: dict, key: str, val: torch.Tensor) -> None:
+    val = val.detach().float().cpu()
+    sums[key] = sums[key] + val if key in sums else val
+
+
+def _accum(sums: dict, stats: list[dict], aux: dict, ntl, metrics: dict | None = None) -> None:
+    for j, s in enumerate(stats):
+        for k, x in s.items():
+            _add(sums, f"{k}{j}", x)
+    for k, x in aux.items():
+        _add(sums, f"aux/{k}", x)  # summed over micro-batches (mean-valued per micro-batch), logged as means
+    for k, x in (metrics or {}).items():
+        _add(sums, f"aux/metric_{k}", torch.as_tensor(float(x)))
+    if ntl is not None:
+        _add(sums, "ntl", ntl[0])
+        _add(sums, "ntl_n", ntl[1])
+    _add(sums, "micro_n", torch.ones(()))
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None, **kw) -> dict:
+    """Build a Trainer, train, close the trackers; returns the final trainer state."""
+    t = Trainer(cfg, resume=resume, **kw)
+    try:
+        return t.train(stop_after=stop_after)
+    finally:
+        t.close()

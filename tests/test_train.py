@@ -1,0 +1,216 @@
+"""Trainer: index shift and metrics, loss falls, exact resume, 2-process DDP, cache == online, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mtp.data import DataError
+from mtp.heads.base import HeadConfig, HeadTrainOutput, MTPHead
+from mtp.training import ConfigError, ResumeError, Trainer, expected_tau, load_config, train
+from mtp.training.losses import TargetDist, mtp_losses
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "train" / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def cyc_data(tmp_path_factory):
+    """A learnable task: every sequence counts up through a cycle of 20 tokens from a random start,
+    so token t+2+j follows from token t. Loss on everything after a 3-token 'prompt'."""
+    d = tmp_path_factory.mktemp("cyc")
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(72):
+        start, n = int(torch.randint(0, 20, (1,), generator=g)), int(torch.randint(14, 26, (1,), generator=g))
+        ids = [10 + (start + k) % 20 for k in range(n)]
+        rows.append({"id": f"s{i}", "input_ids": ids, "loss_mask": [0, 0, 0] + [1] * (n - 3)})
+    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d / "train.jsonl"
+
+
+def cfg_for(tmp_path, data, *overrides):
+    return load_config(RECIPE, [f"data.train={data}", f"out_dir={tmp_path}", *overrides])
+
+
+def head_weights(run_dir: Path, which: str = "final") -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / which / "model.safetensors"))
+
+
+# ------------------------------------------------------------------------------------ losses / metrics
+class OracleHead(MTPHead):
+    """Test head that 'knows' the future: logits[j][:, t] peaks on input_ids[:, t+2+j]."""
+
+    family = "oracle"
+
+    def __init__(self, target, K=3):
+        super().__init__(HeadConfig(family="oracle", num_heads=K, vocab_size=target.config.vocab_size), target)
+        self.scale = torch.nn.Parameter(torch.tensor(20.0))
+
+    def forward_train(self, hidden_states, input_ids, attention_mask=None):
+        V, out = self.config.vocab_size, []
+        for j in range(self.config.num_heads):
+            fut = torch.cat([input_ids[:, 2 + j:], input_ids.new_zeros(input_ids.shape[0], 2 + j)], 1)
+            out.append(self.scale * torch.nn.functional.one_hot(fut, V).float())
+        return HeadTrainOutput(logits=out)
+
+    def as_drafter(self, num_draft_tokens=None):
+        raise NotImplementedError
+
+
+def test_index_shift_and_expected_tau(tiny_llama):
+    model, _ = tiny_llama
+    head = OracleHead(model)
+    ids = torch.randint(4, 128, (2, 12))
+    mask = torch.ones_like(ids)
+    out = head.forward_train({}, ids, mask)
+    st = mtp_losses(out.logits, ids, mask, None, ce_weight=1.0, kl_weight=0.0)
+    for j, s in enumerate(st):
+        assert s["n"] == 2 * (12 - 2 - j)
+        assert s["top1"] == s["n"] and s["ce"] / s["n"] < 1e-6
+    # Against the target's own distribution: the label is the target's argmax at t+1+j.
+    tl = torch.nn.functional.one_hot(torch.roll(ids, -1, 1), 128).float() * 30  # target at t predicts t+1
+    st = mtp_losses(out.logits, ids, mask, TargetDist(logits=tl), ce_weight=1.0, kl_weight=1.0, eval_temperature=1.0)
+    for s in st:
+        assert s["top1"] == s["n"] and s["kl"] / s["n"] < 1e-3 and s["accept"] / s["n"] > 0.999
+    assert expected_tau([1.0, 1.0, 1.0]) == 4.0
+    assert expected_tau([0.5, 0.5]) == 1.75
+    assert expected_tau([0.0, 1.0]) == 1.0
+
+
+# ------------------------------------------------------------------------------------ training
+@pytest.mark.parametrize("family,steps", [("medusa", 30), ("mtp", 15)])
+def test_loss_falls_on_a_tiny_task(tmp_path, cyc_data, family, steps, tiny_llama):
+    cfg = cfg_for(tmp_path, cyc_data, f"head.family={family}", f"optim.max_steps={steps}", "optim.lr=3e-2",
+                  "eval.every=0", "ckpt.every=0", "optim.warmup_steps=3", "data.batch_size=8", "eval.labels=data")
+    train(cfg)
+    logs = [json.loads(ln) for ln in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    tr = [r for r in logs if "train/loss" in r]
+    ev = [r for r in logs if "eval/loss" in r][-1]
+    assert tr[-1]["train/loss"] < 0.3 * tr[0]["train/loss"], (tr[0]["train/loss"], tr[-1]["train/loss"])
+    assert ev["eval/top1_0"] > 0.9 and ev["eval/top1_1"] > 0.85, ev  # stated thresholds
+    assert ev["eval/expected_tau"] > 3.3
+    assert (cfg.run_dir / "best" / "model.safetensors").is_file() and (cfg.run_dir / "final" / "config.json").is_file()
+    from mtp.heads import load_heads
+
+    load_heads(cfg.run_dir / "final", tiny_llama[0])  # strict load onto the same base model
+
+
+def test_resume_ends_with_the_same_weights(tmp_path, cyc_data):
+    over = ["head.family=mtp", "optim.max_steps=6", "ckpt.every=3", "eval.every=2", "eval.max_batches=1",
+            "data.batch_size=2", "optim.grad_accum=2"]
+    a = cfg_for(tmp_path, cyc_data, "name=straight", *over)
+    train(a)
+    b = cfg_for(tmp_path, cyc_data, "name=killed", *over)
+    st = train(b, stop_after=5)  # killed after step 5: the checkpoint of step 3 is the last one
+    assert st["step"] == 5 and not (b.run_dir / "final").exists()
+    assert (b.run_dir / "checkpoints" / "latest").read_text().strip() == "step-0000003"
+    with pytest.raises(ResumeError, match="already holds a run"):
+        Trainer(b)
+    st = train(b, resume=True)
+    assert st["step"] == 6
+    wa, wb = head_weights(a.run_dir), head_weights(b.run_dir)
+    assert wa.keys() == wb.keys()
+    diff = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    assert diff <= 1e-6, diff
+    assert json.loads((a.run_dir / "best.json").read_text()) == json.loads((b.run_dir / "best.json").read_text())
+    # A resume with another config is refused, naming the keys.
+    c = cfg_for(tmp_path, cyc_data, "name=killed", *over, "optim.lr=5e-3")
+    with pytest.raises(ResumeError, match=r"optim\.lr"):
+        Trainer(c, resume=True)
+
+
+def test_two_processes_match_one(tmp_path, cyc_data):
+    """accelerate launch, 2 CPU processes (DDP over gloo), batch 2 per process, vs one process with
+    batch 2 and 2 accumulation steps: the same global batch of 4 examples.
+    (`--cpu --num_processes 2` starts a single process in accelerate 1.15, so `--multi_gpu` is used;
+    on a machine without GPUs the trainer runs it on CPU.)"""
+    common = ["head.family=medusa", "optim.max_steps=4", "ckpt.every=0", "eval.every=0", "data.batch_size=2",
+              "log.progress=false"]
+    one = cfg_for(tmp_path, cyc_data, "name=one", *common, "optim.grad_accum=2")
+    st_one = train(one)
+    train_tokens = lambda c: st_one["tokens"]  # noqa: E731  same examples seen by both runs
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), WANDB_MODE="disabled")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train.heads", "--config", str(RECIPE),
+           f"data.train={cyc_data}", f"out_dir={tmp_path}", "name=two", *common, "optim.grad_accum=1"]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert '"tokens": ' in p.stdout and p.stdout.count('"run_dir"') == 1  # rank 0 reports
+    assert json.loads(p.stdout.strip().splitlines()[-1])["tokens"] == train_tokens(one)
+    w1, w2 = head_weights(one.run_dir), head_weights(tmp_path / "two")
+    diff = max((w1[k] - w2[k]).abs().max().item() for k in w1)
+    assert diff < 1e-4, diff  # stated tolerance: float reduction order only (gloo all-reduce vs local sum)
+    l1 = [json.loads(x) for x in (one.run_dir / "metrics.jsonl").read_text().splitlines()]
+    l2 = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert abs(l1[-1]["eval/expected_tau"] - l2[-1]["eval/expected_tau"]) < 1e-3
+
+
+def test_cache_gives_the_same_loss_as_online(tmp_path, cyc_data, tiny_llama):
+    from mtp.data import load_examples
+    from mtp.data.cache import build_cache
+
+    model, tok = tiny_llama
+    over = ["head.family=medusa", "loss.kl_weight=1.0", "loss.kl_topk=16", "optim.max_steps=3", "eval.every=0",
+            "ckpt.every=0", "data.batch_size=8"]
+    cfg = cfg_for(tmp_path, cyc_data, *over)
+    ex = load_examples(cyc_data, tok, max_seq_len=cfg.data.max_seq_len, vocab_size=128)
+    build_cache(model, ex, [-1], tmp_path / "cache", dtype="fp32", topk=16, progress=False)
+    online = Trainer(cfg_for(tmp_path, cyc_data, "name=online", *over))
+    cached = Trainer(cfg_for(tmp_path, cyc_data, "name=cached", *over, f"data.cache={tmp_path / 'cache'}"))
+    e1, e2 = online.evaluate(), cached.evaluate()
+    assert abs(e1["eval/loss"] - e2["eval/loss"]) < 1e-4 * abs(e1["eval/loss"])
+    online.train(), cached.train()
+    w1, w2 = head_weights(online.run_dir), head_weights(cached.run_dir)
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
+    e1, e2 = online.evaluate(), cached.evaluate()
+    assert abs(e1["eval/loss"] - e2["eval/loss"]) < 1e-4 * abs(e1["eval/loss"])
+    # A cache for other data or without the head's layers is refused.
+    with pytest.raises(DataError, match="other data"):
+        Trainer(cfg_for(tmp_path, cyc_data, "name=bad", *over, "data.max_examples=10", f"data.cache={tmp_path / 'cache'}"))
+
+
+def test_joint_training_reports_the_target_loss(tmp_path, cyc_data):
+    cfg = cfg_for(tmp_path, cyc_data, "joint.enabled=true", "joint.target_lr=1e-3", "optim.max_steps=3",
+                  "eval.every=0", "ckpt.every=3")
+    t = Trainer(cfg)
+    before = {k: v.clone() for k, v in t.target.state_dict().items()}
+    t.train()
+    logs = [json.loads(x) for x in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert "train/target_ntl" in logs[0] and "eval/target_ntl" in logs[-1]
+    assert any(not torch.equal(before[k], v) for k, v in t.target.state_dict().items())
+    assert (cfg.run_dir / "final" / "target" / "config.json").is_file()
+
+
+# ------------------------------------------------------------------------------------ bad input
+def test_bad_input_is_a_clear_error(tmp_path, cyc_data):
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['optim.lrr'\]"):
+        cfg_for(tmp_path, cyc_data, "optim.lrr=1")
+    with pytest.raises(ConfigError, match="optim.max_steps: expected int"):
+        cfg_for(tmp_path, cyc_data, "optim.max_steps=many")
+    with pytest.raises(ConfigError, match="does not fit target"):
+        Trainer(cfg_for(tmp_path, cyc_data, "head.args.hidden_layers=[9]"))
+    with pytest.raises(ConfigError, match="does not fit target"):
+        Trainer(cfg_for(tmp_path, cyc_data, "head.args.no_such_field=1"))
+    with pytest.raises(ConfigError, match="position_weights has 2 entries"):
+        Trainer(cfg_for(tmp_path, cyc_data, "loss.position_weights=[1, 1]"))
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError, match="empty"):
+        Trainer(cfg_for(tmp_path, tmp_path / "empty.jsonl"))
+    (tmp_path / "bad.jsonl").write_text('{"input_ids": [1, 2, 3]}\n{"input_ids": [1, 2\n')
+    with pytest.raises(DataError, match="bad.jsonl:2: malformed JSON"):
+        Trainer(cfg_for(tmp_path, tmp_path / "bad.jsonl"))
+    with pytest.raises(ConfigError, match="exceeds the target's context of 2048"):
+        Trainer(cfg_for(tmp_path, cyc_data, "data.max_seq_len=4096"))
+    with pytest.raises(DataError, match="fewer than one global batch"):
+        Trainer(cfg_for(tmp_path, cyc_data, "data.max_examples=3"))
+    # The CLI turns these into one line on stderr and exit code 2.
+    from train.heads import main
+
+    assert main(["--config", str(RECIPE), f"data.train={tmp_path / 'empty.jsonl'}", f"out_dir={tmp_path}"]) == 2

@@ -1,0 +1,1 @@
+"""Thin command-line scripts over mtp (run as `python -m train.<name>`)."""

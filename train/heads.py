@@ -1,0 +1,44 @@
+"""Train MTP draft heads on a frozen (or jointly trained) target.
+
+    python -m train.heads --config train/configs/medusa.yaml [key=value ...] [--resume]
+    accelerate launch --multi_gpu --num_processes N -m train.heads --config ...   # same script, N processes
+    accelerate launch --config_file train/accelerate/{cpu_ddp,fsdp,deepspeed_zero2}.yaml -m train.heads ...
+
+Overrides are dotted config keys (see mtp/training/config.py), values parsed as YAML:
+    optim.lr=3e-4 head.args.num_heads=3 data.cache=data/cache/medusa log.wandb=disabled
+The resolved config is saved as <out_dir>/<name>/config.{yaml,json}; the last line printed is JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.heads", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="recipe YAML (train/configs/*.yaml)")
+    ap.add_argument("--resume", action="store_true", help="continue the run in <out_dir>/<name> from its latest checkpoint")
+    ap.add_argument("--wandb", choices=["offline", "online", "disabled"], help="shortcut for log.wandb=...")
+    ap.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    a = ap.parse_args(argv)
+
+    from mtp.data.prompts import DataError
+    from mtp.training import ConfigError, ResumeError, load_config, train
+
+    overrides = list(a.overrides) + ([f"log.wandb={a.wandb}"] if a.wandb else [])
+    try:
+        cfg = load_config(a.config, overrides)
+        state = train(cfg, resume=a.resume)
+    except (ConfigError, DataError, ResumeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps({"run_dir": str(cfg.run_dir), **state}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
