@@ -104,7 +104,7 @@ def batch_sweep(model, drafter_factory, prompts, sizes, max_new_tokens) -> list[
     for bs in sizes:
         batch = [prompts[i % len(prompts)] for i in range(bs)]
         for name, make in (("plain", lambda: None), ("speculative", drafter_factory)):
-            generate(model, batch[:1], drafter=make(), max_new_tokens=4)  # warm-up
+            generate(model, batch, drafter=make(), max_new_tokens=8)  # warm-up at this batch size (CUDA kernels)
             t0 = time.perf_counter()
             out = generate(model, batch, drafter=make(), max_new_tokens=max_new_tokens)
             dt = time.perf_counter() - t0
