@@ -142,8 +142,7 @@ def verify_tree(
     min(1, p(x)/q(x)); after a rejection p <- norm(max(0, p - q)). Greedy (cfg.greedy) makes p
     one-hot, so this is the longest path whose tokens match the target's argmax.
     """
-    B, N1, V = target_logits.shape
-    N = N1 - 1
+    B = target_logits.shape[0]
     p_all = logits_to_probs(target_logits, cfg)  # one-hot at T=0
     tok_l, par_l, n_l = tokens.tolist(), parents.tolist(), num_nodes.tolist()
     paths, next_tokens = [], []

@@ -52,6 +52,18 @@ class Draft:
         lengths = torch.tensor([len(c) for c in chains], dtype=torch.long)
         return cls(tokens.to(device), lengths.to(device))
 
+    @classmethod
+    def from_trees(cls, trees: list[tuple[list[int], list[int]]], device: torch.device | str) -> "Draft":
+        """Pad per-row (tokens, parents) trees (mtp.tree layout) into a tree Draft (deterministic nodes)."""
+        N = max((len(t) for t, _ in trees), default=0)
+        tokens = torch.zeros(len(trees), N, dtype=torch.long)
+        parents = torch.full((len(trees), N), -1, dtype=torch.long)
+        for r, (t, p) in enumerate(trees):
+            tokens[r, : len(t)] = torch.as_tensor(t, dtype=torch.long)
+            parents[r, : len(p)] = torch.as_tensor(p, dtype=torch.long)
+        lengths = torch.tensor([len(t) for t, _ in trees], dtype=torch.long)
+        return cls(tokens.to(device), lengths.to(device), None, parents.to(device))
+
     @property
     def max_len(self) -> int:
         return self.tokens.shape[1]

@@ -124,11 +124,4 @@ class DraftModelDrafter(Drafter):
                 return out.logits[r, [i + 1 for i in nodes]].float().log_softmax(-1)
 
             trees.append(build_dynamic_tree(expand, self.tree, max_depth=ctx.max_tokens))
-        N = max(len(t) for t, _ in trees)
-        tokens = torch.zeros(B, N, dtype=torch.long)
-        parents = torch.full((B, N), -1, dtype=torch.long)
-        for r, (t, p) in enumerate(trees):
-            tokens[r, : len(t)] = torch.as_tensor(t, dtype=torch.long)
-            parents[r, : len(p)] = torch.as_tensor(p, dtype=torch.long)
-        return Draft(tokens.to(ctx.device), torch.tensor([len(t) for t, _ in trees], device=ctx.device), None,
-                     parents.to(ctx.device))
+        return Draft.from_trees(trees, ctx.device)

@@ -77,14 +77,7 @@ class PromptLookupDrafter(Drafter):
         if self.branches > 1:
             trees = [trie(lookup_continuations(seq, self.max_ngram, ctx.max_tokens, self.min_ngram, self.branches))
                      if act else ([], []) for seq, act in zip(ctx.sequences, ctx.active)]
-            N = max(len(t) for t, _ in trees)
-            tokens = torch.zeros(len(trees), N, dtype=torch.long)
-            parents = torch.full((len(trees), N), -1, dtype=torch.long)
-            for r, (t, p) in enumerate(trees):
-                tokens[r, : len(t)] = torch.as_tensor(t, dtype=torch.long)
-                parents[r, : len(p)] = torch.as_tensor(p, dtype=torch.long)
-            lengths = torch.tensor([len(t) for t, _ in trees])
-            return Draft(tokens.to(ctx.device), lengths.to(ctx.device), None, parents.to(ctx.device))
+            return Draft.from_trees(trees, ctx.device)
         chains = [
             lookup_continuation(seq, self.max_ngram, ctx.max_tokens, self.min_ngram) if act else []
             for seq, act in zip(ctx.sequences, ctx.active)

@@ -155,14 +155,7 @@ class HeadDrafter(Drafter):
                 trees.append(build_dynamic_tree(expand, self.tree, max_depth=max_depth))
             else:
                 raise TypeError(f"tree must be a StaticTree or DynamicTreeConfig, got {type(self.tree).__name__}")
-        N = max(len(t) for t, _ in trees)
-        tokens = torch.zeros(B, N, dtype=torch.long)
-        parents = torch.full((B, N), -1, dtype=torch.long)
-        for r, (t, p) in enumerate(trees):
-            tokens[r, : len(t)] = torch.as_tensor(t, dtype=torch.long)
-            parents[r, : len(p)] = torch.as_tensor(p, dtype=torch.long)
-        return Draft(tokens.to(ctx.device), torch.tensor([len(t) for t, _ in trees], device=ctx.device), None,
-                     parents.to(ctx.device))
+        return Draft.from_trees(trees, ctx.device)
 
 
 def last_rows(x: torch.Tensor, counts: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
