@@ -172,7 +172,7 @@ def test_build_dynamic_tree_keeps_best_nodes():
     from mtp.tree import DynamicTreeConfig, build_dynamic_tree
 
     logp = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
-    tokens, parents = build_dynamic_tree(lambda t, p: logp.expand(len(t) + 1, 4), DynamicTreeConfig(5, 3, 2))
+    tokens, parents = build_dynamic_tree(lambda t, p, nodes: logp.expand(len(nodes), 4), DynamicTreeConfig(5, 3, 2))
     # depth 1: 0 (.5), 1 (.3); depth 2 frontier best 2: 0->0 (.25), 0->1 (.15) [1->0 = .15 ties, later]
     assert tokens[:2] == [0, 1] and parents[:2] == [-1, -1]
     assert len(tokens) == 5
