@@ -165,11 +165,20 @@ def generate(
             raise ValueError(f"num_draft_tokens must be >= 0, got {k}")
     hidden_layers = tuple(drafter.hidden_layers) if drafter is not None else ()
     if drafter is not None and B > 1 and _has_sliding_window(model):
-        # Rolled-back rows leave masked holes in the shared cache; a sliding window counts slots,
-        # not tokens, so it would see fewer real tokens than it should.
-        raise NotImplementedError(
-            "batched speculative decoding on a sliding-window model (e.g. Gemma3) is not supported yet: "
-            "decode its rows one at a time (batch size 1), or without a drafter")
+        # Rolled-back rows leave masked holes in a shared cache, and a sliding window counts slots,
+        # not tokens: it would see fewer real tokens than it should. Such models decode their rows
+        # one after another here (same outputs, no batching speed-up).
+        t_start = time.perf_counter()
+        outs = [generate(model, [p], drafter=drafter, num_draft_tokens=num_draft_tokens, max_new_tokens=max_new_tokens,
+                         temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+                         eos_token_id=eos_token_id, ignore_eos=ignore_eos, stop=stop, tokenizer=tokenizer,
+                         pad_token_id=pad_token_id) for p in prompts]
+        row_stats = [o.row_stats[0] for o in outs]
+        elapsed = time.perf_counter() - t_start
+        for s in row_stats:
+            s.wall_time_s = elapsed / B
+        return GenerationOutput(tokens=[o.tokens[0] for o in outs], stats=SpecStats.sum(row_stats),
+                                row_stats=row_stats, finish_reasons=[o.finish_reasons[0] for o in outs])
 
     t_start = time.perf_counter()
     seqs = [list(p) for p in prompts]

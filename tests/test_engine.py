@@ -221,3 +221,20 @@ def test_drafter_receives_hidden_states_without_extra_target_pass(tiny_llama):
         full = model(seq, output_hidden_states=True).hidden_states[-1][0]
     torch.testing.assert_close(hs, full, rtol=1e-4, atol=1e-4)
     assert seen[0].is_prefill and seen[0].new_tokens[0] == out.tokens[0][:1]
+
+
+def test_batched_speculative_on_sliding_window_model(tiny_gemma):
+    """Gemma3-style sliding windows: a batch with a drafter decodes its rows one after another
+    (holes in a shared cache would shift the window); outputs equal rows decoded alone."""
+    from mtp.tree import DynamicTreeConfig
+
+    model, _ = tiny_gemma
+    vocab = model.config.vocab_size
+    prompts = _prompts(vocab, lengths=(6, 11, 17), seed=5)
+    n = 2 * model.config.sliding_window + 5
+    refs = [generate(model, p, max_new_tokens=n, ignore_eos=True).tokens[0] for p in prompts]
+    assert generate(model, prompts, max_new_tokens=n, ignore_eos=True).tokens == refs  # plain batches stay batched
+    for d in (PromptLookupDrafter(4), PromptLookupDrafter(4, branches=2),
+              DraftModelDrafter(perturbed_copy(model, 0.05), 3, tree=DynamicTreeConfig(8, 3, 3))):
+        out = generate(model, prompts, drafter=d, max_new_tokens=n, ignore_eos=True)
+        assert out.tokens == refs and len(out.row_stats) == 3
