@@ -224,10 +224,10 @@ def generate(
         drafter.reset([list(p) for p in prompts])
     ids, mask = _left_pad(prompts, pad_token_id, device)
     want_all_logits = drafter is not None and drafter.wants_prefill_logits
-    positions = (kv.lengths[:, None] + mask.cumsum(1) - 1).clamp_min(0)
     out = kv.forward(ids, mask, output_hidden_states=bool(hidden_layers), logits_to_keep=0 if want_all_logits else 1)
-    n0, first = verify_chain(out.logits[:, -1:], Draft.empty(B, device).tokens, Draft.empty(B, device).lengths, cfg,
-                             generator=generator)
+    positions = kv.slot_pos[:, -ids.shape[1]:].clone()
+    no_draft = Draft.empty(B, device)
+    n0, first = verify_chain(out.logits[:, -1:], no_draft.tokens, no_draft.lengths, cfg, generator=generator)
     first_l = first.tolist()
     committed = [commit(r, [first_l[r]], 0, 0) for r in range(B)]
     feedback(out, ids, mask.bool(), positions, n0, committed, True)
@@ -247,21 +247,22 @@ def generate(
             for r in range(B):
                 if active[r]:
                     stats[r].draft_time_s += dt / sum(active)
-            too_long = draft.max_len > k_step if draft.parents is None else (
-                draft.max_len > 0 and int(node_depths(draft.parents).max()) > k_step)
+            tree_depths = None if draft.parents is None else node_depths(draft.parents)
+            too_long = draft.max_len > k_step if tree_depths is None else (
+                draft.max_len > 0 and int(tree_depths.max()) > k_step)
             if too_long:
                 raise RuntimeError(f"{type(drafter).__name__} proposed more than the {k_step} tokens (depth) asked for")
             lengths = torch.where(torch.tensor(active, device=device), draft.lengths.to(device), 0)
             draft = Draft(draft.tokens.to(device), lengths, draft.probs,
                           None if draft.parents is None else draft.parents.to(device))
         else:
-            draft = Draft.empty(B, device)
+            draft, tree_depths = Draft.empty(B, device), None
         inputs = torch.cat([pending[:, None], draft.tokens], dim=1)  # [B, 1+K]
         before = kv.lengths
-        positions = before[:, None] + torch.arange(inputs.shape[1], device=device)[None, :]
         tok_l, len_l = draft.tokens.tolist(), draft.lengths.tolist()
         if draft.parents is None:  # chain
             out = kv.forward(inputs, output_hidden_states=bool(hidden_layers))
+            positions = kv.slot_pos[:, -inputs.shape[1]:].clone()
             n_acc, nxt = verify_chain(out.logits, draft.tokens, draft.lengths, cfg, draft_probs=draft.probs,
                                       generator=generator)
             kv.truncate(before + n_acc + 1)  # keep [pending, accepted drafts]; drop rejected drafts
@@ -276,8 +277,7 @@ def generate(
             keep = [[0] + [i + 1 for i in path] for path in paths]
             kv.keep(keep)
             n_acc = torch.tensor([len(p) for p in paths], device=device)
-            nd = node_depths(draft.parents)
-            depths = [int(nd[r, : len_l[r]].max()) if len_l[r] else 0 for r in range(B)]
+            depths = [int(tree_depths[r, : len_l[r]].max()) if len_l[r] else 0 for r in range(B)]
             valid = torch.zeros(inputs.shape, dtype=torch.bool, device=device)
             for r, k_r in enumerate(keep):
                 valid[r, k_r] = True
