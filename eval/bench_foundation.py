@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from collections import defaultdict
 
 import torch
 
 from mtp.bench import interleaved, logit_gap_at_divergence, make_method
 from mtp.models import load_model
+from mtp.results import exact_match, per_prompt_tokens_per_s, spec_stats, speedup_per_repeat
 
 # Short chat prompts; several quote text back so prompt lookup has something to copy.
 PROMPTS = [
@@ -59,42 +59,62 @@ def run_dtype(name: str, dtype: torch.dtype, args) -> dict:
     model, tok = load_model(name, dtype=dtype)
     prompts = [chat_ids(tok, p) for p in PROMPTS[: args.num_prompts]]
     methods = [make_method(s, model, tok) for s in args.methods]
-    recs = defaultdict(dict)  # (prompt, repeat) -> method -> record
-    for i, r, rec in interleaved(methods, prompts, repeats=args.repeats, warmup=args.warmup,
-                                 max_new_tokens=args.max_new_tokens):
-        recs[(i, r)][rec.method] = rec
+    samples = [rec.as_sample(i, r) for i, r, rec in interleaved(methods, prompts, repeats=args.repeats,
+                                                                 warmup=args.warmup, max_new_tokens=args.max_new_tokens)]
     names = [m.name for m in methods]
-    per_repeat_tps = {n: [] for n in names}  # mean per-prompt tokens/s of each repeat
-    for r in range(args.repeats):
-        for n in names:
-            per_repeat_tps[n].append(statistics.fmean(recs[(i, r)][n].tokens_per_s for i in range(len(prompts))))
     base = "vanilla"
+    metrics = speed_metrics(samples, names, base)
+    outputs = {(s["method"], int(s["prompt_id"])): s["output_ids"] for s in samples if s["repeat"] == 0}
     rows = {}
     for n in names:
-        speedups = [t / b for t, b in zip(per_repeat_tps[n], per_repeat_tps[base])]
-        runs = [recs[(i, 0)][n] for i in range(len(prompts))]
-        tokens = sum(x.new_tokens for x in runs)
-        forwards = sum(x.target_forwards for x in runs)
-        drafted = sum(sum(x.draft_lengths) for x in runs)
-        accepted = sum(sum(x.accept_lengths) for x in runs)
-        exact = [x.output_ids == recs[(i, 0)][base].output_ids for i, x in enumerate(runs)]
+        _, mismatches = exact_match(first_repeat(samples, n), first_repeat(samples, base))
         gaps = []
-        for i, (x, ok) in enumerate(zip(runs, exact)):
-            if not ok:
-                pos, gap = logit_gap_at_divergence(model, prompts[i], x.output_ids, recs[(i, 0)][base].output_ids)
-                gaps.append({"prompt": i, "position": pos, "logit_gap": round(gap, 4)})
+        for mm in mismatches:
+            i = int(mm["prompt_id"])
+            pos, gap = logit_gap_at_divergence(model, prompts[i], outputs[(n, i)], outputs[(base, i)])
+            gaps.append({"prompt": i, "position": pos, "logit_gap": round(gap, 4)})
+        m = metrics[n]
         rows[n] = {
-            "tokens_per_s_median": statistics.median(per_repeat_tps[n]),
-            "speedup_vs_vanilla_median": statistics.median(speedups),
-            "speedup_spread": [min(speedups), max(speedups)],
-            "tau": tokens / forwards,
-            "draft_acceptance_rate": accepted / drafted if drafted else None,
-            "new_tokens": tokens,
-            "exact_match_vs_vanilla": sum(exact) / len(exact),
+            "tokens_per_s_median": m["tokens_per_s"],
+            "speedup_vs_vanilla_median": m["speedup"],
+            "speedup_spread": m["speedup_spread"],
+            "tau": m["tau"],
+            "draft_acceptance_rate": m["draft_acceptance_rate"],
+            "new_tokens": m["new_tokens"],
+            "exact_match_vs_vanilla": m["exact_match"],
             "divergences": gaps,
         }
-    hf_over_vanilla = [h / v for h, v in zip(per_repeat_tps["hf"], per_repeat_tps["vanilla"])] if "hf" in names else []
+    hf_over_vanilla = list(speedup_per_repeat(by_method(samples, "hf"), by_method(samples, "vanilla")).values()) \
+        if "hf" in names else []
     return {"rows": rows, "hf_over_vanilla": hf_over_vanilla}
+
+
+def by_method(samples: list[dict], name: str) -> list[dict]:
+    return [s for s in samples if s["method"] == name]
+
+
+def first_repeat(samples: list[dict], name: str) -> list[dict]:
+    return [s for s in samples if s["method"] == name and s["repeat"] == 0]
+
+
+def speed_metrics(samples: list[dict], names: list[str], base: str) -> dict[str, dict]:
+    """Per method, with the metrics of mtp.results (defined once): median over repeats of the
+    mean per-prompt tokens/s, speedup over `base` (median and [min, max] over repeats), and the
+    first repeat's tau, draft acceptance rate, new tokens and greedy exact-match rate."""
+    out = {}
+    for n in names:
+        tps = [statistics.fmean(v.values()) for v in per_prompt_tokens_per_s(by_method(samples, n)).values()]
+        sp = list(speedup_per_repeat(by_method(samples, n), by_method(samples, base)).values())
+        first = spec_stats(first_repeat(samples, n))
+        out[n] = {
+            "tokens_per_s": statistics.median(tps),
+            "speedup": statistics.median(sp), "speedup_spread": [min(sp), max(sp)],
+            "tau": first.tau,
+            "draft_acceptance_rate": first.draft_acceptance_rate if first.drafted else None,
+            "new_tokens": first.new_tokens,
+            "exact_match": exact_match(first_repeat(samples, n), first_repeat(samples, base))[0],
+        }
+    return out
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from eval.bench_foundation import PROMPTS, chat_ids
+from eval.bench_foundation import PROMPTS, chat_ids, speed_metrics
 from mtp.bench import KitMethod, interleaved
 from mtp.engine import generate
 from mtp.kv import KVState
@@ -81,22 +81,9 @@ def verify_cost(model, prefix: int, sizes: list[int], reps: int = 7) -> dict[int
 
 def speed_table(model, tok, methods: dict[str, object], prompts, args) -> dict:
     kit = [KitMethod(name, model, tok, d) for name, d in methods.items()]
-    recs: dict[tuple[int, int], dict[str, object]] = {}
-    for i, r, rec in interleaved(kit, prompts, repeats=args.repeats, warmup=1, max_new_tokens=args.max_new_tokens):
-        recs.setdefault((i, r), {})[rec.method] = rec
-    out = {}
-    for name in methods:
-        tps = [statistics.fmean(recs[(i, r)][name].tokens_per_s for i in range(len(prompts))) for r in range(args.repeats)]
-        base = [statistics.fmean(recs[(i, r)]["vanilla"].tokens_per_s for i in range(len(prompts))) for r in range(args.repeats)]
-        sp = [a / b for a, b in zip(tps, base)]
-        runs = [recs[(i, 0)][name] for i in range(len(prompts))]
-        out[name] = {
-            "tau": sum(x.new_tokens for x in runs) / sum(x.target_forwards for x in runs),
-            "tokens_per_s": statistics.median(tps),
-            "speedup": statistics.median(sp), "speedup_spread": [min(sp), max(sp)],
-            "exact_match": statistics.fmean(x.output_ids == recs[(i, 0)]["vanilla"].output_ids for i, x in enumerate(runs)),
-        }
-    return out
+    samples = [rec.as_sample(i, r) for i, r, rec in interleaved(kit, prompts, repeats=args.repeats, warmup=1,
+                                                                 max_new_tokens=args.max_new_tokens)]
+    return speed_metrics(samples, list(methods), "vanilla")
 
 
 def batch_sweep(model, drafter_factory, prompts, sizes, max_new_tokens) -> list[dict]:

@@ -36,6 +36,13 @@ class RunRecord:
     def tau(self) -> float:
         return self.new_tokens / self.target_forwards if self.target_forwards else float("nan")
 
+    def as_sample(self, prompt_id, repeat: int, turn: int = 0, category: str = "") -> dict:
+        """This record as one line of a results folder's samples.jsonl (see mtp.results)."""
+        return {"method": self.method, "prompt_id": str(prompt_id), "category": category, "turn": turn,
+                "repeat": repeat, "output_ids": self.output_ids, "new_tokens": self.new_tokens,
+                "wall_time_s": self.wall_time_s, "target_forwards": self.target_forwards,
+                "accept_lengths": self.accept_lengths, "draft_lengths": self.draft_lengths}
+
 
 def _device(model) -> torch.device:
     return next(model.parameters()).device
