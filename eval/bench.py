@@ -199,6 +199,7 @@ def run(args) -> int:
                              "output_ids": rec.output_ids, "new_tokens": rec.new_tokens,
                              "wall_time_s": rec.wall_time_s, "target_forwards": rec.target_forwards,
                              "accept_lengths": rec.accept_lengths, "draft_lengths": rec.draft_lengths,
+                             "draft_depths": rec.draft_depths, "draft_time_s": rec.draft_time_s,
                              "length": it.length, "prompt_tokens": len(pids),
                              "max_new_tokens": it.max_new_tokens or args.max_new_tokens}
                         R.append_jsonl(samples_path, s)

@@ -27,6 +27,8 @@ class RunRecord:
     target_forwards: int
     accept_lengths: list[int] = field(default_factory=list)
     draft_lengths: list[int] = field(default_factory=list)
+    draft_depths: list[int] = field(default_factory=list)
+    draft_time_s: float = 0.0  # time spent drafting (kit methods)
 
     @property
     def tokens_per_s(self) -> float:
@@ -34,14 +36,16 @@ class RunRecord:
 
     @property
     def tau(self) -> float:
-        return self.new_tokens / self.target_forwards if self.target_forwards else float("nan")
+        """As mtp.stats.SpecStats.tau: tokens per decode-step forward (the prefill excluded)."""
+        return (self.new_tokens - 1) / (self.target_forwards - 1) if self.target_forwards > 1 else float("nan")
 
     def as_sample(self, prompt_id, repeat: int, turn: int = 0, category: str = "") -> dict:
         """This record as one line of a results folder's samples.jsonl (see mtp.results)."""
         return {"method": self.method, "prompt_id": str(prompt_id), "category": category, "turn": turn,
                 "repeat": repeat, "output_ids": self.output_ids, "new_tokens": self.new_tokens,
                 "wall_time_s": self.wall_time_s, "target_forwards": self.target_forwards,
-                "accept_lengths": self.accept_lengths, "draft_lengths": self.draft_lengths}
+                "accept_lengths": self.accept_lengths, "draft_lengths": self.draft_lengths,
+                "draft_depths": self.draft_depths, "draft_time_s": self.draft_time_s}
 
 
 def _device(model) -> torch.device:
@@ -73,23 +77,6 @@ class _ForwardCounter:
 
     def __exit__(self, *exc):
         self._h.remove()
-
-    def speculative_steps(self, new_tokens: int) -> tuple[list[int], list[int]]:
-        """(accept_lengths, draft_lengths) of an assisted HF run: step i fed m_i = k_i + 1 inputs
-        from cache length s_i; it kept n_i + 1 of them, so s_{i+1} = s_i + n_i + 1."""
-        acc, drafted = [], []
-        steps = list(zip(self.starts, self.inputs))[1:]  # skip prefill
-        for i, (s, m) in enumerate(steps):
-            k = m - 1
-            if i + 1 < len(steps):
-                n = steps[i + 1][0] - s - 1
-            else:  # last step: whatever tokens remain (prefill gave 1, earlier steps n+1 each)
-                n = new_tokens - 1 - sum(a + 1 for a in acc) - 1
-            n = max(0, min(k, n))
-            if k > 0:
-                acc.append(n)
-                drafted.append(k)
-        return acc, drafted
 
 
 class Method:
@@ -149,8 +136,9 @@ class HFMethod(Method):
         with _ForwardCounter(self.model) as counter:
             out = self.model.generate(ids, attention_mask=kw["attention_mask"], generation_config=gc)
         new = out[0, ids.shape[1]:].tolist()
-        acc, drafted = counter.speculative_steps(len(new)) if self.pld else ([], [])
-        return RunRecord(self.name, new, len(new), 0.0, len(counter.starts), acc, drafted)
+        # HF does not report per-step acceptance; its forwards are counted (tau), its steps are not
+        # reconstructed (a guess from cache lengths was wrong in 11 of 12 prompts).
+        return RunRecord(self.name, new, len(new), 0.0, len(counter.starts))
 
 
 class KitMethod(Method):
@@ -167,7 +155,7 @@ class KitMethod(Method):
                        ignore_eos=ignore_eos)
         s = out.stats
         return RunRecord(self.name, out.tokens[0], s.new_tokens, 0.0, s.target_forwards, list(s.accept_lengths),
-                         list(s.draft_lengths))
+                         list(s.draft_lengths), list(s.draft_depths), s.draft_time_s)
 
 
 def _split_k(spec: str, default: int) -> tuple[str, int]:

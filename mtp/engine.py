@@ -188,7 +188,8 @@ def generate(
     stats = [SpecStats() for _ in range(B)]
     kv = KVState(model, B, device)
 
-    def commit(r: int, tokens: list[int], drafted: int, accepted: int, depth: int | None = None) -> list[int]:
+    def commit(r: int, tokens: list[int], drafted: int, accepted: int, depth: int | None = None,
+               prefill: bool = False) -> list[int]:
         """Append a row's tokens up to max_new_tokens / EOS / stop; record its stats."""
         emitted = []
         for t in tokens:
@@ -204,7 +205,7 @@ def generate(
             if done[r]:
                 break
         n_drafts = min(len(emitted), accepted)  # emitted tokens that were accepted drafts
-        stats[r].record_step(drafted, n_drafts, target_token=len(emitted) > n_drafts, depth=depth)
+        stats[r].record_step(drafted, n_drafts, target_token=len(emitted) > n_drafts, depth=depth, prefill=prefill)
         return emitted
 
     def feedback(out, inputs, valid, positions, n_acc, committed, prefill) -> None:
@@ -229,7 +230,7 @@ def generate(
     no_draft = Draft.empty(B, device)
     n0, first = verify_chain(out.logits[:, -1:], no_draft.tokens, no_draft.lengths, cfg, generator=generator)
     first_l = first.tolist()
-    committed = [commit(r, [first_l[r]], 0, 0) for r in range(B)]
+    committed = [commit(r, [first_l[r]], 0, 0, prefill=True) for r in range(B)]
     feedback(out, ids, mask.bool(), positions, n0, committed, True)
     pending = first  # [B] token each row feeds next
 

@@ -25,12 +25,12 @@ import json
 import math
 import os
 import statistics
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from mtp.io import atomic_write_json, atomic_write_text, jsonable as _jsonable  # noqa: F401
 from mtp.stats import SpecStats
 
 SAMPLE_KEYS = ("method", "prompt_id", "category", "turn", "repeat", "output_ids", "new_tokens", "wall_time_s",
@@ -42,36 +42,6 @@ BASELINE_CANDIDATES = ("hf", "vanilla")
 # ------------------------------------------------------------------------------------------------
 # Files: append-only samples, atomic summaries
 # ------------------------------------------------------------------------------------------------
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
-
-
-def _jsonable(x):
-    """NaN -> None so the JSON is standard."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
@@ -121,9 +91,11 @@ def spec_stats(samples: Iterable[dict]) -> SpecStats:
     total = SpecStats()
     for s in samples:
         total = total + SpecStats(target_forwards=int(s["target_forwards"]), new_tokens=int(s["new_tokens"]),
+                                  prefills=1 if int(s["target_forwards"]) > 0 else 0,
                                   accept_lengths=list(s.get("accept_lengths") or []),
                                   draft_lengths=list(s.get("draft_lengths") or _default_drafts(s)),
-                                  wall_time_s=float(s["wall_time_s"]))
+                                  draft_depths=list(s.get("draft_depths") or []),
+                                  wall_time_s=float(s["wall_time_s"]), draft_time_s=float(s.get("draft_time_s") or 0.0))
     return total
 
 
@@ -205,6 +177,16 @@ def exact_match(method_samples: Iterable[dict], baseline_samples: Iterable[dict]
     return (ok / n if n else float("nan")), bad
 
 
+def draft_cost(st: SpecStats) -> float:
+    """Drafting time per speculative step over the rest of a step's time (verify forward plus
+    bookkeeping) per target forward: the c of Leviathan et al. (NaN without drafting)."""
+    steps = len(st.accept_lengths)
+    rest = st.wall_time_s - st.draft_time_s
+    if not steps or st.draft_time_s <= 0 or rest <= 0 or not st.target_forwards:
+        return float("nan")
+    return (st.draft_time_s / steps) / (rest / st.target_forwards)
+
+
 def choose_baseline(samples: list[dict], methods: list[str]) -> str:
     """The faster (median tokens/s) of hf and vanilla among `methods`, else the first method."""
     cands = [m for m in BASELINE_CANDIDATES if m in methods]
@@ -226,6 +208,7 @@ def group_metrics(method_samples: list[dict], baseline_samples: list[dict], gree
     em = exact_match(method_samples, baseline_samples)[0] if greedy else float("nan")
     return {
         "tau": st.tau,
+        "tokens_per_forward": st.tokens_per_forward,
         "accept_rate_per_position": st.per_position_acceptance(),
         "draft_acceptance_rate": st.draft_acceptance_rate,
         "tokens_per_s": tps,
@@ -237,6 +220,7 @@ def group_metrics(method_samples: list[dict], baseline_samples: list[dict], gree
         "speedup_max": max(per_rep.values(), default=float("nan")),
         "accept_length_histogram": st.accept_length_histogram(),
         "mean_draft_length": statistics.fmean(st.draft_lengths) if st.draft_lengths else 0.0,
+        "draft_cost": draft_cost(st),
         "new_tokens": st.new_tokens,
         "target_forwards": st.target_forwards,
         "num_prompts": len({s["prompt_id"] for s in method_samples}),
@@ -340,7 +324,7 @@ def load(path: str | Path) -> Results:
     samples = pd.DataFrame(read_jsonl(path / "samples.jsonl"))
     if len(samples):
         samples["tokens_per_s"] = samples["new_tokens"] / samples["wall_time_s"]
-        samples["tau"] = samples["new_tokens"] / samples["target_forwards"]
+        samples["tau"] = (samples["new_tokens"] - 1) / (samples["target_forwards"] - 1)  # as SpecStats.tau
     raw = json.loads((path / "summary.json").read_text()) if (path / "summary.json").exists() else {}
     rows = summary_rows(raw) if raw.get("methods") else []
     for r in rows:

@@ -1,7 +1,11 @@
 """Acceptance statistics, defined once (see REFERENCES.md for the definitions).
 
-- tau: tokens emitted per target forward, bonus/correction token included (plain decoding: 1).
-- per-position acceptance a_k: P(at least k drafts accepted in a speculative step).
+- tau: tokens emitted per decode-step target forward, bonus/correction token included (plain
+  decoding: 1). The prefill forward, which emits the first token, is not a decode step: for a
+  chain, tau = 1 + sum_k a_k holds exactly when every step drafts the same length.
+- tokens per forward: new tokens / all target forwards, prefill included (a separate figure).
+- per-position acceptance a_k: P(at least k drafts accepted in a step), over the steps that drafted
+  at least k tokens (a step near max_new_tokens drafts fewer; it says nothing about position k).
 - draft acceptance rate: accepted drafts / drafted tokens.
 """
 from __future__ import annotations
@@ -20,6 +24,7 @@ class SpecStats:
     target_forwards: int = 0
     new_tokens: int = 0
     target_tokens: int = 0
+    prefills: int = 0  # prefill forwards among target_forwards (each emits exactly one token)
     # One entry per speculative step (a verify forward that checked >= 1 draft):
     accept_lengths: list[int] = field(default_factory=list)
     draft_lengths: list[int] = field(default_factory=list)  # drafted tokens (tree: nodes)
@@ -28,10 +33,12 @@ class SpecStats:
     draft_time_s: float = 0.0
 
     # -- recording -----------------------------------------------------------------------------
-    def record_step(self, drafted: int, accepted: int, target_token: bool, depth: int | None = None) -> None:
+    def record_step(self, drafted: int, accepted: int, target_token: bool, depth: int | None = None,
+                    prefill: bool = False) -> None:
         """One target forward for this row: `accepted` drafts and (maybe) one target token emitted.
-        `depth`: a tree's depth (defaults to `drafted`, a chain)."""
+        `depth`: a tree's depth (defaults to `drafted`, a chain). prefill: the prompt's forward."""
         self.target_forwards += 1
+        self.prefills += int(prefill)
         if drafted > 0:
             self.draft_lengths.append(drafted)
             self.draft_depths.append(drafted if depth is None else depth)
@@ -44,6 +51,7 @@ class SpecStats:
             target_forwards=self.target_forwards + other.target_forwards,
             new_tokens=self.new_tokens + other.new_tokens,
             target_tokens=self.target_tokens + other.target_tokens,
+            prefills=self.prefills + other.prefills,
             accept_lengths=self.accept_lengths + other.accept_lengths,
             draft_lengths=self.draft_lengths + other.draft_lengths,
             draft_depths=self.draft_depths + other.draft_depths,
@@ -71,7 +79,13 @@ class SpecStats:
 
     @property
     def tau(self) -> float:
-        """Mean tokens per target forward, bonus token included."""
+        """Mean tokens per decode-step target forward, bonus token included (prefill excluded)."""
+        steps = self.target_forwards - self.prefills
+        return (self.new_tokens - self.prefills) / steps if steps > 0 else float("nan")
+
+    @property
+    def tokens_per_forward(self) -> float:
+        """New tokens per target forward, the prefill forward included."""
         return self.new_tokens / self.target_forwards if self.target_forwards else float("nan")
 
     @property
@@ -91,11 +105,16 @@ class SpecStats:
         return counts
 
     def per_position_acceptance(self) -> list[float]:
-        """a_k = P(>= k drafts accepted), k = 1..max drafted, over speculative steps."""
-        steps = len(self.accept_lengths)
-        if not steps:
+        """a_k = P(>= k drafts accepted), k = 1..max drafted, over the steps that drafted at least
+        k tokens (depth >= k for trees)."""
+        if not self.accept_lengths:
             return []
-        return [sum(a >= k for a in self.accept_lengths) / steps for k in range(1, self.max_draft + 1)]
+        depths = self.draft_depths if len(self.draft_depths) == len(self.accept_lengths) else self.draft_lengths
+        out = []
+        for k in range(1, self.max_draft + 1):
+            pairs = [(a, d) for a, d in zip(self.accept_lengths, depths) if d >= k]
+            out.append(sum(a >= k for a, _ in pairs) / len(pairs) if pairs else float("nan"))
+        return out
 
     @property
     def tokens_per_s(self) -> float:
@@ -106,6 +125,7 @@ class SpecStats:
             "target_forwards": self.target_forwards,
             "new_tokens": self.new_tokens,
             "tau": self.tau,
+            "tokens_per_forward": self.tokens_per_forward,
             "drafted": self.drafted,
             "accepted": self.accepted,
             "draft_acceptance_rate": self.draft_acceptance_rate,

@@ -103,7 +103,10 @@ def test_oracle_accepts_everything_and_stats_add_up(tiny_llama):
         # prefill gives 1 token, each full step k+1: forwards = 1 + ceil((30-1)/(k+1))
         assert s.target_forwards == 1 + -(-29 // (k + 1))
         assert s.new_tokens == 30 == s.accepted + s.target_tokens
-        assert s.per_position_acceptance()[0] == 1.0
+        assert s.per_position_acceptance() == [1.0] * k  # steps cut short by the end do not count against k
+        assert s.tau == (30 - 1) / (s.target_forwards - 1)  # decode steps only: the prefill is not one
+        if 29 % (k + 1) == 0:
+            assert s.tau == k + 1
         assert sum(s.accept_length_histogram()) == len(s.accept_lengths)
 
 

@@ -29,10 +29,15 @@ def S(method, pid, repeat, new, wall, forwards=None, acc=(), drafts=(), turn=0, 
 def test_acceptance_metrics_hand_computed():
     # Steps accepted 0, 2, 3 of 3 drafts each (+ a plain prefill): 1 + 0+1 + 2+1 + 3+1 = 9 tokens, 4 forwards.
     st = R.spec_stats([S("m", "p", 0, 9, 1.0, forwards=4, acc=[0, 2, 3], drafts=[3, 3, 3])])
-    assert st.tau == pytest.approx(9 / 4)
+    # tau is over the 3 decode steps (8 tokens); the prefill's token and forward are a separate figure
+    assert st.tau == pytest.approx(8 / 3) and st.tokens_per_forward == pytest.approx(9 / 4)
+    assert st.tau == pytest.approx(1 + sum(st.per_position_acceptance()))  # the identity REFERENCES states
     assert st.per_position_acceptance() == pytest.approx([2 / 3, 2 / 3, 1 / 3])
     assert st.draft_acceptance_rate == pytest.approx(5 / 9)
     assert st.accept_length_histogram() == [1, 0, 1, 1]
+    # a_k only counts steps that drafted at least k: a last step drafting 1 token says nothing about k = 2, 3
+    st = R.spec_stats([S("m", "p", 0, 11, 1.0, forwards=5, acc=[0, 2, 3, 1], drafts=[3, 3, 3, 1])])
+    assert st.per_position_acceptance() == pytest.approx([3 / 4, 2 / 3, 1 / 3])
 
 
 def test_tokens_per_s_sums_turns_and_speedup_is_ratio_of_means():

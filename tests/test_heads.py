@@ -259,8 +259,13 @@ def test_eagle3_reduced_vocabulary(tiny_llama, data, tmp_path):
     head = build_head("eagle3", model, num_heads=2, draft_vocab_size=32, token_counts=counts)
     assert head.d2t.shape == (32,) and head.t2d.sum() == 32 and head.t2d[head.d2t].all()
     with torch.no_grad():
-        lg = head.forward_train({i: hs[i] for i in head.config.hidden_layers}, ids).logits[0]
-    assert lg.shape[-1] == 128 and (lg.argmax(-1)[..., None] == head.d2t).any(-1).all()
+        res = head.forward_train({i: hs[i] for i in head.config.hidden_layers}, ids)
+        g = torch.randn(2, 3, model.config.hidden_size)
+        full = head.readout(g)
+    # training logits are over the draft vocabulary; drafting logits over the full one, -inf-like outside
+    assert res.logits[0].shape[-1] == 32 and torch.equal(res.vocab, head.d2t)
+    assert full.shape[-1] == 128 and torch.equal(full[..., head.d2t], head.readout_train(g))
+    assert (full.argmax(-1)[..., None] == head.d2t).any(-1).all()
     rec = _Recorder(head.as_drafter())
     p = _prompts([7])[0]
     ref = generate(model, p, max_new_tokens=8, ignore_eos=True).tokens

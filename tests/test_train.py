@@ -84,6 +84,43 @@ def test_index_shift_and_expected_tau(tiny_llama):
     assert expected_tau([0.0, 1.0]) == 1.0
 
 
+def test_reduced_vocabulary_losses_match_the_masked_full_vocabulary():
+    """Losses over a draft vocabulary equal the full-vocabulary ones with every other token's logit at
+    -inf and labels outside it dropped from the CE; acceptance counts those labels as misses."""
+    torch.manual_seed(0)
+    V, Vd, B, T = 40, 12, 2, 9
+    d2t = torch.randperm(V)[:Vd].sort().values
+    ids = torch.randint(0, V, (B, T))
+    ids[0, 3:] = d2t[torch.randint(0, Vd, (T - 3,))]  # mostly in-vocabulary labels, a few outside
+    mask = torch.ones_like(ids)
+    qd = [torch.randn(B, T, Vd) for _ in range(2)]
+    full = [torch.full((B, T, V), -1e9).index_copy(-1, d2t, q) for q in qd]
+    tl = torch.randn(B, T, V) * 3
+    inside = torch.zeros(V, dtype=torch.bool)
+    inside[d2t] = True
+    for dist in (TargetDist(logits=tl), TargetDist(logits=tl).truncated(8)):
+        red = mtp_losses(qd, ids, mask, dist, ce_weight=1.0, kl_weight=1.0, eval_temperature=1.0, vocab=d2t,
+                         vocab_size=V)
+        ref = mtp_losses(full, ids, mask, dist, ce_weight=0.0, kl_weight=0.0, eval_temperature=1.0)
+        for j, (r, f) in enumerate(zip(red, ref)):
+            y = ids[:, 2 + j:]
+            ce = torch.nn.functional.cross_entropy(full[j][:, : T - 2 - j].reshape(-1, V), y.reshape(-1),
+                                                   reduction="none")
+            assert torch.allclose(r["ce"], ce[inside[y.reshape(-1)]].sum(), rtol=1e-5)
+            for k in ("n", "top1", "topk"):
+                assert torch.equal(r[k], f[k]), k
+            assert torch.allclose(r["accept"], f["accept"], atol=1e-5)
+            assert torch.isfinite(r["kl"]) and r["kl"] >= 0
+    # KL to the target restricted to the draft vocabulary is 0 when q equals it there (head 0 at t
+    # faces the target's logits at t+1)
+    q0 = torch.cat([tl[:, 1:], tl[:, :1]], 1).index_select(-1, d2t)
+    st = mtp_losses([q0], ids, mask, TargetDist(logits=tl), ce_weight=0.0, kl_weight=1.0, vocab=d2t, vocab_size=V)
+    assert st[0]["kl"] < 1e-4 * st[0]["n"]
+    st = mtp_losses([q0 + torch.randn_like(q0)], ids, mask, TargetDist(logits=tl), ce_weight=0.0, kl_weight=1.0,
+                    vocab=d2t, vocab_size=V)
+    assert st[0]["kl"] > 0.05 * st[0]["n"]
+
+
 # ------------------------------------------------------------------------------------ training
 @pytest.mark.parametrize("family,steps", [("medusa", 30), ("mtp", 15)])
 def test_loss_falls_on_a_tiny_task(tmp_path, cyc_data, family, steps, tiny_llama):

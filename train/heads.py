@@ -27,12 +27,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from mtp.data.prompts import DataError
     from mtp.training import ConfigError, ResumeError, load_config, train
+    from mtp.training.trainer import NonFiniteLossError
 
     overrides = list(a.overrides) + ([f"log.wandb={a.wandb}"] if a.wandb else [])
     try:
         cfg = load_config(a.config, overrides)
         state = train(cfg, resume=a.resume)
-    except (ConfigError, DataError, ResumeError) as e:
+    except (ConfigError, DataError, ResumeError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":

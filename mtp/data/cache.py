@@ -55,6 +55,7 @@ def build_cache(target, examples: list[Example], layers: list[int], out_dir: str
     norm_layers = sorted({normalize_layer(x, L) for x in layers})
     H, V = int(target.config.hidden_size), int(target.config.vocab_size)
     topk = min(topk, V)
+    check_replaceable(out_dir)
     lengths = [len(e.input_ids) for e in examples]
     # Plan shards: consecutive examples up to shard_tokens tokens each.
     shards, start, acc = [], 0, 0
@@ -102,17 +103,51 @@ def build_cache(target, examples: list[Example], layers: list[int], out_dir: str
         del hs_maps, tv, ti
     if bar is not None:
         bar.close()
-    meta = {"format": "mtp-hidden-cache-v1", "layers": norm_layers, "num_layers": L, "hidden_size": H,
+    meta = {"format": CACHE_FORMAT, "layers": norm_layers, "num_layers": L, "hidden_size": H,
             "vocab_size": V, "dtype": dtype, "topk": topk, "fingerprint": model_fingerprint(target),
             "model": str(target.config.name_or_path), "num_examples": len(examples), "lengths": lengths,
             "digest": examples_digest(examples), "shards": shards, "tokens": sum(lengths),
             "bytes_per_token": bytes_per_token(H, len(norm_layers), dtype, topk),
             "build_seconds": time.perf_counter() - t0}
     (tmp / "meta.json").write_text(json.dumps(meta))
+    check_replaceable(out_dir)  # again: the folder may have changed while the cache was built
     if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+        old = out_dir.with_name(out_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
     return meta
+
+
+CACHE_FORMAT = "mtp-hidden-cache-v1"
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """DataError unless out_dir is absent, empty, or a hidden-state cache this kit wrote (only those
+    are ever replaced: pointing --out at a data or notes folder must not delete it)."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise DataError(f"cache output {out_dir} exists and is not a folder; choose another --out")
+    entries = list(out_dir.iterdir())
+    if not entries:
+        return
+    meta = out_dir / "meta.json"
+    fmt = None
+    if meta.is_file():
+        try:
+            fmt = json.loads(meta.read_text()).get("format")
+        except (json.JSONDecodeError, AttributeError, OSError):
+            fmt = None
+    allowed = all(e.name == "meta.json" or (e.name.startswith("shard-") and e.name.endswith(".bin")) for e in entries)
+    if fmt != CACHE_FORMAT or not allowed:
+        raise DataError(f"{out_dir} exists and is not a hidden-state cache written by the kit (it holds "
+                        f"{', '.join(sorted(e.name for e in entries)[:5])}{' ...' if len(entries) > 5 else ''}); "
+                        "refusing to replace it: choose another --out or delete it yourself")
 
 
 class HiddenStateCache:

@@ -32,8 +32,11 @@ def _prompt_from_record(rec: object, where: str, fallback_id: str) -> Prompt:
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     if "turns" in rec:
         turns = rec["turns"]
-    elif "messages" in rec:  # OpenAI-style: keep the user messages
+    elif "messages" in rec:  # OpenAI-style (UltraChat): keep the user messages
         turns = [m.get("content", "") for m in rec["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+    elif "conversations" in rec:  # ShareGPT-style: {"from": "human"|"gpt", "value": ...}
+        turns = [m.get("value", "") for m in rec["conversations"]
+                 if isinstance(m, dict) and m.get("from") in ("human", "user")]
     else:
         text = next((rec[k] for k in ("prompt", "instruction", "question", "text", "input") if k in rec), None)
         if text is None:
@@ -70,10 +73,16 @@ def load_prompts(source: str | Path = BUILTIN, *, split: str = "train", limit: i
     - "builtin": the kit's prompt set (mtp/data/prompts.jsonl);
     - a `.jsonl` file: records with "turns" / "messages" / "prompt" (+ optional "id", "category");
     - a `.txt` file: one prompt per non-empty line;
-    - "hf:<name>[:<config>]": a Hugging Face `datasets` name (needs `datasets` and a reachable hub).
+    - "hf:<name>[:<config>]": a Hugging Face `datasets` name (needs `datasets` and a reachable hub);
+    - several of these joined by commas ("builtin,runs/data/prompts.jsonl"), concatenated.
+    JSONL records may be {"turns": [...]}, {"prompt": ...}, OpenAI/UltraChat {"messages": [...]} or
+    ShareGPT {"conversations": [{"from": "human", "value": ...}, ...]} (user turns are kept).
     Raises DataError on empty / malformed input or duplicate ids.
     """
     src = str(source)
+    if "," in src and not Path(src).is_file():
+        prompts = [p for part in src.split(",") if part.strip() for p in load_prompts(part.strip(), split=split)]
+        return _finish(prompts, src, categories, limit)
     if src == BUILTIN:
         prompts = [_prompt_from_record(r, f"{BUILTIN_PATH}:{i + 1}", f"builtin-{i}")
                    for i, r in enumerate(read_jsonl(BUILTIN_PATH))]
@@ -91,6 +100,10 @@ def load_prompts(source: str | Path = BUILTIN, *, split: str = "train", limit: i
             prompts = [Prompt(id=f"{path.stem}-{i}", turns=[ln]) for i, ln in enumerate(x for x in lines if x)]
         if not prompts:
             raise DataError(f"prompt file {path} is empty (no prompts)")
+    return _finish(prompts, src, categories, limit)
+
+
+def _finish(prompts: list[Prompt], src: str, categories, limit) -> list[Prompt]:
     if categories:
         prompts = [p for p in prompts if p.category in set(categories)]
     seen: set[str] = set()

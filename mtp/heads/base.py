@@ -48,13 +48,17 @@ class HeadConfig:
 
 @dataclass
 class HeadTrainOutput:
-    """logits[j]: [B, T, V] draft logits of head j (predicting token t+2+j at position t).
+    """logits[j]: [B, T, V] draft logits of head j (predicting token t+2+j at position t), or
+    [B, T, Vd] over a reduced draft vocabulary when `vocab` is set.
+    vocab: None, or d2t [Vd] (draft index -> target token id) when the logits are over the draft
+        vocabulary only (EAGLE-3 / FR-Spec style); losses map labels through it.
     aux_losses: family-specific extra loss terms already weighted (e.g. EAGLE's feature loss).
     metrics: extra scalars to log."""
 
     logits: list[torch.Tensor]
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    vocab: torch.Tensor | None = None
 
 
 class TargetParts:

@@ -50,6 +50,15 @@ class FeatureARHead(MTPHead):
     def readout(self, g: torch.Tensor) -> torch.Tensor:
         """Draft feature [..., H] -> logits over the target vocabulary [..., V]."""
 
+    def readout_train(self, g: torch.Tensor) -> torch.Tensor:
+        """Training logits: over the draft vocabulary when the head has one (see `draft_vocab`)."""
+        return self.readout(g)
+
+    @property
+    def draft_vocab(self) -> torch.Tensor | None:
+        """d2t [Vd] when readout_train's logits are over a reduced draft vocabulary, else None."""
+        return None
+
     @property
     def max_draft_tokens(self) -> int | None:
         return None
@@ -75,13 +84,13 @@ class FeatureARHead(MTPHead):
             if s == 0:
                 allowed = allowed | eye
             g = self._layer(x, allowed, pos0 + s, cache)
-            logits.append(self.readout(g))
+            logits.append(self.readout_train(g))
             feats.append(g)
         return logits, feats
 
     def forward_train(self, hidden_states, input_ids, attention_mask=None) -> HeadTrainOutput:
         logits, _ = self.unroll(hidden_states, input_ids, attention_mask)
-        return HeadTrainOutput(logits=logits)
+        return HeadTrainOutput(logits=logits, vocab=self.draft_vocab)
 
     # ---- drafting -------------------------------------------------------------------------
     def draft_state(self, batch_size, device):
@@ -156,4 +165,4 @@ class EagleHead(FeatureARHead):
         aux = {}
         if losses:
             aux["feature"] = self.config.feature_loss_weight * torch.stack(losses).mean()
-        return HeadTrainOutput(logits=logits, aux_losses=aux, metrics=metrics)
+        return HeadTrainOutput(logits=logits, aux_losses=aux, metrics=metrics, vocab=self.draft_vocab)

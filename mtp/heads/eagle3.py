@@ -11,8 +11,9 @@ suggested step weights `step_decay`**j (0.8).
 Reduced vocabulary: `draft_vocab_size` Vd with buffers d2t [Vd] (draft index -> target id; the
 absolute id, not EAGLE's offset) and t2d [V] bool (target id is in the draft vocabulary), built
 from `token_counts` given to build_head (most frequent Vd tokens). Logits are returned over the
-full target vocabulary with the minimum float outside the draft vocabulary, so draws and q never
-leave it; trainers should mask labels outside it (`head.label_mask(labels)`).
+full target vocabulary with the minimum float outside the draft vocabulary when drafting, so draws
+and q never leave it; training logits stay over the draft vocabulary (`HeadTrainOutput.vocab` is
+d2t) and the losses map labels through it (labels outside it count as misses, with no CE).
 """
 from __future__ import annotations
 
@@ -93,11 +94,12 @@ class Eagle3Head(FeatureARHead):
         full = logits.new_full((*logits.shape[:-1], self.config.vocab_size), torch.finfo(logits.dtype).min)
         return full.index_copy(-1, self.d2t, logits)
 
-    def label_mask(self, labels: torch.Tensor) -> torch.Tensor:
-        """bool, same shape as labels: the label is in the draft vocabulary (always True without one)."""
-        if self.t2d is None:
-            return torch.ones_like(labels, dtype=torch.bool)
-        return self.t2d[labels.clamp_min(0)]
+    def readout_train(self, g):
+        return self.lm_head(self.norm(g))  # over the draft vocabulary when there is one (draft_vocab)
+
+    @property
+    def draft_vocab(self):
+        return self.d2t
 
     def loss_weights(self) -> list[float]:
         return [self.config.step_decay ** j for j in range(self.config.num_heads)]

@@ -160,7 +160,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_coerce(v, a, key) for v, a in zip(value, typing.get_args(tp)))
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)} ({list(value)})")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -244,6 +249,19 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("data.eval_fraction must be in [0, 1)")
     if cfg.data.max_seq_len < 4:
         raise ConfigError("data.max_seq_len must be >= 4")
+    import math
+
+    if not (o.lr > 0 and math.isfinite(o.lr)):
+        raise ConfigError(f"optim.lr must be a finite number > 0, got {o.lr}")
+    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+        raise ConfigError(f"optim.betas must be exactly two numbers in [0, 1), got {list(o.betas)}")
+    if o.warmup_steps < 0 or o.weight_decay < 0 or o.grad_clip < 0 or not 0 <= o.min_lr_ratio <= 1:
+        raise ConfigError("optim.warmup_steps, optim.weight_decay and optim.grad_clip must be >= 0 and "
+                          "optim.min_lr_ratio in [0, 1]")
+    if not (cfg.loss.kl_temperature > 0 and math.isfinite(cfg.loss.kl_temperature)):
+        raise ConfigError(f"loss.kl_temperature must be > 0, got {cfg.loss.kl_temperature}")
+    if cfg.eval.temperature < 0 or cfg.loss.ce_weight < 0 or cfg.loss.kl_weight < 0 or cfg.loss.kl_topk < 0:
+        raise ConfigError("eval.temperature, loss.ce_weight, loss.kl_weight and loss.kl_topk must be >= 0")
 
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -43,6 +43,22 @@ class TargetDist:
             return self.logits.argmax(-1)
         return self.topk_indices[..., 0]
 
+    def restricted(self, d2t: torch.Tensor, t2d_index: torch.Tensor) -> "TargetDist":
+        """The distribution over a draft vocabulary (renormalised there): full logits gathered at
+        d2t, or top-k entries outside it dropped (their logits set to -inf; indices mapped)."""
+        if self.logits is not None:
+            return TargetDist(logits=self.logits.float().index_select(-1, d2t))
+        idx = t2d_index[self.topk_indices]
+        vals = self.topk_values.float().masked_fill(idx < 0, float("-inf"))
+        return TargetDist(topk_values=vals, topk_indices=idx.clamp_min(0))
+
+
+def draft_index(d2t: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """[V] target id -> draft-vocabulary index (-1 outside the draft vocabulary)."""
+    idx = torch.full((vocab_size,), -1, dtype=torch.long, device=d2t.device)
+    idx[d2t] = torch.arange(d2t.numel(), device=d2t.device)
+    return idx
+
 
 def position_weights(spec, num_heads: int, family_weights: list[float]) -> list[float]:
     """'family' | [w_0..w_{K-1}] | 'decay:r' (r**j) | 'uniform'."""
@@ -74,8 +90,10 @@ def kl_sum(q_logits: torch.Tensor, p: TargetDist, mask: torch.Tensor, temperatur
         logp = F.log_softmax(p.logits.float() / temperature, dim=-1)
         kl = (logp.exp() * (logp - logq)).sum(-1)
     else:
-        logp = F.log_softmax(p.topk_values.float() / temperature, dim=-1)
-        kl = (logp.exp() * (logp - logq.gather(-1, p.topk_indices))).sum(-1)
+        # top-k p renormalised over its k; entries dropped from a draft vocabulary (-inf) have p = 0 and
+        # contribute nothing, and a position with none left has p = 0 everywhere (no loss, no NaN gradient)
+        pk = torch.nan_to_num(F.softmax(p.topk_values.float() / temperature, dim=-1), nan=0.0)
+        kl = (torch.special.xlogy(pk, pk) - pk * logq.gather(-1, p.topk_indices)).sum(-1)
     return (kl * mask).sum()
 
 
@@ -90,14 +108,25 @@ def overlap(q_logits: torch.Tensor, p: TargetDist, temperature: float) -> torch.
 
 def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: torch.Tensor,
                target: TargetDist | None, *, ce_weight: float, kl_weight: float, kl_temperature: float = 1.0,
-               topk: int = 5, eval_temperature: float = 0.0, labels: str = "target") -> list[dict[str, torch.Tensor]]:
+               topk: int = 5, eval_temperature: float = 0.0, labels: str = "target",
+               vocab: torch.Tensor | None = None, vocab_size: int | None = None) -> list[dict[str, torch.Tensor]]:
     """Per head j: {"ce", "kl", "n", "top1", "topk", "accept"} sums over counted positions.
 
     top1 / topk: agreement of the head's argmax / top-k with the label: the target's own greedy
     token (labels="target", when the target distribution is known), else the data token. "accept": the expected
     acceptance sum (top-1 agreement at eval_temperature 0, else sum_x min(p, q)).
+    vocab: d2t [Vd] when the logits are over a reduced draft vocabulary (vocab_size: the target's V).
+    Labels outside it get no CE and count as misses; the target distribution is restricted to it
+    for the KL (what a drafter over that vocabulary can match); acceptance is computed honestly
+    (a token the draft cannot propose is never accepted).
     """
     T = input_ids.shape[1]
+    t2d = None
+    if vocab is not None:
+        if vocab_size is None:
+            raise ValueError("mtp_losses: a draft vocabulary needs vocab_size (the target's)")
+        vocab = vocab.to(input_ids.device)
+        t2d = draft_index(vocab, vocab_size)
     out = []
     for j, lg in enumerate(logits):
         n = T - 2 - j
@@ -109,21 +138,33 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
         y = input_ids[:, 2 + j:]
         m = loss_mask[:, 2 + j:].float()
         d: dict[str, torch.Tensor] = {"n": m.sum()}
+        y_ce, m_ce = y, m
+        if t2d is not None:
+            y_ce = t2d[y]
+            m_ce = m * (y_ce >= 0).float()
+            y_ce = y_ce.clamp_min(0)
         if ce_weight > 0:
-            ce = F.cross_entropy(q.float().reshape(-1, q.shape[-1]), y.reshape(-1), reduction="none")
-            d["ce"] = (ce.view_as(m) * m).sum()
+            ce = F.cross_entropy(q.float().reshape(-1, q.shape[-1]), y_ce.reshape(-1), reduction="none")
+            d["ce"] = (ce.view_as(m) * m_ce).sum()
         else:
             d["ce"] = q.sum() * 0.0
         p = target.slice(1 + j, T - 1) if target is not None else None
-        d["kl"] = kl_sum(q, p, m, kl_temperature) if (kl_weight > 0 and p is not None) else q.sum() * 0.0
+        p_d = p.restricted(vocab, t2d) if (p is not None and t2d is not None) else p
+        d["kl"] = kl_sum(q, p_d, m, kl_temperature) if (kl_weight > 0 and p is not None) else q.sum() * 0.0
         with torch.no_grad():
             label = p.argmax() if (p is not None and labels == "target") else y
             top = q.topk(min(topk, q.shape[-1]), dim=-1).indices
+            if vocab is not None:
+                top = vocab[top]  # draft index -> target id
             hit1 = (top[..., 0] == label).float()
             d["top1"] = (hit1 * m).sum()
             d["topk"] = ((top == label[..., None]).any(-1).float() * m).sum()
             if eval_temperature > 0 and p is not None:
-                d["accept"] = (overlap(q, p, eval_temperature) * m).sum()
+                if vocab is not None:  # q is 0 outside the draft vocabulary: sum_x min(p, q) over it
+                    full = q.new_full((*q.shape[:-1], vocab_size), float("-inf")).index_copy(-1, vocab, q.float())
+                    d["accept"] = (overlap(full, p, eval_temperature) * m).sum()
+                else:
+                    d["accept"] = (overlap(q, p, eval_temperature) * m).sum()
             else:
                 d["accept"] = d["top1"]
         out.append(d)

@@ -38,6 +38,10 @@ class ResumeError(RuntimeError):
     """A resume that cannot continue the saved run."""
 
 
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; nothing of the diverged weights is saved."""
+
+
 class TrainModule(nn.Module):
     """What DDP / FSDP wrap: the head, plus the target when it is trained jointly.
 
@@ -58,14 +62,15 @@ class TrainModule(nn.Module):
             return tgt(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
 
     def forward(self, input_ids, attention_mask, hidden_states=None):
-        """-> (draft logits list [B, T, V] x K, aux losses dict, metrics dict, target logits or None)."""
+        """-> (draft logits list [B, T, V or Vd] x K, aux losses dict, metrics dict, target logits or None,
+        d2t of a reduced draft vocabulary or None)."""
         target_logits = None
         if hidden_states is None:
             out = self.run_target(input_ids, attention_mask)
             hidden_states = {l: out.hidden_states[l] for l in self.head.config.hidden_layers}
             target_logits = out.logits
         res = self.head.forward_train(hidden_states, input_ids, attention_mask)
-        return list(res.logits), dict(res.aux_losses), dict(res.metrics), target_logits
+        return list(res.logits), dict(res.aux_losses), dict(res.metrics), target_logits, res.vocab
 
 
 def check_head_fits(head, target) -> None:
@@ -299,12 +304,13 @@ class Trainer:
             hs = {l: h.to(dt) for l, h in cb["hidden_states"].items()}
             tdist = TargetDist(topk_values=cb["topk_values"], topk_indices=cb["topk_indices"])
         with self.acc.autocast():
-            logits, aux, metrics, tlogits = module(ids, attn, hs)
+            logits, aux, metrics, tlogits, vocab = module(ids, attn, hs)
         if tlogits is not None:
             tdist = TargetDist(logits=tlogits).truncated(cfg.loss.kl_topk)
         stats = mtp_losses(logits, ids, lmask, tdist, ce_weight=cfg.loss.ce_weight, kl_weight=cfg.loss.kl_weight,
                            kl_temperature=cfg.loss.kl_temperature, topk=cfg.eval.topk,
-                           eval_temperature=0.0 if train else cfg.eval.temperature, labels=cfg.eval.labels)
+                           eval_temperature=0.0 if train else cfg.eval.temperature, labels=cfg.eval.labels,
+                           vocab=vocab, vocab_size=int(self.target.config.vocab_size))
         ntl = target_next_token_loss(tlogits, ids, lmask) if tlogits is not None else None
         return stats, aux, metrics, ntl, lmask, int(attn.sum())
 
@@ -368,6 +374,11 @@ class Trainer:
                     loss = mtp
                     if self.joint:
                         loss = cfg.joint.mtp_weight * mtp + ntl[0] / Nntl
+                    if not torch.isfinite(loss.detach()).all():
+                        raise NonFiniteLossError(
+                            f"the training loss is {float(loss.detach())} at step {self.state['step'] + 1}: stopped, and "
+                            "no checkpoint of these weights was saved. Check the settings (loss.kl_temperature, "
+                            "optim.lr, mixed_precision) and the data / hidden-state cache for NaN values.")
                     acc.backward(loss * self.world)  # DDP averages over processes; the loss is a global mean
                 tok_log += ntok
                 _accum(log_sums, stats, aux, ntl, metrics)

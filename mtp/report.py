@@ -1,0 +1,175 @@
+"""Tables and plots over several results folders: the demo's report and the README's table.
+
+A "run" is a folder holding eval.bench folders named t0, t1, ... (one per temperature), as
+`python -m train.demo` writes them. Every number comes from their summary.json files (computed by
+mtp.results), so the README table is generated, never typed:
+
+    python -m eval.report results/demo [results/demo-gemma ...] [--readme README.md]
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mtp.io import atomic_write_text
+from mtp.results import markdown_table
+
+BEGIN, END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
+
+
+def temperature_folders(run: str | Path) -> dict[float, Path]:
+    """{temperature: folder} for the eval.bench folders of a run (t0, t1, ... with a summary)."""
+    out = {}
+    for p in sorted(Path(run).glob("t*")):
+        if (p / "summary.json").is_file() and (p / "meta.json").is_file():
+            t = json.loads((p / "meta.json").read_text()).get("config", {}).get("temperature")
+            if t is not None:
+                out[float(t)] = p
+    return dict(sorted(out.items()))
+
+
+def _summary(folder: Path) -> dict:
+    return json.loads((folder / "summary.json").read_text())
+
+
+def _fmt_sp(e: dict) -> str:
+    sp = e.get("speedup")
+    if sp is None:
+        return "-"
+    lo, hi = e.get("speedup_min"), e.get("speedup_max")
+    if lo is not None and hi is not None and hi - lo > 1e-9:
+        return f"{sp:.2f}x [{lo:.2f}, {hi:.2f}]"
+    return f"{sp:.2f}x"
+
+
+def _f(x, nd=2) -> str:
+    return "-" if x is None or (isinstance(x, float) and x != x) else f"{x:.{nd}f}"
+
+
+def run_rows(run: str | Path) -> list[dict]:
+    """One row per method: T=0 tau, a_1..a_4, draft acceptance, draft cost, speedups at each T."""
+    temps = temperature_folders(run)
+    if not temps:
+        return []
+    sums = {t: _summary(p) for t, p in temps.items()}
+    meta = json.loads((next(iter(temps.values())) / "meta.json").read_text())
+    model = meta.get("config", {}).get("model", "?")
+    methods = list(dict.fromkeys(m for s in sums.values() for m in s.get("methods", {})))
+    rows = []
+    for m in methods:
+        row = {"model": model, "method": m}
+        for t, s in sums.items():
+            e = s["methods"].get(m, {}).get("overall")
+            if e is None:
+                continue
+            tag = f"T={t:g}"
+            row[f"tau {tag}"] = _f(e.get("tau"))
+            row[f"speedup {tag}"] = _fmt_sp(e)
+            if t == min(sums):
+                a = e.get("accept_rate_per_position") or []
+                row["a_1..a_4"] = " / ".join(_f(x) for x in a[:4]) if a else "-"
+                row["draft acc."] = _f(e.get("draft_acceptance_rate"))
+                row["draft cost"] = _f(e.get("draft_cost"))
+                row["tok/s"] = _f(e.get("tokens_per_s"), 1)
+                row["exact"] = _f(e.get("exact_match")) if s.get("greedy") else "-"
+        rows.append(row)
+    return rows
+
+
+def category_rows(run: str | Path, temperature: float = 0.0) -> list[dict]:
+    temps = temperature_folders(run)
+    if temperature not in temps:
+        return []
+    s = _summary(temps[temperature])
+    rows = []
+    for m, e in s.get("methods", {}).items():
+        row = {"method": m}
+        for g, v in sorted(e.get("category", {}).items()):
+            row[g] = f"{_f(v.get('tau'))} / {_f(v.get('speedup'))}x"
+        rows.append(row)
+    return rows
+
+
+def _cols(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(k for r in rows for k in r))
+
+
+def tables(runs: list[str | Path]) -> str:
+    """Markdown: the overall table of every run, then per-category tau / speedup at T=0."""
+    rows = [r for run in runs for r in run_rows(run)]
+    if not rows:
+        return "(no results yet)"
+    out = [markdown_table(rows, _cols(rows)), ""]
+    for run in runs:
+        cat = category_rows(run)
+        if cat:
+            model = run_rows(run)[0]["model"]
+            out += [f"Per category at T=0, {model} (`{run}`): tau / speedup", "", markdown_table(cat, _cols(cat)), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def reproduce_lines(runs: list[str | Path]) -> list[str]:
+    lines = []
+    for run in runs:
+        for t, p in temperature_folders(run).items():
+            meta = json.loads((p / "meta.json").read_text())
+            argv = " ".join(meta.get("argv", [])[1:])
+            lines.append(f"- `{p}`: {meta.get('cpu', '?')} ({meta.get('threads', '?')} threads), "
+                         f"git {meta.get('git', {}).get('hash', '?')[:10]}; `python -m eval.bench {argv}`")
+    return lines
+
+
+def plot_positions(runs: list[str | Path], out: str | Path):
+    """Per-position acceptance a_k of every drafting method (T=0, and T=1 dashed when present)."""
+    from mtp.results import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for run in runs:
+        for t, p in temperature_folders(run).items():
+            s = _summary(p)
+            for m, e in s.get("methods", {}).items():
+                a = e["overall"].get("accept_rate_per_position") or []
+                if a:
+                    ax.plot(range(1, len(a) + 1), a, marker="o", linestyle="-" if t == 0 else "--",
+                            label=f"{m} T={t:g}" + (f" ({Path(run).name})" if len(runs) > 1 else ""))
+    ax.set(xlabel="draft position k", ylabel="a_k = P(>= k drafts accepted)", ylim=(0, 1.02),
+           title="Per-position acceptance")
+    ax.legend(fontsize=7)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def demo_report(results: str | Path, runs: str | Path, *, model: str, preset: str) -> str:
+    """results/<name>/report.md (+ acceptance.png): the overall and per-category tables, the
+    training summary of every head, how to reproduce. Returns the markdown."""
+    results, runs = Path(results), Path(runs)
+    lines = [f"# mtp demo: {model}, preset {preset}", "",
+             "tau = tokens per decode-step target forward (bonus token included); a_k = P(>= k drafts accepted) "
+             "over steps that drafted >= k; draft cost = drafting time per step / target step time; speedup = "
+             "ratio of mean per-prompt tokens/s over the faster of hf and vanilla, same run, interleaved "
+             "(median [min, max] over repeats).", "", tables([results]), "## Heads", ""]
+    for best in sorted(runs.glob("*/best.json")):
+        info = json.loads(best.read_text())
+        lines.append(f"- `{best.parent.name}`: held-out expected tau {info.get('best_tau', float('nan')):.3f} at step "
+                     f"{info.get('best_step')} (`{best.parent / 'best'}`)")
+    lines += ["", "## Reproduce", ""] + reproduce_lines([results])
+    try:
+        plot_positions([results], results / "acceptance.png")
+        lines += ["", "![per-position acceptance](acceptance.png)"]
+    except Exception as e:  # plotting is optional; the tables are the result
+        lines += ["", f"(plot skipped: {type(e).__name__}: {e})"]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(results / "report.md", text)
+    return text
+
+
+def splice_readme(readme: str | Path, table: str) -> None:
+    """Replace the text between the results-table markers of a README (which must exist)."""
+    readme = Path(readme)
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{readme} has no {BEGIN} ... {END} markers to replace")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    atomic_write_text(readme, head + BEGIN + "\n" + table + END + tail)

@@ -1,0 +1,238 @@
+"""The kit's main job in one command: self-distil, train heads, measure them next to the baselines.
+
+    python -m train.demo [--model smollm2-135m] [--preset quick|full|gpu|tiny] [--families eagle3,...]
+    make demo                      # the same, after all set-up (MODEL=gemma3-270m make demo, PRESET=full ...)
+
+Stages (each is also a command of its own, printed as it runs, and skipped when already done, so a
+killed demo run again picks up where it stopped):
+  1. prompts  python -m train.prompts   the target writes user turns itself (Magpie), deduplicated
+  2. distill  python -m train.distill   the target answers them (and the built-in set), greedy
+  3. cache    python -m train.cache     hidden states + top-k logits the heads train on
+  4. train    python -m train.heads     one run per family; best/ chosen on held-out distilled data
+  5. bench    python -m eval.bench      hf, vanilla, pld and every head, at T=0 and T=1, kit's suite
+  6. report   results/<name>/report.md  one table (tau, a_k, speedup at T=0 / T=1), plots
+Folders: runs/<name>/data (prompts, distillation, caches), runs/<name>/<family>/best (heads),
+results/<name>/{t0,t1} (eval.bench folders) and results/<name>/report.md. The evaluation suite is
+never used for training or for choosing checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+# ------------------------------------------------------------------------------------------------
+# Presets: sized for 2 CPU cores (quick: ~25 min after install) or one GPU (gpu).
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Preset:
+    self_prompts: int = 0  # self-written prompts added to the built-in set (0: built-in only)
+    builtin_prompts: int = 0  # 0: all 438
+    max_new_tokens: int = 128  # distillation response length
+    distill_batch: int = 32
+    families: tuple[str, ...] = ("eagle3",)
+    num_heads: int = 3  # unrolled training steps (EAGLE-3's training-time test) / heads
+    draft_vocab: int = 8192  # reduced draft vocabulary (families that support it)
+    max_seq_len: int = 512
+    batch_size: int = 8
+    steps: int = 300
+    lr: float = 1e-3
+    eval_every: int = 100
+    mixed_precision: str = "bf16"
+    bench_prompts: int | None = 6  # category-balanced subset of the suite (None: all 72)
+    bench_repeats: int = 1
+    bench_tokens: int = 128
+    temperatures: tuple[float, ...] = (0.0, 1.0)
+    draft_tokens: int = 0  # chain length at decode (0: the head's num_heads)
+    dtype: str = "bf16"
+
+
+PRESETS = {
+    # ~25 minutes after install on 2 CPU cores (smollm2-135m)
+    "quick": Preset(),
+    # the README table: every family, more data and steps (hours on CPU)
+    "full": Preset(self_prompts=1200, families=("eagle3", "eagle", "hydra", "medusa", "parallel", "mtp"),
+                   num_heads=4, steps=3000, eval_every=250, bench_prompts=None, bench_repeats=1),
+    # one GPU: 10x the CPU data, minutes
+    "gpu": Preset(self_prompts=12000, distill_batch=256, num_heads=5, steps=4000, batch_size=32, eval_every=500,
+                  bench_prompts=None, bench_repeats=3),
+    # tests: tiny-llama, seconds
+    "tiny": Preset(builtin_prompts=24, max_new_tokens=16, distill_batch=8, num_heads=2, draft_vocab=64,
+                   max_seq_len=128, batch_size=4, steps=6, eval_every=3, mixed_precision="no", bench_prompts=2,
+                   bench_tokens=12, dtype="fp32"),
+}
+
+FAMILY_ARGS = {  # per-family head arguments on top of num_heads
+    "eagle3": lambda p: {"draft_vocab_size": p.draft_vocab},
+}
+
+
+def _stage(i: int, n: int, name: str, cmd: list[str]) -> float:
+    print(f"\n[demo] stage {i}/{n}: {name}\n[demo]   $ python -m {' '.join(cmd)}", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
+def _done(t0: float, what: str = "") -> None:
+    print(f"[demo]   done in {time.perf_counter() - t0:.0f} s{(' ' + what) if what else ''}", file=sys.stderr, flush=True)
+
+
+def _call(module: str, argv: list[str]) -> None:
+    import importlib
+
+    saved = sys.argv
+    sys.argv = [f"python -m {module}", *argv]  # what results' meta.json records as the command
+    try:
+        rc = importlib.import_module(module).main(argv)
+    finally:
+        sys.argv = saved
+    if rc not in (0, None):
+        raise SystemExit(f"[demo] `python -m {module} {' '.join(argv)}` failed with exit code {rc}; fix the error "
+                         "above and run the demo again (finished stages are skipped)")
+
+
+def recipe(model: str, family: str, p: Preset, data: Path, cache: Path, runs: Path) -> dict:
+    args = {"num_heads": p.num_heads, **FAMILY_ARGS.get(family, lambda _: {})(p)}
+    return {
+        "name": family, "out_dir": str(runs), "seed": 0, "mixed_precision": p.mixed_precision,
+        "model": {"name": model, "dtype": "fp32"},
+        "head": {"family": family, "args": args},
+        "data": {"train": str(data), "eval_fraction": 0.05, "max_seq_len": p.max_seq_len, "batch_size": p.batch_size,
+                 "cache": str(cache)},
+        "loss": {"ce_weight": 1.0, "kl_weight": 1.0, "kl_topk": 32, "position_weights": "family"},
+        "optim": {"lr": p.lr, "weight_decay": 0.0, "warmup_steps": max(1, p.steps // 20), "max_steps": p.steps,
+                  "grad_accum": 1, "grad_clip": 1.0},
+        "eval": {"every": p.eval_every, "max_batches": 0, "topk": 5},
+        "ckpt": {"every": p.eval_every, "keep": 2},
+        "log": {"wandb": "", "every": 10, "progress": True},
+    }
+
+
+def run(a: argparse.Namespace) -> int:
+    import yaml
+
+    p = PRESETS[a.preset]
+    if a.families:
+        p = replace(p, families=tuple(f.strip() for f in a.families.split(",") if f.strip()))
+    if a.steps:
+        p = replace(p, steps=a.steps)
+    from mtp.heads import list_families
+
+    unknown = [f for f in p.families if f not in list_families()]
+    if unknown:
+        raise SystemExit(f"error: unknown head families {unknown}; known: {list_families()}")
+    runs, results = Path(a.runs) / a.name, Path(a.results) / a.name
+    data = runs / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    n = 4 + len(p.temperatures)
+    prompts = "builtin"
+    # 1. prompts ----------------------------------------------------------------------------------
+    if p.self_prompts:
+        cmd = ["--model", a.model, "--out", str(data / "prompts.jsonl"), "--num-prompts", str(p.self_prompts),
+               "--batch-size", "32", "--dtype", p.dtype]
+        t0 = _stage(1, n, "self-written prompts", ["train.prompts", *cmd])
+        _call("train.prompts", cmd)
+        _done(t0)
+        prompts = f"builtin,{data / 'prompts.jsonl'}"
+    else:
+        print("[demo] stage 1: no self-written prompts in this preset (built-in set only)", file=sys.stderr)
+    # 2. distillation -------------------------------------------------------------------------------
+    cmd = ["--model", a.model, "--prompts", prompts, "--shuffle", "--out", str(data / "distill"),
+           "--batch-size", str(p.distill_batch), "--max-new-tokens", str(p.max_new_tokens), "--dtype", p.dtype,
+           "--on-long-prompt", "skip"]
+    if p.builtin_prompts:
+        cmd += ["--num-prompts", str(p.builtin_prompts)]
+    t0 = _stage(2, n, "self-distillation (greedy)", ["train.distill", *cmd])
+    _call("train.distill", cmd)
+    _done(t0)
+    # 3-4. per family: cache, train ----------------------------------------------------------------
+    heads = {}
+    for fam in p.families:
+        cfg_path = runs / "configs" / f"{fam}.yaml"
+        cache = data / f"cache-{fam}"
+        cfg = recipe(a.model, fam, p, data / "distill", cache, runs)
+        from mtp.io import atomic_write_text
+
+        atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
+        if _cache_ready(cfg_path, cache):
+            print(f"[demo] stage 3/{n}: cache for {fam}: {cache} is complete, skipped", file=sys.stderr)
+        else:
+            cmd = ["--config", str(cfg_path), "--out", str(cache), "data.cache="]
+            t0 = _stage(3, n, f"hidden-state cache for {fam}", ["train.cache", *cmd])
+            _call("train.cache", cmd)
+            _done(t0)
+        best = runs / fam / "best"
+        final = runs / fam / "final.json"
+        if final.is_file() and json.loads(final.read_text()).get("step") == p.steps and best.is_dir():
+            print(f"[demo] stage 4/{n}: {fam} heads are trained ({best}), skipped", file=sys.stderr)
+        else:
+            cmd = ["--config", str(cfg_path), "--resume"]
+            t0 = _stage(4, n, f"train {fam} heads", ["train.heads", *cmd])
+            _call("train.heads", cmd)
+            _done(t0)
+        heads[fam] = best
+    # 5. benchmarks ---------------------------------------------------------------------------------
+    methods = ["hf", "vanilla", "pld"] + [f"{fam}=heads:{path}" + (f":{p.draft_tokens}" if p.draft_tokens else "")
+                                          for fam, path in heads.items()]
+    for i, temp in enumerate(p.temperatures):
+        out = results / f"t{temp:g}"
+        cmd = ["--model", a.model, "--dtype", p.dtype, "--methods", ",".join(methods), "--suite", a.suite,
+               "--temperature", str(temp), "--max-new-tokens", str(p.bench_tokens), "--repeats", str(p.bench_repeats),
+               "--out", str(out)]
+        if p.bench_prompts:
+            cmd += ["--num-prompts", str(p.bench_prompts)]
+        t0 = _stage(5 + i, n, f"benchmark at T={temp:g}", ["eval.bench", *cmd])
+        _call("eval.bench", cmd)
+        _done(t0)
+    # 6. report -------------------------------------------------------------------------------------
+    from mtp.report import demo_report
+
+    text = demo_report(results, runs, model=a.model, preset=a.preset)
+    print(text)
+    print(f"[demo] finished in {(time.perf_counter() - t_all) / 60:.1f} min: heads in {runs}/<family>/best, "
+          f"results in {results}", file=sys.stderr)
+    return 0
+
+
+def _cache_ready(cfg_path: Path, cache: Path) -> bool:
+    """The cache exists and was built from the recipe's current data (digest checked)."""
+    if not (cache / "meta.json").is_file():
+        return False
+    from mtp.data.dataset import examples_digest, load_examples
+
+    m = json.loads((cache / "meta.json").read_text())
+    import yaml
+
+    cfg = yaml.safe_load(cfg_path.read_text())
+    try:
+        ex = load_examples(cfg["data"]["train"], None, max_seq_len=cfg["data"]["max_seq_len"])
+    except Exception:
+        return False
+    return m.get("num_examples") == len(ex) and m.get("digest") == examples_digest(ex)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=os.environ.get("MODEL") or "smollm2-135m")
+    ap.add_argument("--preset", default=os.environ.get("PRESET") or "quick", choices=sorted(PRESETS))
+    ap.add_argument("--name", default="demo", help="runs/<name> and results/<name>")
+    ap.add_argument("--families", default="", help="comma-separated head families (default: the preset's)")
+    ap.add_argument("--steps", type=int, default=0, help="training steps (default: the preset's)")
+    ap.add_argument("--suite", default="spec", help="benchmark suite (eval.bench --suite)")
+    ap.add_argument("--runs", default="runs")
+    ap.add_argument("--results", default="results")
+    a = ap.parse_args(argv)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return run(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
