@@ -1,10 +1,13 @@
-# `make test` and `make bench` do all set-up on a fresh machine.
+# `make demo`, `make test` and `make bench` do all set-up on a fresh machine.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # CPU wheel of torch: pip takes it from local disk here; on a CUDA machine keep your own build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: setup test bench clean
+MODEL ?= smollm2-135m
+PRESET ?= quick
+
+.PHONY: setup demo test bench report clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -18,6 +21,14 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+# Self-distil, train heads, measure them next to hf / vanilla / pld at T=0 and T=1 (~25 min on 2 CPU cores).
+demo: setup
+	$(PY) -m train.demo --model $(MODEL) --preset $(PRESET)
+
+# The README's results table, regenerated from results folders.
+report: setup
+	$(PY) -m eval.report results/demo --readme README.md --docs docs/results
 
 bench: setup
 	$(PY) -m eval.bench_foundation --model smollm2-135m

@@ -58,10 +58,16 @@ def _draft(kind, model):
         return DraftModelDrafter(perturbed_copy(model, 0.1, seed=1), 2)
     if kind == "draft-far":
         return DraftModelDrafter(perturbed_copy(model, 0.5, seed=1), 2)
+    if kind == "eagle3-reduced-vocab":  # q is 0 outside a 48-token draft vocabulary
+        from mtp.heads import build_head
+
+        torch.manual_seed(0)
+        counts = torch.arange(V, 0, -1).float()
+        return build_head("eagle3", model, num_heads=2, draft_vocab_size=48, token_counts=counts).as_drafter()
     raise KeyError(kind)
 
 
-@pytest.mark.parametrize("kind", ["plain", "random-uniform-q", "draft-close", "draft-far"])
+@pytest.mark.parametrize("kind", ["plain", "random-uniform-q", "draft-close", "draft-far", "eagle3-reduced-vocab"])
 def test_engine_sampling_is_lossless(tiny_llama, exact_joint, kind):
     model, _ = tiny_llama
     y0, joint = exact_joint

@@ -276,6 +276,13 @@ def test_eagle3_reduced_vocabulary(tiny_llama, data, tmp_path):
     head.save_pretrained(tmp_path / "h")
     loaded = load_heads(tmp_path / "h", model)
     assert torch.equal(loaded.d2t, head.d2t) and torch.equal(loaded.t2d, head.t2d)
+    # trees over the reduced vocabulary: greedy output unchanged, every node inside the draft vocabulary
+    from mtp.tree import DynamicTreeConfig, StaticTree
+
+    for tree in (StaticTree([(0,), (1,), (0, 0), (0, 1), (1, 0)]), DynamicTreeConfig(6, 3, 2)):
+        rec = _Recorder(head.as_drafter(tree=tree))
+        assert generate(model, p, drafter=rec, max_new_tokens=8, ignore_eos=True).tokens == ref
+        assert all(head.t2d[d.tokens[0, : int(d.lengths[0])]].all() for d in rec.drafts)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -45,7 +45,8 @@ class Preset:
     lr: float = 1e-3
     eval_every: int = 100
     mixed_precision: str = "bf16"
-    bench_prompts: int | None = 6  # category-balanced subset of the suite (None: all 72)
+    bench_prompts: int | None = 6  # category-balanced subset of the suite at T=0 (None: all 72)
+    bench_prompts_sampled: int | None = 6  # the same at T>0
     bench_repeats: int = 1
     bench_tokens: int = 128
     temperatures: tuple[float, ...] = (0.0, 1.0)
@@ -58,13 +59,13 @@ PRESETS = {
     "quick": Preset(),
     # the README table: every family, more data and steps (hours on CPU)
     "full": Preset(self_prompts=1200, families=("eagle3", "eagle", "hydra", "medusa", "parallel", "mtp"),
-                   num_heads=4, steps=3000, eval_every=250, bench_prompts=None, bench_repeats=1),
+                   num_heads=4, steps=1200, eval_every=200, lr=6e-4, bench_prompts=None, bench_prompts_sampled=24),
     # one GPU: 10x the CPU data, minutes
     "gpu": Preset(self_prompts=12000, distill_batch=256, num_heads=5, steps=4000, batch_size=32, eval_every=500,
-                  bench_prompts=None, bench_repeats=3),
+                  bench_prompts=None, bench_prompts_sampled=None, bench_repeats=3),
     # tests: tiny-llama, seconds
     "tiny": Preset(builtin_prompts=24, max_new_tokens=16, distill_batch=8, num_heads=2, draft_vocab=64,
-                   max_seq_len=128, batch_size=4, steps=6, eval_every=3, mixed_precision="no", bench_prompts=2,
+                   max_seq_len=128, batch_size=4, steps=6, eval_every=3, mixed_precision="no", bench_prompts=2, bench_prompts_sampled=2,
                    bench_tokens=12, dtype="fp32"),
 }
 
@@ -186,8 +187,9 @@ def run(a: argparse.Namespace) -> int:
         cmd = ["--model", a.model, "--dtype", p.dtype, "--methods", ",".join(methods), "--suite", a.suite,
                "--temperature", str(temp), "--max-new-tokens", str(p.bench_tokens), "--repeats", str(p.bench_repeats),
                "--out", str(out)]
-        if p.bench_prompts:
-            cmd += ["--num-prompts", str(p.bench_prompts)]
+        subset = p.bench_prompts if temp == 0 else p.bench_prompts_sampled
+        if subset:
+            cmd += ["--num-prompts", str(subset)]
         t0 = _stage(5 + i, n, f"benchmark at T={temp:g}", ["eval.bench", *cmd])
         _call("eval.bench", cmd)
         _done(t0)

@@ -33,11 +33,11 @@ class MagpieConfig:
     temperature: float = 1.0
     top_p: float = 0.95
     min_chars: int = 16
+    min_letter_ratio: float = 0.5  # share of letters in a kept turn (drops code dumps and noise)
     max_attempt_factor: int = 4  # sample at most factor * n rows before giving up
 
 
-def user_prefix_ids(tokenizer) -> list[int]:
-    """Token ids of the chat template up to where a user message's text begins."""
+def _template_parts(tokenizer) -> tuple[str, str]:
     if not getattr(tokenizer, "chat_template", None):
         raise DataError("self-written prompts need a chat template (an instruct model): this tokenizer has none; "
                         "use --prompts builtin or a prompt file instead")
@@ -46,7 +46,19 @@ def user_prefix_ids(tokenizer) -> list[int]:
     cut = text.find(_SENTINEL)
     if cut < 0:
         raise DataError("the chat template does not place the user message verbatim; cannot find its prefix")
-    return list(tokenizer(text[:cut], add_special_tokens=False)["input_ids"])
+    return text[:cut], text[cut + len(_SENTINEL):]
+
+
+def user_prefix_ids(tokenizer) -> list[int]:
+    """Token ids of the chat template up to where a user message's text begins."""
+    return list(tokenizer(_template_parts(tokenizer)[0], add_special_tokens=False)["input_ids"])
+
+
+def user_turn_end(tokenizer) -> str:
+    """The text that ends a user message in the template ("<|im_end|>" for ChatML; "\n" when the
+    template marks the end with a line break only)."""
+    suffix = _template_parts(tokenizer)[1]
+    return suffix.strip() or suffix[:1] or "\n"
 
 
 def _normalize(text: str) -> str:
@@ -62,7 +74,7 @@ def clean_turn(text: str, cfg: MagpieConfig) -> str | None:
     if "<|" in t or "|>" in t or _SENTINEL in t:
         return None
     letters = sum(c.isalpha() for c in t)
-    if letters < 0.5 * len(t):
+    if letters < cfg.min_letter_ratio * len(t):
         return None
     return t
 
@@ -98,14 +110,13 @@ def self_written_prompts(model, tokenizer, num_prompts: int, *, seed: int = 0, c
     if not cfg.temperature > 0:
         raise DataError(f"self-written prompts are sampled: temperature must be > 0, got {cfg.temperature}")
     prefix = user_prefix_ids(tokenizer)
+    end_text = user_turn_end(tokenizer)
     device = next(model.parameters()).device
     eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-    end_ids = set(eos_ids)
-    for tok in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>"):
-        tid = tokenizer.convert_tokens_to_ids(tok)
-        if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id:
-            end_ids.add(tid)
+    end_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    end_tok = tokenizer(end_text, add_special_tokens=False)["input_ids"]
+    if len(end_tok) == 1:  # stop sampling a row early at the end-of-turn token
+        end_ids.add(end_tok[0])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     dedup = Deduplicator()
     out: list[Prompt] = []
@@ -122,11 +133,13 @@ def self_written_prompts(model, tokenizer, num_prompts: int, *, seed: int = 0, c
                              do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
                              max_new_tokens=cfg.max_new_tokens, eos_token_id=sorted(end_ids), pad_token_id=pad)
         for row in gen[:, len(prefix):].tolist():
-            cut = next((i for i, t in enumerate(row) if t in end_ids), None)
-            new_tokens += len(row) if cut is None else cut + 1
-            if cut is None:  # no end of turn: truncated
+            stop = next((i for i, t in enumerate(row) if t in end_ids), len(row))
+            new_tokens += min(stop + 1, len(row))
+            raw = tokenizer.decode(row[: stop + 1], skip_special_tokens=False)
+            cut = raw.find(end_text)
+            if cut < 0:  # no end of turn: a truncated sample
                 continue
-            text = clean_turn(tokenizer.decode(row[:cut], skip_special_tokens=True), cfg)
+            text = clean_turn(raw[:cut], cfg)
             if text is None or not dedup.add(text):
                 continue
             out.append(Prompt(id=f"{id_prefix}-{seed}-{len(out):06d}", turns=[text], category="self"))
