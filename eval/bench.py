@@ -147,15 +147,19 @@ def run(args) -> int:
     config = _config(args, methods_spec)
     _check_resume(out, config, args.overwrite)
 
-    from mtp.bench import make_method
+    from mtp.bench import MethodSpecError, make_method
 
     model, tok = load_target(args)
     methods = []
     for name, spec in methods_spec:
-        m = make_method(spec, model, tok)
+        try:
+            m = make_method(spec, model, tok)
+        except MethodSpecError as e:
+            raise SystemExit(f"error: {e}") from None
         m.name = name
         methods.append(m)
     names = [m.name for m in methods]
+    keys = {m.name: m.key for m in methods}
     items = load_suite(args.suite, args.num_prompts)
     if args.lengths:
         items = with_lengths(items, config["lengths"], long_input_tokens=args.long_input_tokens,
@@ -166,7 +170,17 @@ def run(args) -> int:
 
     samples_path = out / "samples.jsonl"
     R.repair_jsonl(samples_path)
-    samples = [s for s in R.read_jsonl(samples_path) if s["method"] in names]
+    all_samples = R.read_jsonl(samples_path)
+    # A cell is reused only when the same method (spec, and heads weights) produced it.
+    stale = [s for s in all_samples if s["method"] in keys and s.get("method_key") != keys[s["method"]]]
+    if stale:
+        changed = sorted({s["method"] for s in stale})
+        print(f"[bench] {len(stale)} cells of {changed} were made by another spec or other head weights: "
+              "dropped, they run again", file=sys.stderr)
+        keep = [s for s in all_samples if s not in stale]
+        R.atomic_write_text(samples_path, "".join(json.dumps(R._jsonable(s)) + "\n" for s in keep))
+        all_samples = keep
+    samples = [s for s in all_samples if s["method"] in names]
     done = {R.cell_key(s) for s in samples}
     todo = sum(len(it.turns) for it in items) * args.repeats * len(methods) - len(done)
     print(f"[bench] {len(items)} prompts x {args.repeats} repeats x {len(methods)} methods; "
@@ -195,7 +209,7 @@ def run(args) -> int:
                             continue
                         rec = m.run(pids, max_new_tokens=it.max_new_tokens or args.max_new_tokens,
                                     seed=cell_seed(args.seed, it.id, t, r), **gen)
-                        s = {"method": m.name, "prompt_id": it.id, "category": it.category, "turn": t, "repeat": r,
+                        s = {"method": m.name, "method_key": m.key, "prompt_id": it.id, "category": it.category, "turn": t, "repeat": r,
                              "output_ids": rec.output_ids, "new_tokens": rec.new_tokens,
                              "wall_time_s": rec.wall_time_s, "target_forwards": rec.target_forwards,
                              "accept_lengths": rec.accept_lengths, "draft_lengths": rec.draft_lengths,

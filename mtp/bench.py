@@ -86,6 +86,7 @@ class Method:
 
     def __init__(self, name: str, model, tokenizer) -> None:
         self.name, self.model, self.tokenizer = name, model, tokenizer
+        self.key = name  # what runs: make_method sets the spec (+ heads fingerprint)
         self.device = _device(model)
 
     def run(self, prompt_ids: list[int], *, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
@@ -158,49 +159,89 @@ class KitMethod(Method):
                          list(s.draft_lengths), list(s.draft_depths), s.draft_time_s)
 
 
-def _split_k(spec: str, default: int) -> tuple[str, int]:
-    head, _, tail = spec.rpartition(":")
-    if head and tail.isdigit():
-        return head, int(tail)
-    return spec, default
+class MethodSpecError(ValueError):
+    """A method spec that does not parse; the message lists the valid forms."""
+
+
+METHOD_FORMS = "hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K]"
+
+
+def _k(spec: str, text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise MethodSpecError(f"method {spec!r}: the draft length must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _split_k(spec: str, body: str, default: int) -> tuple[str, int]:
+    """"name:K" -> (name, K); a trailing ":<not a number>" on a path is part of the path."""
+    head, sep, tail = body.rpartition(":")
+    if sep and tail.isdigit():
+        return head, _k(spec, tail)
+    return body, default
+
+
+def heads_fingerprint(path) -> str:
+    """Short content hash of a heads checkpoint (config.json + weights): a retrained head in the
+    same folder gets a new fingerprint, so benchmark resumes do not reuse its old cells."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        f = Path(path) / name
+        if f.is_file():
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]
 
 
 def make_method(spec: str, model, tokenizer) -> Method:
-    """Build a method from its spec string.
+    """Build a method from its spec string (parsed strictly; MethodSpecError names the problem).
 
     hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K] | <checkpoint dir>
     K defaults: 10 for prompt lookup (HF's default), 4 for draft models, the head's own for heads.
+    `method.key` identifies what runs (the spec, plus a weights fingerprint for heads).
     """
-    from mtp.drafters import DraftModelDrafter, PromptLookupDrafter
-
-    if spec == "hf":
-        return HFMethod(spec, model, tokenizer)
-    if spec == "vanilla":
-        return KitMethod(spec, model, tokenizer)
-    if spec.startswith("hf-pld"):
-        _, k = _split_k(spec, 10)
-        return HFMethod(spec, model, tokenizer, prompt_lookup_num_tokens=k)
-    if spec.startswith("pld"):
-        _, k = _split_k(spec, 10)
-        return KitMethod(spec, model, tokenizer, PromptLookupDrafter(num_draft_tokens=k), k)
-    if spec.startswith("draft:"):
-        from mtp.models import load_model
-
-        name, k = _split_k(spec[len("draft:"):], 4)
-        dm, _ = load_model(name, dtype=next(model.parameters()).dtype, device=_device(model))
-        return KitMethod(spec, model, tokenizer, DraftModelDrafter(dm, k, vocab_size=model.config.vocab_size), k)
-    path = spec[len("heads:"):] if spec.startswith("heads:") else spec
     import os
 
-    base, k = _split_k(path, 0)
-    if os.path.isdir(base):
+    from mtp.drafters import DraftModelDrafter, PromptLookupDrafter
+
+    spec = spec.strip()
+    m: Method
+    if spec in ("hf", "vanilla"):
+        m = HFMethod(spec, model, tokenizer) if spec == "hf" else KitMethod(spec, model, tokenizer)
+    elif spec == "hf-pld" or spec.startswith("hf-pld:"):
+        k = _k(spec, spec.split(":", 1)[1]) if ":" in spec else 10
+        m = HFMethod(spec, model, tokenizer, prompt_lookup_num_tokens=k)
+    elif spec == "pld" or spec.startswith("pld:"):
+        k = _k(spec, spec.split(":", 1)[1]) if ":" in spec else 10
+        m = KitMethod(spec, model, tokenizer, PromptLookupDrafter(num_draft_tokens=k), k)
+    elif spec.startswith("draft:"):
+        from mtp.models import load_model
+
+        name, k = _split_k(spec, spec[len("draft:"):], 4)
+        if not name:
+            raise MethodSpecError(f"method {spec!r}: name the draft model (draft:<model>[:K])")
+        dm, _ = load_model(name, dtype=next(model.parameters()).dtype, device=_device(model))
+        m = KitMethod(spec, model, tokenizer, DraftModelDrafter(dm, k, vocab_size=model.config.vocab_size), k)
+    else:
+        explicit = spec.startswith("heads:")
+        base, k = _split_k(spec, spec[len("heads:"):] if explicit else spec, 0)
+        if not os.path.isdir(base):
+            if explicit:
+                raise MethodSpecError(f"method {spec!r}: heads folder {base!r} not found (train heads with "
+                                      "`python -m train.heads`, then pass their best/ or final/ folder)")
+            raise MethodSpecError(f"unknown method {spec!r}: use {METHOD_FORMS}, or an existing heads checkpoint "
+                                  "folder")
         from mtp.heads import load_heads
 
         drafter = load_heads(base, model).as_drafter()
-        return KitMethod(spec, model, tokenizer, drafter, k or None)
-    raise ValueError(
-        f"unknown method {spec!r}: use hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], "
-        "heads:<checkpoint dir>[:K] or an existing heads checkpoint folder")
+        m = KitMethod(spec, model, tokenizer, drafter, k or None)
+        m.key = f"{spec}#{heads_fingerprint(base)}"
+        return m
+    m.key = spec
+    return m
 
 
 def interleaved(methods: list[Method], prompts: list[list[int]], *, repeats: int = 3, warmup: int = 1,

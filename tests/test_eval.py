@@ -265,6 +265,28 @@ def test_bench_resumes_and_keeps_cells_on_ctrl_c(tmp_path, monkeypatch, one_thre
         bench.main(args[:-2] + ["--temperature", "1"] + args[-2:])
 
 
+def test_changed_method_reruns_its_cells_and_bad_specs_are_refused(tmp_path, one_thread, tiny_llama):
+    from eval import bench
+    from mtp.bench import MethodSpecError, make_method
+
+    suite, out = _suite(tmp_path), tmp_path / "run"
+    base = ["--model", "tiny-llama", "--threads", "1", "--max-new-tokens", "5", "--repeats", "1", "--warmup", "0",
+            "--no-plots", "--suite", str(suite), "--out", str(out), "--methods"]
+    assert bench.main(base + ["vanilla,x=pld:8"]) == 0
+    n = len(R.read_jsonl(out / "samples.jsonl"))
+    assert bench.main(base + ["vanilla,x=hf-pld:2"]) == 0  # same name, another method: x runs again
+    samples = R.read_jsonl(out / "samples.jsonl")
+    assert len(samples) == n and {s["method_key"] for s in samples if s["method"] == "x"} == {"hf-pld:2"}
+    model, tok = tiny_llama
+    for bad in ("pld:abc", "pld:-1", "pld:0", "pldx", "hf-pldzzz", "draft:", "nonsense"):
+        with pytest.raises(MethodSpecError):
+            make_method(bad, model, tok)
+    with pytest.raises(MethodSpecError, match="not found"):
+        make_method(f"heads:{tmp_path / 'missing'}", model, tok)
+    with pytest.raises(SystemExit, match="error: .*pld:abc"):
+        bench.main(base + ["pld:abc"])
+
+
 def test_costmodel_cli(bench_dir, one_thread):
     from eval import costmodel
 
