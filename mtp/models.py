@@ -680,7 +680,29 @@ def load_model(
     _fix_special_tokens(model, tok)
     model = model.to(device=dev, dtype=dt)
     model.eval()
+    _probe_finite(model, name)
     return model, tok
+
+
+def _probe_finite(model, name: str) -> bool:
+    """Warn loudly when a 4-token forward gives NaN / inf logits (corrupt or NaN-filled weights)."""
+    vocab = int(getattr(model.config, "vocab_size", 0) or 0)
+    if vocab < 4:
+        return True
+    ids = torch.tensor([[1, 2, 3, min(4, vocab - 1)]], device=next(model.parameters()).device)
+    try:
+        with torch.no_grad():
+            ok = bool(torch.isfinite(model(input_ids=ids, use_cache=False).logits).all())
+    except Exception:  # a probe must never break loading
+        return True
+    if not ok:
+        import warnings
+
+        msg = (f"model {name!r} gives non-finite (NaN / inf) logits on a 4-token probe: its weights are corrupt "
+               "or overflow in this dtype; outputs will be garbage")
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        print(f"[mtp] WARNING: {msg}", file=sys.stderr, flush=True)
+    return ok
 
 
 # --------------------------------------------------------------------------------------------

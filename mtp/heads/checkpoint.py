@@ -112,9 +112,20 @@ def load_head(directory, model: torch.nn.Module, families: dict, *, strict: bool
     head = cls(config, model)
     p = next(model.parameters())
     head.to(device=p.device, dtype=p.dtype if p.is_floating_point() else None)
-    missing, unexpected = load_model(head, str(directory / WEIGHTS), strict=False, device=str(p.device))
+    try:
+        missing, unexpected = load_model(head, str(directory / WEIGHTS), strict=False, device=str(p.device))
+    except Exception as e:  # safetensors.SafetensorError, a truncated file, bytes that are not a header
+        raise HeadCheckpointError(f"{directory / WEIGHTS}: cannot read the weights ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else ''}); the file is truncated or corrupt, "
+                                  "retrain or restore it") from None
     if missing or unexpected:
         raise HeadCheckpointError(f"{directory}: weights do not match the {family} config "
                                   f"(missing {sorted(missing)}, unexpected {sorted(unexpected)})")
+    base = {id(t) for t in model.parameters()}  # shared with the target (e.g. its lm_head): not the heads' own
+    bad = [n for n, t in list(head.named_parameters()) + list(head.named_buffers())
+           if id(t) not in base and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise HeadCheckpointError(f"{directory / WEIGHTS}: non-finite (NaN / inf) values in {len(bad)} tensor(s), "
+                                  f"e.g. {bad[0]}; the file is corrupt or training diverged")
     head.eval()
     return head
