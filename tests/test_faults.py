@@ -3,6 +3,7 @@
 One test per class of fault (issue 10), on tiny-llama."""
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -86,3 +87,47 @@ def test_nan_base_model_warns(tiny_llama, tmp_path):
     save_file(sd, f, metadata={"format": "pt"})
     with pytest.warns(RuntimeWarning, match="non-finite .* logits"):
         load_model(str(tmp_path / "m"), dtype=torch.float32, device="cpu")
+
+
+# ---- corrupted model cache -----------------------------------------------------------------------
+
+from test_models import _save_tiny, fake_builtin  # noqa: E402,F401  (a built-in model built from local zips)
+
+
+def test_corrupted_model_cache_is_rebuilt(fake_builtin, monkeypatch, capsys):
+    import mtp.models as M
+    from mtp.models import load_model, model_fingerprint, verify_cache
+
+    builds = []
+    monkeypatch.setattr(M, "_convert_gguf", lambda g, o: (builds.append(1), _save_tiny(g, o)))
+    ref = model_fingerprint(load_model("tiny-llama")[0])
+    load_model("fake-model")
+    folder = M.model_cache_path("fake-model")
+    marker = json.loads((folder / ".mtp_complete").read_text())
+    assert marker["files"]["model.safetensors"]["size"] == (folder / "model.safetensors").stat().st_size
+    assert len(marker["files"]["tokenizer.json"]["sha256"]) == 64 and verify_cache(folder, deep=True) == []
+    weights = folder / "model.safetensors"
+
+    def damage_truncate():
+        weights.write_bytes(weights.read_bytes()[:-1000])
+
+    def damage_tokenizer():
+        (folder / "tokenizer.json").unlink()
+
+    def damage_flip():  # same size, bytes flipped in the middle of a tensor
+        b = bytearray(weights.read_bytes())
+        b[len(b) // 2: len(b) // 2 + 64] = b"\xff" * 64
+        weights.write_bytes(bytes(b))
+
+    for damage, problem in [(damage_truncate, "bytes, "), (damage_tokenizer, "tokenizer.json is missing"),
+                            (damage_flip, "does not match its sha256")]:
+        damage()
+        assert any(problem in p for p in verify_cache(folder)), damage.__name__
+        n = len(builds)
+        model, tok = load_model("fake-model")
+        assert len(builds) == n + 1, f"{damage.__name__}: not rebuilt"
+        assert model_fingerprint(model) == ref and tok("hi").input_ids
+        assert "is damaged" in capsys.readouterr().err
+        assert verify_cache(folder, deep=True) == []
+    load_model("fake-model")
+    assert len(builds) == 4  # an intact cache is not rebuilt
