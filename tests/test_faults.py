@@ -131,3 +131,52 @@ def test_corrupted_model_cache_is_rebuilt(fake_builtin, monkeypatch, capsys):
         assert verify_cache(folder, deep=True) == []
     load_model("fake-model")
     assert len(builds) == 4  # an intact cache is not rebuilt
+
+
+# ---- sampled self-distillation: killed and resumed == uninterrupted ------------------------------
+
+_DISTILL_KILLED_AFTER_ONE_BATCH = r"""
+import os, signal, sys
+import torch
+from mtp.data import DistillConfig, distill, load_prompts
+from mtp.data.distill import ShardWriter
+from mtp.models import load_model
+
+torch.set_num_threads(1)
+real_write = ShardWriter.write
+
+def write_then_die(self, records):
+    real_write(self, records)
+    os.kill(os.getpid(), signal.SIGKILL)  # killed right after the first batch is on disk
+
+ShardWriter.write = write_then_die
+model, tok = load_model("tiny-llama")
+cfg = DistillConfig(max_new_tokens=8, batch_size=2, temperature=1.0, seed=3)
+distill(model, tok, load_prompts("builtin")[:6], sys.argv[1], cfg, progress=False)
+"""
+
+
+def test_sampled_distill_killed_then_resumed_equals_uninterrupted(tiny_llama, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mtp.data import DistillConfig, distill, load_distilled, load_prompts
+
+    model, tok = tiny_llama
+    prompts = load_prompts("builtin")[:6]
+    cfg = DistillConfig(max_new_tokens=8, batch_size=2, temperature=1.0, seed=3)
+    distill(model, tok, prompts, tmp_path / "whole", cfg, progress=False)
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", _DISTILL_KILLED_AFTER_ONE_BATCH, str(tmp_path / "killed")],
+                          cwd=repo, env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert len(load_distilled(tmp_path / "killed")) == 2  # the first batch only
+    stats = distill(model, tok, prompts, tmp_path / "killed", cfg, progress=False)  # resume
+    assert stats["prompts_new"] == 4
+    key = lambda r: r["id"]  # noqa: E731
+    whole, resumed = sorted(load_distilled(tmp_path / "whole"), key=key), sorted(load_distilled(tmp_path / "killed"), key=key)
+    assert len(whole) == 6 and resumed == whole

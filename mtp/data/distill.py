@@ -23,7 +23,7 @@ from mtp.data.prompts import DataError, Prompt, read_jsonl
 
 SHARD_FMT = "shard-{:05d}.jsonl"
 # Settings that change what is generated: a resume with other values is refused.
-_META_KEYS = ("model", "fingerprint", "temperature", "top_p", "max_new_tokens", "chat_template", "seed")
+_META_KEYS = ("model", "fingerprint", "temperature", "top_p", "max_new_tokens", "chat_template", "seed", "batch_size")
 
 
 @dataclass
@@ -36,6 +36,22 @@ class DistillConfig:
     shard_size: int = 256  # records per shard (a batch is never split across shards)
     backend: str = "hf"  # "hf": transformers batched generate; "engine": mtp.generate
     on_long_prompt: str = "error"  # "error" or "skip" prompts that do not fit the context
+
+
+def check_config(cfg: DistillConfig, context: int | None = None) -> None:
+    """DataError naming the first setting out of range (before anything is written)."""
+    for name in ("batch_size", "shard_size", "max_new_tokens"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise DataError(f"{name} must be an integer >= 1, got {v!r}")
+    t = cfg.temperature
+    if not isinstance(t, (int, float)) or not 0 <= t < float("inf"):  # also NaN
+        raise DataError(f"temperature must be a finite number >= 0 (0: greedy), got {t!r}")
+    if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
+        raise DataError(f"top_p must be in (0, 1], got {cfg.top_p!r}")
+    if context and cfg.max_new_tokens >= context:
+        raise DataError(f"max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt in the model's "
+                        f"context of {context} tokens")
 
 
 def apply_template(tokenizer, messages: list[dict]) -> list[int]:
@@ -100,9 +116,14 @@ class ShardWriter:
 def _check_meta(out_dir: Path, meta: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "meta.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        diff = [k for k in _META_KEYS if old.get(k) != meta.get(k)]
+    if path.is_file() and any(out_dir.glob("shard-*.jsonl")):  # settings matter once something was written
+        try:
+            old = json.loads(path.read_text())
+        except ValueError as e:
+            raise DataError(f"{path}: malformed JSON ({e}); delete it if the shards were made with the "
+                            "settings of this run") from None
+        keys = [k for k in _META_KEYS if k != "batch_size" or k in old]  # older runs did not record it
+        diff = [k for k in keys if old.get(k) != meta.get(k)]
         if diff:
             raise DataError(
                 f"{out_dir} holds a distillation run with different settings ("
@@ -161,10 +182,12 @@ def distill(model, tokenizer, prompts: list[Prompt], out_dir: str | Path, cfg: D
         raise ValueError(f"unknown backend {cfg.backend!r}: use 'hf' or 'engine'")
     if cfg.on_long_prompt not in ("error", "skip"):
         raise ValueError(f"on_long_prompt must be 'error' or 'skip', got {cfg.on_long_prompt!r}")
+    check_config(cfg, context_length(model))
     meta = {"model": model_name or model.config.name_or_path, "fingerprint": model_fingerprint(model),
             "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
             "chat_template": bool(getattr(tokenizer, "chat_template", None)), "seed": cfg.seed,
-            "format": "mtp-distill-v1"}
+            # sampled batches depend on how prompts are grouped; greedy ones do not
+            "batch_size": cfg.batch_size if cfg.temperature > 0 else None, "format": "mtp-distill-v1"}
     _check_meta(out_dir, meta)
     writer = ShardWriter(out_dir, cfg.shard_size)
     todo = [p for p in prompts if p.id not in writer.done]
@@ -177,8 +200,13 @@ def distill(model, tokenizer, prompts: list[Prompt], out_dir: str | Path, cfg: D
 
         bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="distill", unit="prompt")
     new_tokens, skipped, t0 = 0, [], time.perf_counter()
-    for b in range(0, len(todo), cfg.batch_size):
-        batch = todo[b: b + cfg.batch_size]
+    # Batches are fixed chunks of the full prompt list, seeded by the chunk's index: a resumed run
+    # forms (and samples) exactly the batches an uninterrupted run would have. A batch is written
+    # all at once, so a chunk is either done or redone whole.
+    for b in range(0, len(prompts), cfg.batch_size):
+        batch = [p for p in prompts[b: b + cfg.batch_size] if p.id not in writer.done]
+        if not batch:
+            continue
         history: dict[str, list[dict]] = {p.id: [] for p in batch}
         records: list[dict] = []
         alive = list(batch)
@@ -200,7 +228,7 @@ def distill(model, tokenizer, prompts: list[Prompt], out_dir: str | Path, cfg: D
                 owners.append(p)
             if not rows:
                 break
-            outs = gen(model, tokenizer, rows, cfg, cfg.seed * 1_000_003 + b * 101 + turn)
+            outs = gen(model, tokenizer, rows, cfg, cfg.seed * 1_000_003 + (b // cfg.batch_size) * 101 + turn)
             for p, ids, resp in zip(owners, rows, outs):
                 new_tokens += len(resp)
                 reason = "eos" if len(resp) < cfg.max_new_tokens or resp[-1:] == [tokenizer.eos_token_id] else "length"
