@@ -180,3 +180,41 @@ def test_sampled_distill_killed_then_resumed_equals_uninterrupted(tiny_llama, tm
     key = lambda r: r["id"]  # noqa: E731
     whole, resumed = sorted(load_distilled(tmp_path / "whole"), key=key), sorted(load_distilled(tmp_path / "killed"), key=key)
     assert len(whole) == 6 and resumed == whole
+
+
+# ---- training resume past a damaged checkpoint ---------------------------------------------------
+
+from test_train import cfg_for, cyc_data, head_weights  # noqa: E402,F401
+
+
+def test_resume_falls_back_past_a_truncated_checkpoint(tmp_path, cyc_data, capsys):
+    from mtp.training import ResumeError, Trainer, train
+
+    over = ["head.family=mtp", "optim.max_steps=6", "ckpt.every=2", "ckpt.keep=2", "eval.every=0",
+            "eval.max_batches=1", "data.batch_size=2"]
+    straight = cfg_for(tmp_path, cyc_data, "name=straight", *over)
+    train(straight)
+    cfg = cfg_for(tmp_path, cyc_data, "name=killed", *over)
+    train(cfg, stop_after=5)  # killed after step 5: checkpoints of steps 2 and 4
+    ck = cfg.run_dir / "checkpoints"
+    weights = ck / "step-0000004" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # the latest checkpoint is truncated
+    with open(cfg.run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "train/lo')  # and the metrics log ends in a torn line
+    st = train(cfg, resume=True)
+    out = capsys.readouterr().out
+    assert "step-0000004 is unusable (model.safetensors has" in out and "resumed from" in out
+    assert st["step"] == 6 and (ck / "damaged").is_dir()
+    wa, wb = head_weights(straight.run_dir), head_weights(cfg.run_dir)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # as if never damaged
+    steps = [json.loads(x)["step"] for x in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)
+    # `latest` naming a folder that is gone: the newest intact checkpoint is used.
+    (ck / "latest").write_text("step-0000042\n")
+    t = Trainer(cfg, resume=True)
+    assert t.state["step"] == 6
+    t.close()
+    for d in ck.glob("step-*"):
+        (d / "trainer_state.json").write_text("{")
+    with pytest.raises(ResumeError, match="no intact checkpoint"):
+        Trainer(cfg, resume=True)

@@ -123,6 +123,36 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _metrics_step(line: str) -> float:
+    """The step of a metrics.jsonl line; a torn or malformed line (a killed write) counts as after any step."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from (None when it looks intact): missing, no
+    readable trainer_state.json, or a safetensors file shorter or longer than its header says."""
+    if not path.is_dir():
+        return "folder missing"
+    try:
+        json.loads((path / "trainer_state.json").read_text())["step"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"trainer_state.json unreadable ({type(e).__name__})"
+    for f in sorted(path.rglob("*.safetensors")):
+        try:
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n)) if 0 < n < 1 << 28 else None
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+            return f"{f.name} unreadable ({type(e).__name__})"
+        if f.stat().st_size != 8 + n + end:
+            return f"{f.name} has {f.stat().st_size} bytes, its header says {8 + n + end} (truncated)"
+    return None
+
+
 def _save_head_atomic(head, directory: Path) -> None:
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -237,7 +267,7 @@ class Trainer:
             save_config(cfg, self.run_dir)
             mpath = self.run_dir / "metrics.jsonl"
             if mpath.is_file():  # drop what a killed run logged after its last checkpoint (or a stale log)
-                keep = [x for x in mpath.read_text().splitlines() if resume and json.loads(x)["step"] <= self.state["step"]]
+                keep = [x for x in mpath.read_text().splitlines() if resume and _metrics_step(x) <= self.state["step"]]
                 _atomic_write(mpath, "".join(k + "\n" for k in keep))
         self._trackers = False
         if mode != "disabled":
@@ -251,7 +281,11 @@ class Trainer:
         if resume and not cfg_path.is_file():  # nothing to resume yet (e.g. a preemptible job's first start)
             self.acc.print(f"[train] --resume: {self.run_dir} holds no run yet; starting a new one")
         elif resume:
-            old = json.loads(cfg_path.read_text())
+            try:
+                old = json.loads(cfg_path.read_text())
+            except ValueError as e:
+                raise ResumeError(f"--resume: {cfg_path} is malformed ({e}); restore it from config.yaml "
+                                  "or start a new run (name=...)") from None
             diff = config_diff(old, self.cfg.to_dict())
             if diff:
                 raise ResumeError(f"--resume: the config differs from the saved run in {diff}; resume with the same "
@@ -261,13 +295,39 @@ class Trainer:
                               "or choose another name=... / out_dir=...")
 
     def _load_latest(self) -> None:
+        """Load the newest intact checkpoint: the one `latest` names, else (damaged or missing) the
+        previous ones, newest first, with a message. Damaged ones are moved to checkpoints/damaged/."""
         latest = self.ckpt_dir / "latest"
         if not latest.is_file():
             self.acc.print(f"[train] --resume: no checkpoint in {self.ckpt_dir} yet; starting from step 0")
             return
-        path = self.ckpt_dir / latest.read_text().strip()
-        self.acc.load_state(str(path))
-        self.state = json.loads((path / "trainer_state.json").read_text())
+        named = self.ckpt_dir / latest.read_text().strip()
+        candidates = [named] + sorted((p for p in self.ckpt_dir.glob("step-*") if p.is_dir() and p != named),
+                                      reverse=True)
+        damaged: list[Path] = []
+        for path in candidates:
+            problem = _checkpoint_problem(path)
+            if problem is None:
+                try:
+                    self.acc.load_state(str(path))
+                    self.state = json.loads((path / "trainer_state.json").read_text())
+                except Exception as e:  # e.g. a truncated optimizer.bin
+                    problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if problem is None:
+                break
+            self.acc.print(f"[train] --resume: checkpoint {path} is unusable ({problem}); trying the previous one")
+            if path.exists():
+                damaged.append(path)
+        else:
+            raise ResumeError(f"--resume: no intact checkpoint in {self.ckpt_dir} ({latest} names {named.name}); "
+                              "restore one, or start a new run (name=...)")
+        self.acc.wait_for_everyone()
+        if damaged and self.acc.is_main_process:
+            (self.ckpt_dir / "damaged").mkdir(exist_ok=True)
+            for d in damaged:
+                os.replace(d, self.ckpt_dir / "damaged" / f"{d.name}-{int(time.time())}")
+            self.acc.print(f"[train] moved {len(damaged)} damaged checkpoint(s) to {self.ckpt_dir / 'damaged'}")
+        self.acc.wait_for_everyone()
         self.acc.print(f"[train] resumed from {path} at step {self.state['step']}")
 
     def save_checkpoint(self) -> Path:
@@ -282,6 +342,10 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             (tmp / "trainer_state.json").write_text(json.dumps(self.state, indent=2))
+            for f in tmp.rglob("*"):  # on disk before the rename makes the checkpoint visible
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             _atomic_write(self.ckpt_dir / "latest", name + "\n")
