@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from mtp import results as R
+from mtp.cli import cli_main
 from mtp.sampling import SamplingConfig, logits_to_probs
 
 
@@ -147,6 +148,7 @@ def bench_tau(bench_dir: str | Path, heads_dir: str) -> dict | None:
     return None
 
 
+@cli_main
 def main(argv=None) -> int:
     from eval._common import add_model_args, collect_meta, load_target
 

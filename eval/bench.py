@@ -20,6 +20,7 @@ from pathlib import Path
 
 from eval._common import add_model_args, collect_meta, init_wandb, load_target, log_table
 from mtp import results as R
+from mtp.cli import cli_main
 from mtp.suites import LENGTH_MIXES, encode_turn, load_suite, suite_names, with_lengths
 
 # Config fields that must match to resume into an existing folder.
@@ -59,6 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
+    if args.num_prompts is not None and args.num_prompts < 1:
+        p.error("--num-prompts must be >= 1 (omit it for the whole suite)")
+    if args.max_new_tokens < 1:
+        p.error("--max-new-tokens must be >= 1")
     if args.long_output_tokens is None:
         args.long_output_tokens = 4 * args.max_new_tokens
     return args
@@ -249,6 +254,7 @@ def run(args) -> int:
     return 0
 
 
+@cli_main
 def main(argv=None) -> int:
     return run(parse_args(argv))
 

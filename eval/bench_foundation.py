@@ -18,6 +18,7 @@ import statistics
 import torch
 
 from mtp.bench import interleaved, logit_gap_at_divergence, make_method
+from mtp.cli import cli_main
 from mtp.models import load_model
 from mtp.results import exact_match, per_prompt_tokens_per_s, spec_stats, speedup_per_repeat
 
@@ -117,6 +118,7 @@ def speed_metrics(samples: list[dict], names: list[str], base: str) -> dict[str,
     return out
 
 
+@cli_main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")

@@ -22,6 +22,7 @@ import torch
 
 from eval.bench_foundation import PROMPTS, chat_ids, speed_metrics
 from mtp.bench import KitMethod, interleaved
+from mtp.cli import cli_main
 from mtp.engine import generate
 from mtp.kv import KVState
 from mtp.models import load_model
@@ -101,6 +102,7 @@ def batch_sweep(model, drafter_factory, prompts, sizes, max_new_tokens) -> list[
     return rows
 
 
+@cli_main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")

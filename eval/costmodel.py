@@ -20,6 +20,7 @@ from pathlib import Path
 from eval._common import add_model_args, collect_meta, load_target
 from mtp import costmodel as CM
 from mtp import results as R
+from mtp.cli import cli_main
 
 
 def parse_args(argv=None):
@@ -39,7 +40,23 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not args.bench and not (args.out and args.methods):
         p.error("give --bench DIR, or --methods and --out")
+    if args.tokens is not None:
+        args.tokens = _positive_ints(p, "--tokens", args.tokens)
+    for name in ("repeats", "draft_prompts", "max_new_tokens", "prefix_len"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     return args
+
+
+def _positive_ints(p, flag: str, text: str) -> list[int]:
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        p.error(f"{flag} must be comma-separated integers >= 1, got {text!r}")
+    if not vals or min(vals) < 1:
+        p.error(f"{flag} must be comma-separated integers >= 1, got {text!r}")
+    return vals
 
 
 def _nominal_k(method) -> int:
@@ -66,6 +83,7 @@ def time_drafter(method, model, prompts: list[list[int]], max_new_tokens: int, t
     return timed.step_s, note
 
 
+@cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     bench = Path(args.bench) if args.bench else None
@@ -91,7 +109,7 @@ def main(argv=None) -> int:
     prompts = [encode_turn(tok, it, 0) for it in items]
     median_prompt = int(statistics.median(prompt_lens or [len(p) for p in prompts]))
     prefix = args.prefix_len or median_prompt + max_new // 2
-    tokens = [int(t) for t in args.tokens.split(",")] if args.tokens else list(CM.DEFAULT_TOKENS)
+    tokens = args.tokens or list(CM.DEFAULT_TOKENS)
     print(f"[costmodel] forward cost at prefix {prefix} for m in {tokens}", file=sys.stderr)
     costs = CM.measure_forward_cost(model, prefix, tokens, repeats=args.repeats)
     C = CM.interpolate(costs)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from eval._common import add_model_args, collect_meta, load_target
 from mtp import results as R
+from mtp.cli import cli_main
 
 
 def parse_args(argv=None):
@@ -35,7 +36,20 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for flag in ("batch_sizes", "draft_lengths"):
+        text = getattr(args, flag)
+        try:
+            vals = [int(t) for t in text.split(",") if t.strip()]
+        except ValueError:
+            vals = []
+        if not vals or min(vals) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be comma-separated integers >= 1, got {text!r}")
+        setattr(args, flag, ",".join(map(str, vals)))
+    for flag in ("max_new_tokens", "repeats"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    return args
 
 
 def expand(methods: list[str], ks: list[int]) -> list[str]:
@@ -50,6 +64,7 @@ def expand(methods: list[str], ks: list[int]) -> list[str]:
     return out
 
 
+@cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)

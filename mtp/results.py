@@ -57,14 +57,31 @@ def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
+    from mtp.data.prompts import DataError
+
     out = []
-    with open(path) as f:
-        for line in f:
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
             if not line.endswith("\n"):
                 break  # torn write
             if line.strip():
-                out.append(json.loads(line))
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno}); fix or delete "
+                                    "the line (its cell runs again)") from None
     return out
+
+
+def _read_json(path: Path):
+    """json.load of a results file; DataError naming the file and line when it is malformed."""
+    from mtp.data.prompts import DataError
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno}); rerun the step that "
+                        "writes it") from None
 
 
 def repair_jsonl(path: str | Path) -> None:
@@ -320,12 +337,12 @@ def load(path: str | Path) -> Results:
     import pandas as pd
 
     path = Path(path)
-    meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").exists() else {}
+    meta = _read_json(path / "meta.json") if (path / "meta.json").exists() else {}
     samples = pd.DataFrame(read_jsonl(path / "samples.jsonl"))
     if len(samples):
         samples["tokens_per_s"] = samples["new_tokens"] / samples["wall_time_s"]
         samples["tau"] = (samples["new_tokens"] - 1) / (samples["target_forwards"] - 1)  # as SpecStats.tau
-    raw = json.loads((path / "summary.json").read_text()) if (path / "summary.json").exists() else {}
+    raw = _read_json(path / "summary.json") if (path / "summary.json").exists() else {}
     rows = summary_rows(raw) if raw.get("methods") else []
     for r in rows:
         for k, v in r.items():

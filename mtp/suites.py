@@ -18,6 +18,10 @@ CATEGORIES = ("multi_turn", "translation", "summarization", "qa", "math_reasonin
 LENGTH_MIXES = ("short-short", "short-long", "long-short", "long-long")
 
 
+class SuiteError(ValueError):
+    """A suite that cannot be used: unknown name, malformed file (named with its line), or no prompts."""
+
+
 @dataclasses.dataclass
 class PromptItem:
     """One benchmark prompt. format: "chat" (tokenizer's chat template) or "raw" (plain text).
@@ -59,19 +63,24 @@ def _humaneval_items(raw: bool) -> list[PromptItem]:
 
 def _file_items(path: Path) -> list[PromptItem]:
     items = []
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            d = json.loads(line)
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SuiteError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(d, dict):
+                raise SuiteError(f"{path}:{n}: expected a JSON object, got {type(d).__name__}")
             turns = d.get("turns") or ([d["prompt"]] if "prompt" in d else None)
-            if not turns or not all(isinstance(t, str) for t in turns):
-                raise ValueError(f"{path}:{n}: need 'turns' (a list of strings) or 'prompt'")
+            if not turns or not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
+                raise SuiteError(f"{path}:{n}: need 'turns' (a list of strings) or 'prompt'")
             items.append(PromptItem(str(d.get("id", f"{path.stem}-{n}")), str(d.get("category", "default")),
                                     list(turns), d.get("format", "chat")))
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{path}: prompt ids are not unique")
+        raise SuiteError(f"{path}: prompt ids are not unique")
     return items
 
 
@@ -104,7 +113,11 @@ def load_suite(name_or_path: str, num_prompts: int | None = None) -> list[Prompt
     elif name_or_path in ("humaneval", "humaneval-raw"):
         items = _humaneval_items(raw=name_or_path.endswith("raw"))
     else:
-        raise ValueError(f"unknown suite {name_or_path!r}: use one of {suite_names()} or a JSONL file")
+        raise SuiteError(f"unknown suite {name_or_path!r}: use one of {suite_names()} or a JSONL file")
+    if num_prompts is not None and num_prompts < 1:
+        raise SuiteError(f"num_prompts must be >= 1 (or None for all), got {num_prompts}")
+    if not items:
+        raise SuiteError(f"suite {name_or_path!r} holds no prompts")
     return balanced(items, num_prompts)
 
 
@@ -116,7 +129,7 @@ def with_lengths(items: list[PromptItem], mixes: list[str], *, long_input_tokens
     out = []
     for mix in mixes:
         if mix not in LENGTH_MIXES:
-            raise ValueError(f"unknown length mix {mix!r}; use {LENGTH_MIXES}")
+            raise SuiteError(f"unknown length mix {mix!r}; use {LENGTH_MIXES}")
         lin, lout = mix.split("-")
         for it in items:
             out.append(dataclasses.replace(

@@ -218,3 +218,85 @@ def test_resume_falls_back_past_a_truncated_checkpoint(tmp_path, cyc_data, capsy
         (d / "trainer_state.json").write_text("{")
     with pytest.raises(ResumeError, match="no intact checkpoint"):
         Trainer(cfg, resume=True)
+
+
+# ---- CLIs: one `error: ...` line, exit code 2, nothing left behind -------------------------------
+
+def _one_error_line(capsys, *needles):
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert all(n in lines[0] for n in needles), lines[0]
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from eval.bench import main as bench
+    from eval.costmodel import main as costmodel
+    from eval.sweep import main as sweep
+    from train.distill import main as distill
+
+    out = tmp_path / "d"
+    base = ["--model", "tiny-llama", "--out", str(out), "--num-prompts", "2", "--no-progress"]
+    for flag, value, name in [("--shard-size", "0", "shard_size"), ("--temperature", "-1", "temperature"),
+                              ("--batch-size", "0", "batch_size"), ("--max-new-tokens", "0", "max_new_tokens")]:
+        assert distill(base + [flag, value]) == 2
+        _one_error_line(capsys, name)
+        assert not (out / "meta.json").exists()  # nothing that would block the corrected rerun
+    assert distill(base + ["--max-new-tokens", "4"]) == 0
+    assert len(list(out.glob("shard-*.jsonl"))) == 1
+    # The kit's own errors: a model that is not there, an output path that cannot be a folder.
+    assert distill(["--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "x")]) == 2
+    _one_error_line(capsys, "no such folder")
+    (tmp_path / "file").write_text("")
+    assert distill(base[:2] + ["--out", str(tmp_path / "file" / "sub"), "--max-new-tokens", "4"]) == 2
+    _one_error_line(capsys, "Not a directory")
+    # An empty suite is an error, not an empty summary.
+    (tmp_path / "empty.jsonl").write_text("")
+    assert bench(["--model", "tiny-llama", "--methods", "vanilla", "--suite", str(tmp_path / "empty.jsonl"),
+                  "--out", str(tmp_path / "b"), "--no-plots"]) == 2
+    _one_error_line(capsys, "holds no prompts")
+    for main, argv in [(bench, ["--num-prompts", "0", "--out", str(tmp_path / "b")]),
+                       (costmodel, ["--methods", "vanilla", "--out", str(tmp_path / "c"), "--tokens", "0"]),
+                       (sweep, ["--batch-sizes", "abc", "--out", str(tmp_path / "s")]),
+                       (sweep, ["--batch-sizes", "0", "--out", str(tmp_path / "s")])]:
+        with pytest.raises(SystemExit) as ei:
+            main(argv)
+        assert ei.value.code == 2 and "must be" in capsys.readouterr().err
+
+
+def test_malformed_files_name_file_and_line(tmp_path, tiny_llama):
+    from mtp import results as R
+    from mtp.data import DataError, load_examples
+    from mtp.data.cache import HiddenStateCache, build_cache
+    from mtp.suites import SuiteError, load_suite
+
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text('{"id": "a", "turns": ["hi"]}\n\n{"id": "b", "turns": [\n')
+    with pytest.raises(SuiteError, match=r"suite.jsonl:3: malformed JSON \(.* at column"):
+        load_suite(str(suite))
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text('{"method": "vanilla"}\n{"method": \n{"method": "x"}\n')
+    with pytest.raises(DataError, match=r"samples.jsonl:2: malformed JSON"):
+        R.read_jsonl(samples)
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"input_ids": [1, "2", 3]}) + "\n")
+    with pytest.raises(DataError, match=r"record 0: input_ids must be a list of ints .* got '2'"):
+        load_examples(data, vocab_size=128)
+    data.write_text(json.dumps({"prompt_ids": "12", "response_ids": [3, 4]}) + "\n")
+    with pytest.raises(DataError, match=r"record 0: prompt_ids / response_ids must be lists of ints"):
+        load_examples(data, vocab_size=128)
+    # A hidden-state cache with a torn meta.json, then a truncated shard.
+    model, _ = tiny_llama
+    data.write_text("".join(json.dumps({"prompt_ids": [5, 6, 7], "response_ids": [8, 9, 10, 11]}) + "\n"
+                            for _ in range(3)))
+    cache = tmp_path / "cache"
+    build_cache(model, load_examples(data, vocab_size=128), [-1], cache, dtype="fp32", topk=4)
+    meta = (cache / "meta.json").read_text()
+    (cache / "meta.json").write_text(meta[: len(meta) // 2])
+    with pytest.raises(DataError, match=r"cache/meta.json:\d+: malformed JSON"):
+        HiddenStateCache(cache)
+    (cache / "meta.json").write_text(meta)
+    shard = sorted(cache.glob("shard-*.bin"))[0]
+    shard.write_bytes(shard.read_bytes()[:-4])
+    with pytest.raises(DataError, match=rf"cache shard .*{shard.name} has \d+ bytes, meta.json says"):
+        HiddenStateCache(cache)

@@ -11,7 +11,10 @@ import argparse
 import json
 import sys
 
+from mtp.cli import cli_main
 
+
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.cache", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -11,7 +11,10 @@ import argparse
 import json
 import sys
 
+from mtp.cli import cli_main
 
+
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.distill", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,9 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     from mtp.data import DataError, DistillConfig, distill, load_prompts
+    from mtp.data.distill import check_config
     from mtp.models import load_model
 
+    if a.num_prompts < 0:
+        ap.error(f"--num-prompts must be >= 0 (0: all), got {a.num_prompts}")
     try:
+        cfg = DistillConfig(max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, temperature=a.temperature,
+                            top_p=a.top_p, seed=a.seed, shard_size=a.shard_size, backend=a.backend,
+                            on_long_prompt=a.on_long_prompt)
+        check_config(cfg)  # before loading anything or writing meta.json
         prompts = load_prompts(a.prompts, split=a.split, categories=a.categories)
         if a.shuffle:
             import random
@@ -50,9 +60,6 @@ def main(argv: list[str] | None = None) -> int:
             random.Random(a.seed).shuffle(prompts)
         prompts = prompts[: a.num_prompts or None]
         model, tok = load_model(a.model, dtype=a.dtype, device=a.device)
-        cfg = DistillConfig(max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, temperature=a.temperature,
-                            top_p=a.top_p, seed=a.seed, shard_size=a.shard_size, backend=a.backend,
-                            on_long_prompt=a.on_long_prompt)
         stats = distill(model, tok, prompts, a.out, cfg, model_name=a.model, progress=not a.no_progress)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

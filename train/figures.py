@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from mtp.cli import cli_main
+
 FAMILIES = ["medusa", "parallel", "hydra", "mtp", "eagle", "eagle3"]
 DATA = "runs/data/distill-smollm2"
 CACHE = "runs/data/cache-smollm2"
@@ -163,6 +165,7 @@ def fig_engine(out: Path, family: str, n: int = 4, new: int = 48, tag: str = "")
     _write(out, f"engine_tau{tag}_{family}", res)
 
 
+@cli_main
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=["distill", "cache", "budget", "speed", "engine"])

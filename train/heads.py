@@ -15,7 +15,10 @@ import json
 import os
 import sys
 
+from mtp.cli import cli_main
 
+
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.heads", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

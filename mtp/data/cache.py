@@ -150,6 +150,19 @@ def check_replaceable(out_dir: Path) -> None:
                         "refusing to replace it: choose another --out or delete it yourself")
 
 
+def _memmap(path: str, dtype, rows: int, width: int) -> np.memmap:
+    """A shard file read in place; DataError naming it when it is missing or shorter than meta.json says."""
+    need = rows * width * np.dtype(dtype).itemsize
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        raise DataError(f"cache shard {path} is missing; rebuild the cache with `python -m train.cache`") from None
+    if size != need:
+        raise DataError(f"cache shard {path} has {size} bytes, meta.json says {need} (truncated or from another "
+                        "build); rebuild the cache with `python -m train.cache`")
+    return np.memmap(path, dtype=dtype, mode="r", shape=(rows, width))
+
+
 class HiddenStateCache:
     """Read side of a cache folder; `batch(indices, T)` gives padded tensors for the trainer."""
 
@@ -159,23 +172,29 @@ class HiddenStateCache:
         if not mp.is_file():
             raise DataError(f"{self.path} is not a hidden-state cache (no meta.json); build one with "
                             "`python -m train.cache --config <recipe>`")
-        self.meta = json.loads(mp.read_text())
-        m = self.meta
-        self.layers, self.dtype, self.topk = list(m["layers"]), m["dtype"], int(m["topk"])
-        self.lengths = m["lengths"]
+        try:
+            self.meta = json.loads(mp.read_text())
+            m = self.meta
+            self.layers, self.dtype, self.topk = list(m["layers"]), m["dtype"], int(m["topk"])
+            self.lengths, shards, hidden = m["lengths"], list(m["shards"]), m["hidden_size"]
+        except json.JSONDecodeError as e:
+            raise DataError(f"{mp}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno}); rebuild the cache "
+                            "with `python -m train.cache`") from None
+        except (KeyError, TypeError) as e:
+            raise DataError(f"{mp}: not a hidden-state cache's meta.json (missing or bad {e}); rebuild the "
+                            "cache with `python -m train.cache`") from None
         self._loc: list[tuple[int, int]] = []  # example -> (shard, token offset)
         self._maps = []
-        for s, sh in enumerate(m["shards"]):
+        for s, sh in enumerate(shards):
             off = 0
             for i in range(sh["start"], sh["end"]):
                 self._loc.append((s, off))
                 off += self.lengths[i]
             pre = self.path / f"shard-{s:05d}"
-            rd = lambda name, dt, width: np.memmap(f"{pre}.{name}.bin", dtype=dt, mode="r", shape=(sh["tokens"], width))  # noqa: E731
             self._maps.append({
-                "h": {l: rd(f"h{l}", _NP[self.dtype], m["hidden_size"]) for l in self.layers},
-                "v": rd("topk_values", np.float32, self.topk),
-                "i": rd("topk_indices", np.int32, self.topk),
+                "h": {l: _memmap(f"{pre}.h{l}.bin", _NP[self.dtype], sh["tokens"], hidden) for l in self.layers},
+                "v": _memmap(f"{pre}.topk_values.bin", np.float32, sh["tokens"], self.topk),
+                "i": _memmap(f"{pre}.topk_indices.bin", np.int32, sh["tokens"], self.topk),
             })
 
     def check(self, target, examples: list[Example], layers: list[int], need_topk: int) -> None:

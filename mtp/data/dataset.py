@@ -28,17 +28,30 @@ class Example:
     group: str = ""  # prompt id: the train / eval split keeps turns of one prompt together
 
 
+def _int_list(x) -> bool:
+    return isinstance(x, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
+
+
+def _first_bad(x):
+    return x if not isinstance(x, list) else next(t for t in x if not isinstance(t, int) or isinstance(t, bool))
+
+
 def example_from_record(rec: dict, tokenizer=None, where: str = "") -> Example:
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     group = str(rec.get("prompt_id", rec.get("id", "")))
     if "prompt_ids" in rec and "response_ids" in rec:
         p, r = rec["prompt_ids"], rec["response_ids"]
-        if not all(isinstance(x, int) for x in p + r):
-            raise DataError(f"{where}: prompt_ids / response_ids must be lists of ints")
+        if not _int_list(p) or not _int_list(r):
+            raise DataError(f"{where}: prompt_ids / response_ids must be lists of ints (token ids), got "
+                            f"{_first_bad(p) if not _int_list(p) else _first_bad(r)!r}")
         return Example(list(p) + list(r), [0] * len(p) + [1] * len(r), group)
     if "input_ids" in rec:
-        ids, mask = rec["input_ids"], rec.get("loss_mask", [1] * len(rec["input_ids"]))
+        ids, mask = rec["input_ids"], rec.get("loss_mask", [1] * len(rec["input_ids"]) if isinstance(rec["input_ids"], list) else [])
+        if not _int_list(ids):
+            raise DataError(f"{where}: input_ids must be a list of ints (token ids), got {_first_bad(ids)!r}")
+        if not isinstance(mask, list) or not all(isinstance(m, (int, float)) for m in mask):
+            raise DataError(f"{where}: loss_mask must be a list of 0/1")
         if len(ids) != len(mask):
             raise DataError(f"{where}: input_ids ({len(ids)}) and loss_mask ({len(mask)}) differ in length")
         return Example(list(ids), [int(bool(m)) for m in mask], group)

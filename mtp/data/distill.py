@@ -83,8 +83,9 @@ class ShardWriter:
         self.num_records = 0
         self.current: list[str] = []  # lines of the last shard
         for i, path in enumerate(self.shards):
-            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-            for n, ln in enumerate(lines, 1):
+            numbered = [(n, ln) for n, ln in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if ln.strip()]
+            lines = [ln for _, ln in numbered]
+            for n, ln in numbered:
                 try:
                     self.done.add(json.loads(ln)["prompt_id"])
                 except (json.JSONDecodeError, KeyError) as e:
@@ -119,9 +120,9 @@ def _check_meta(out_dir: Path, meta: dict) -> None:
     if path.is_file() and any(out_dir.glob("shard-*.jsonl")):  # settings matter once something was written
         try:
             old = json.loads(path.read_text())
-        except ValueError as e:
-            raise DataError(f"{path}: malformed JSON ({e}); delete it if the shards were made with the "
-                            "settings of this run") from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno}); delete it if the "
+                            "shards were made with the settings of this run") from None
         keys = [k for k in _META_KEYS if k != "batch_size" or k in old]  # older runs did not record it
         diff = [k for k in keys if old.get(k) != meta.get(k)]
         if diff:
