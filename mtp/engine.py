@@ -94,7 +94,11 @@ def _check_inputs(model, input_ids, attention_mask, max_new_tokens, temperature,
                                        f"(size {vocab}, ids 0..{vocab - 1})")
         eos = [] if eos_token_id is None else list(eos_token_id) if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
         for e in eos:
-            if not isinstance(e, int) or isinstance(e, bool) or not 0 <= e < vocab:
+            try:
+                ok = 0 <= _as_id(e) < vocab
+            except GenerationInputError:
+                ok = False
+            if not ok:
                 raise GenerationInputError(f"eos_token_id {e!r} is outside the model's vocabulary (size {vocab})")
     ctx = getattr(cfg, "max_position_embeddings", None)
     longest = max(len(p) for p in prompts)
