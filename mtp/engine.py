@@ -197,6 +197,9 @@ def generate(
         seed / generator: explicit RNG for sampling (generator wins).
         eos_token_id: default the model's generation_config; ignore_eos=True disables it.
         stop: stop strings (needs tokenizer); the token that completes one is the last emitted.
+            They are matched in the generated text only: a stop string that begins in the prompt
+            and ends in the output does not stop (HF `generate` matches across the prompt's end
+            and would stop at once; the prompt is the user's, not something the model wrote).
     Returns:
         GenerationOutput with the new tokens per row and SpecStats (merged and per row).
     """
@@ -224,10 +227,11 @@ def generate(
         # not tokens: it would see fewer real tokens than it should. Such models decode their rows
         # one after another here (same outputs, no batching speed-up).
         t_start = time.perf_counter()
-        outs = [generate(model, [p], drafter=drafter, num_draft_tokens=num_draft_tokens, max_new_tokens=max_new_tokens,
+        outs = [generate(model, [p], drafter=drafter.for_row(r), num_draft_tokens=num_draft_tokens,
+                         max_new_tokens=max_new_tokens,
                          temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
                          eos_token_id=eos_token_id, ignore_eos=ignore_eos, stop=stop, tokenizer=tokenizer,
-                         pad_token_id=pad_token_id) for p in prompts]
+                         pad_token_id=pad_token_id) for r, p in enumerate(prompts)]
         row_stats = [o.row_stats[0] for o in outs]
         elapsed = time.perf_counter() - t_start
         for s in row_stats:

@@ -300,3 +300,30 @@ def test_malformed_files_name_file_and_line(tmp_path, tiny_llama):
     shard.write_bytes(shard.read_bytes()[:-4])
     with pytest.raises(DataError, match=rf"cache shard .*{shard.name} has \d+ bytes, meta.json says"):
         HiddenStateCache(cache)
+
+
+# ---- engine edge cases ---------------------------------------------------------------------------
+
+def test_row_by_row_sliding_window_path_gives_each_drafter_its_row(tiny_gemma):
+    from mtp.drafters import OracleDrafter
+
+    model, _ = tiny_gemma
+    prompts = [[5, 6, 7, 8], [9, 10, 11, 12, 13, 14], [20, 21, 22]]
+    refs = [generate(model, p, max_new_tokens=40, ignore_eos=True).tokens[0] for p in prompts]
+    out = generate(model, prompts, drafter=OracleDrafter(refs, 4), max_new_tokens=40, ignore_eos=True)
+    assert out.tokens == refs  # was: "OracleDrafter has 3 continuations for 1 rows"
+    assert out.stats.tau > 4  # the oracle's drafts were all accepted
+
+
+def test_stop_string_across_the_prompt_end_does_not_stop(tiny_llama):
+    """Stop strings match the generated text only (documented in `generate`)."""
+    model, tok = tiny_llama
+    prompt = tok("the cat sat", add_special_tokens=False).input_ids
+    first = generate(model, prompt, max_new_tokens=1, ignore_eos=True).tokens[0]
+    spanning = tok.decode(prompt[-1:]) + tok.decode(first)  # last prompt token + first output token
+    assert spanning not in tok.decode(first)
+    out = generate(model, prompt, max_new_tokens=6, ignore_eos=True, stop=[spanning], tokenizer=tok)
+    assert out.tokens[0][:1] == first and len(out.tokens[0]) > 1
+    inside = tok.decode(out.tokens[0][1:3])  # a stop string wholly in the output does stop
+    out = generate(model, prompt, max_new_tokens=6, ignore_eos=True, stop=[inside], tokenizer=tok)
+    assert out.finish_reasons == ["stop"] and len(out.tokens[0]) <= 3

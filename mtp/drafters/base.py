@@ -128,6 +128,12 @@ class Drafter(abc.ABC):
     def reset(self, prompts: list[list[int]]) -> None:
         """Start a new generation for these prompts (one list of ids per row, no padding)."""
 
+    def for_row(self, row: int) -> "Drafter":
+        """The drafter to use when row `row` of a batch is decoded on its own (the engine does so on
+        sliding-window models). Drafters that hold per-row data (e.g. known continuations) return
+        one for that row; stateless or reset-per-generation drafters return themselves."""
+        return self
+
     def observe(self, feedback: TargetFeedback) -> None:
         """Called after prefill and after every verify forward."""
 

@@ -15,6 +15,9 @@ class OracleDrafter(Drafter):
         self.num_draft_tokens = num_draft_tokens
         self._prompt_lens: list[int] = []
 
+    def for_row(self, row: int) -> "OracleDrafter":
+        return OracleDrafter([self.continuations[row]], self.num_draft_tokens)
+
     def reset(self, prompts: list[list[int]]) -> None:
         if len(prompts) != len(self.continuations):
             raise ValueError(f"OracleDrafter has {len(self.continuations)} continuations for {len(prompts)} rows")
@@ -60,6 +63,13 @@ class StaticTreeTestDrafter(Drafter):
         self.num_draft_tokens = tree.depth
         self._gen = torch.Generator().manual_seed(seed)
         self._prompt_lens: list[int] = []
+
+    def for_row(self, row: int) -> "StaticTreeTestDrafter":
+        if self.continuations is None:
+            return self
+        d = StaticTreeTestDrafter(self.tree, self.vocab_size, [self.continuations[row]])
+        d._gen = self._gen  # one random stream, as in the batched call
+        return d
 
     def reset(self, prompts: list[list[int]]) -> None:
         self._prompt_lens = [len(p) for p in prompts]
