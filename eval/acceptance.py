@@ -163,6 +163,13 @@ def main(argv=None) -> int:
     p.add_argument("--bench", default=None, help="an eval.bench folder that ran these heads, to compare tau")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    try:
+        temps = [float(t) for t in args.temperatures.split(",")]
+        topk = [int(k) for k in args.topk.split(",")]
+    except ValueError:
+        p.error("--temperatures and --topk must be comma-separated numbers")
+    if not all(t >= 0 for t in temps) or min(topk) < 1 or args.num_prompts < 1 or args.max_new_tokens < 1:
+        p.error("need --temperatures >= 0, --topk >= 1, --num-prompts >= 1 and --max-new-tokens >= 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from mtp.heads import load_heads
@@ -170,9 +177,8 @@ def main(argv=None) -> int:
     model, tok = load_target(args)
     head = load_heads(args.heads, model)
     head.eval()
-    temps = [float(t) for t in args.temperatures.split(",")]
     seqs = build_sequences(model, tok, args.data, args.num_prompts, args.max_new_tokens)
-    res = evaluate(model, head, seqs, temps, [int(k) for k in args.topk.split(",")])
+    res = evaluate(model, head, seqs, temps, topk)
     res["sequences"] = len(seqs)
     if args.bench:
         res["bench"] = bench_tau(args.bench, args.heads)
