@@ -41,3 +41,20 @@ def jsonable(x):
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(jsonable(obj), indent=2) + "\n")
+
+
+def safetensors_problem(path: str | Path) -> str | None:
+    """Why a .safetensors file is unreadable (None when its size matches its header): a cheap check
+    for truncated or padded files that reads only the header."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n)) if 0 < n < 1 << 28 else None
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        size = path.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        return f"{path.name} unreadable ({type(e).__name__})"
+    if size != 8 + n + end:
+        return f"{path.name} has {size} bytes, its header says {8 + n + end} (truncated)"
+    return None

@@ -223,7 +223,10 @@ def verify_cache(folder: str | Path, *, deep: bool = False) -> list[str]:
 
     The completion marker lists every converted file with its size, mtime and sha256. Sizes are
     always compared (cheap); a file's sha256 is compared when its mtime changed or ``deep=True``.
-    A marker of an older kit (no file list) can only be checked for config.json."""
+    A marker of an older kit (no file list) allows only a check of the safetensors headers against
+    the file sizes and of the tokenizer files' presence."""
+    from mtp.io import safetensors_problem
+
     folder = Path(folder)
     if not _is_complete(folder):
         return [f"{folder} is not a complete model cache (no {_COMPLETE_MARKER} or config.json)"]
@@ -231,7 +234,12 @@ def verify_cache(folder: str | Path, *, deep: bool = False) -> list[str]:
     try:
         files = json.loads(text)["files"]
     except (ValueError, KeyError, TypeError):
-        return [] if re.fullmatch(r"[0-9a-f]{64}\s*", text) else [f"{folder / _COMPLETE_MARKER} is malformed"]
+        if not re.fullmatch(r"[0-9a-f]{64}\s*", text):
+            return [f"{folder / _COMPLETE_MARKER} is malformed"]
+        legacy = [p for p in map(safetensors_problem, sorted(folder.glob("*.safetensors"))) if p]
+        if not any((folder / t).is_file() for t in ("tokenizer.json", "tokenizer.model")):
+            legacy.append("no tokenizer.json / tokenizer.model")
+        return legacy
     problems = []
     for rel, want in files.items():
         f = folder / rel

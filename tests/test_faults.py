@@ -131,6 +131,13 @@ def test_corrupted_model_cache_is_rebuilt(fake_builtin, monkeypatch, capsys):
         assert verify_cache(folder, deep=True) == []
     load_model("fake-model")
     assert len(builds) == 4  # an intact cache is not rebuilt
+    # A cache of an older kit (the marker holds only the GGUF's sha256): safetensors headers are checked.
+    (folder / ".mtp_complete").write_text(fake_builtin.sha256 + "\n")
+    assert verify_cache(folder) == []
+    damage_truncate()
+    assert any("truncated" in p for p in verify_cache(folder))
+    load_model("fake-model")
+    assert len(builds) == 5 and "files" in json.loads((folder / ".mtp_complete").read_text())
 
 
 # ---- sampled self-distillation: killed and resumed == uninterrupted ------------------------------

@@ -140,16 +140,12 @@ def _checkpoint_problem(path: Path) -> str | None:
         json.loads((path / "trainer_state.json").read_text())["step"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"trainer_state.json unreadable ({type(e).__name__})"
+    from mtp.io import safetensors_problem
+
     for f in sorted(path.rglob("*.safetensors")):
-        try:
-            with open(f, "rb") as fh:
-                n = int.from_bytes(fh.read(8), "little")
-                header = json.loads(fh.read(n)) if 0 < n < 1 << 28 else None
-            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
-            return f"{f.name} unreadable ({type(e).__name__})"
-        if f.stat().st_size != 8 + n + end:
-            return f"{f.name} has {f.stat().st_size} bytes, its header says {8 + n + end} (truncated)"
+        problem = safetensors_problem(f)
+        if problem:
+            return problem
     return None
 
 
