@@ -240,7 +240,7 @@ def verify_cache(folder: str | Path, *, deep: bool = False) -> list[str]:
         if not any((folder / t).is_file() for t in ("tokenizer.json", "tokenizer.model")):
             legacy.append("no tokenizer.json / tokenizer.model")
         return legacy
-    problems = []
+    problems, touched = [], False
     for rel, want in files.items():
         f = folder / rel
         try:
@@ -250,8 +250,16 @@ def verify_cache(folder: str | Path, *, deep: bool = False) -> list[str]:
             continue
         if st.st_size != want["size"]:
             problems.append(f"{rel} has {st.st_size} bytes, {want['size']} expected")
-        elif (deep or st.st_mtime_ns != want.get("mtime_ns")) and _sha256_file(f) != want["sha256"]:
-            problems.append(f"{rel} does not match its sha256 (changed after the build)")
+        elif deep or st.st_mtime_ns != want.get("mtime_ns"):
+            if _sha256_file(f) != want["sha256"]:
+                problems.append(f"{rel} does not match its sha256 (changed after the build)")
+            elif st.st_mtime_ns != want.get("mtime_ns"):  # same bytes (touched, copied): hash it once only
+                want["mtime_ns"], touched = st.st_mtime_ns, True
+    if touched and not problems:
+        with contextlib.suppress(OSError):  # a read-only cache is checked again next time
+            tmp = folder / (_COMPLETE_MARKER + ".tmp")
+            tmp.write_text(json.dumps({**json.loads(text), "files": files}, indent=1) + "\n")
+            os.replace(tmp, folder / _COMPLETE_MARKER)
     return problems
 
 

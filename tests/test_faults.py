@@ -4,6 +4,7 @@ One test per class of fault (issue 10), on tiny-llama."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import numpy as np
@@ -119,6 +120,9 @@ def test_corrupted_model_cache_is_rebuilt(fake_builtin, monkeypatch, capsys):
         b[len(b) // 2: len(b) // 2 + 64] = b"\xff" * 64
         weights.write_bytes(bytes(b))
 
+    os.utime(weights, ns=(1, 1))  # touched, same bytes: hashed once, then trusted again
+    assert verify_cache(folder) == [] and json.loads((folder / ".mtp_complete").read_text())["files"][
+        "model.safetensors"]["mtime_ns"] == 1
     for damage, problem in [(damage_truncate, "bytes, "), (damage_tokenizer, "tokenizer.json is missing"),
                             (damage_flip, "does not match its sha256")]:
         damage()
