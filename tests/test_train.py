@@ -122,7 +122,7 @@ def test_reduced_vocabulary_losses_match_the_masked_full_vocabulary():
 
 
 # ------------------------------------------------------------------------------------ training
-@pytest.mark.parametrize("family,steps", [("medusa", 30), ("mtp", 15)])
+@pytest.mark.parametrize("family,steps", [("medusa", 30), ("deepseek", 15)])
 def test_loss_falls_on_a_tiny_task(tmp_path, cyc_data, family, steps, tiny_llama):
     cfg = cfg_for(tmp_path, cyc_data, f"head.family={family}", f"optim.max_steps={steps}", "optim.lr=3e-2",
                   "eval.every=0", "ckpt.every=0", "optim.warmup_steps=3", "data.batch_size=8", "eval.labels=data")

@@ -225,7 +225,7 @@ def trained_heads(tiny_llama):
     return heads
 
 
-@pytest.mark.parametrize("family", ["medusa", "parallel", "hydra", "mtp", "eagle", "eagle3"])
+@pytest.mark.parametrize("family", ["medusa", "parallel", "hydra", "deepseek", "eagle", "eagle3"])
 def test_every_head_drafts_lossless_trees(tiny_llama, trained_heads, family):
     from mtp.tree import DynamicTreeConfig
 

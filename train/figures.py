@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-FAMILIES = ["medusa", "parallel", "hydra", "mtp", "eagle", "eagle3"]
+FAMILIES = ["medusa", "parallel", "hydra", "deepseek", "eagle", "eagle3"]
 DATA = "runs/data/distill-smollm2"
 CACHE = "runs/data/cache-smollm2"
 
