@@ -28,6 +28,7 @@ import torch
 from mtp import results as R
 from mtp.cli import cli_main
 from mtp.sampling import SamplingConfig, logits_to_probs
+from mtp.training.losses import chain_acceptance
 
 
 class AcceptanceAccumulator:
@@ -72,10 +73,9 @@ class AcceptanceAccumulator:
                     p = logits_to_probs(target_logits[t + 1 + j], cfg)
                     q = logits_to_probs(head_logits[j][t], cfg)
                     acc.append(torch.minimum(p, q).sum(-1).double())
-            prod = torch.ones(len(t), dtype=torch.float64)
+            sums, _ = chain_acceptance([a.cpu()[None] for a in acc], torch.ones(1, len(t)))  # the kit's estimator
             for j in range(K):
-                prod = prod * acc[j].cpu()
-                self.chain[temp][j] += float(prod.sum())
+                self.chain[temp][j] += float(sums[j])
 
     def result(self) -> dict:
         out = {"positions": self.n_chain, "positions_per_head": self.n_head,

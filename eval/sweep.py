@@ -32,6 +32,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-sizes", default="1,2,4,8")
     p.add_argument("--suite", default="spec")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--input-tokens", type=int, default=0,
+                   help="pad each prompt with reference documents to at least this many tokens (e.g. 1024 for "
+                        "the long-input mix); 0: the suite's own prompts")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -87,6 +90,10 @@ def main(argv=None) -> int:
         m = make_method(spec, model, tok)
         variants.append((spec, getattr(m, "drafter", None), getattr(m, "k", None)))
     items = load_suite(args.suite, max(batches))
+    if args.input_tokens:
+        import dataclasses
+
+        items = [dataclasses.replace(it, min_input_tokens=args.input_tokens) for it in items]
     prompts = [encode_turn(tok, it, 0) for it in items]
     prompts = [prompts[i % len(prompts)] for i in range(max(batches))]
 

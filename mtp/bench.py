@@ -163,7 +163,7 @@ class MethodSpecError(ValueError):
     """A method spec that does not parse; the message lists the valid forms."""
 
 
-METHOD_FORMS = "hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K]"
+METHOD_FORMS = "hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K][:tree<N>]"
 
 
 def _k(spec: str, text: str) -> int:
@@ -199,8 +199,9 @@ def heads_fingerprint(path) -> str:
 def make_method(spec: str, model, tokenizer) -> Method:
     """Build a method from its spec string (parsed strictly; MethodSpecError names the problem).
 
-    hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K] | <checkpoint dir>
+    hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K][:tree<N>] | <checkpoint dir>
     K defaults: 10 for prompt lookup (HF's default), 4 for draft models, the head's own for heads.
+    ":tree<N>": the heads draft EAGLE-2 dynamic trees of N nodes, depth K, top-4 expansion.
     `method.key` identifies what runs (the spec, plus a weights fingerprint for heads).
     """
     import os
@@ -227,7 +228,13 @@ def make_method(spec: str, model, tokenizer) -> Method:
         m = KitMethod(spec, model, tokenizer, DraftModelDrafter(dm, k, vocab_size=model.config.vocab_size), k)
     else:
         explicit = spec.startswith("heads:")
-        base, k = _split_k(spec, spec[len("heads:"):] if explicit else spec, 0)
+        body = spec[len("heads:"):] if explicit else spec
+        tree = None
+        head_part, sep, tail = body.rpartition(":")
+        if sep and tail.startswith("tree"):  # EAGLE-2 dynamic tree of N nodes, depth K
+            n = _k(spec, tail[len("tree"):])
+            body, tree = head_part, n
+        base, k = _split_k(spec, body, 0)
         if not os.path.isdir(base):
             if explicit:
                 raise MethodSpecError(f"method {spec!r}: heads folder {base!r} not found (train heads with "
@@ -236,7 +243,14 @@ def make_method(spec: str, model, tokenizer) -> Method:
                                   "folder")
         from mtp.heads import load_heads
 
-        drafter = load_heads(base, model).as_drafter()
+        heads = load_heads(base, model)
+        if tree is not None:
+            from mtp.tree import DynamicTreeConfig
+
+            depth = k or heads.config.num_heads
+            drafter = heads.as_drafter(tree=DynamicTreeConfig(total_tokens=tree, depth=depth, top_k=min(4, tree)))
+        else:
+            drafter = heads.as_drafter()
         m = KitMethod(spec, model, tokenizer, drafter, k or None)
         m.key = f"{spec}#{heads_fingerprint(base)}"
         return m

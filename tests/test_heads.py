@@ -90,7 +90,7 @@ def trained(tiny_llama, data):
 
 def test_registry_and_bad_configs(tiny_llama):
     model, _ = tiny_llama
-    assert set(FAMILIES) == {"medusa", "parallel", "hydra", "mtp", "eagle", "eagle3"}
+    assert set(FAMILIES) == {"medusa", "parallel", "hydra", "deepseek", "eagle", "eagle3"}
     with pytest.raises(ValueError, match="unknown head family"):
         build_head("nope", model)
     with pytest.raises(ValueError, match="unknown MedusaConfig fields"):

@@ -79,9 +79,23 @@ def test_index_shift_and_expected_tau(tiny_llama):
     st = mtp_losses(out.logits, ids, mask, TargetDist(logits=tl), ce_weight=1.0, kl_weight=1.0, eval_temperature=1.0)
     for s in st:
         assert s["top1"] == s["n"] and s["kl"] / s["n"] < 1e-3 and s["accept"] / s["n"] > 0.999
-    assert expected_tau([1.0, 1.0, 1.0]) == 4.0
-    assert expected_tau([0.5, 0.5]) == 1.75
-    assert expected_tau([0.0, 1.0]) == 1.0
+    for s in st:  # the oracle's chain is accepted at every position
+        assert s["chain"] == pytest.approx(float(s["chain_n"]), rel=1e-3) and s["chain_n"] > 0
+    assert expected_tau([1.0, 1.0, 1.0]) == 4.0 and expected_tau([0.5, 0.25]) == 1.75
+
+
+def test_expected_tau_is_the_mean_of_per_position_products():
+    """a_k = mean_t prod_{j<k} acc_j(t), not the product of per-head means (they differ when
+    acceptances are correlated, as they are)."""
+    from mtp.training.losses import chain_acceptance
+
+    acc = [torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0]]), torch.tensor([[1.0, 1.0, 0.0, 1.0]]),
+           torch.tensor([[1.0, 0.0, 0.0]])]
+    sums, n = chain_acceptance(acc, torch.ones(1, 3))
+    assert n == 3 and sums.tolist() == [2.0, 2.0, 1.0]  # t=0: 1,1,1; t=1: 1,1,0; t=2: 0
+    assert expected_tau((sums / n).tolist()) == pytest.approx(1 + 5 / 3)
+    sums, n = chain_acceptance(acc, torch.tensor([[1.0, 0.0, 1.0]]))  # masked position t=1
+    assert n == 2 and sums.tolist() == [1.0, 1.0, 1.0]
 
 
 def test_reduced_vocabulary_losses_match_the_masked_full_vocabulary():
@@ -122,7 +136,7 @@ def test_reduced_vocabulary_losses_match_the_masked_full_vocabulary():
 
 
 # ------------------------------------------------------------------------------------ training
-@pytest.mark.parametrize("family,steps", [("medusa", 30), ("mtp", 15)])
+@pytest.mark.parametrize("family,steps", [("medusa", 30), ("deepseek", 15)])
 def test_loss_falls_on_a_tiny_task(tmp_path, cyc_data, family, steps, tiny_llama):
     cfg = cfg_for(tmp_path, cyc_data, f"head.family={family}", f"optim.max_steps={steps}", "optim.lr=3e-2",
                   "eval.every=0", "ckpt.every=0", "optim.warmup_steps=3", "data.batch_size=8", "eval.labels=data")

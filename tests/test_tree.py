@@ -225,7 +225,7 @@ def trained_heads(tiny_llama):
     return heads
 
 
-@pytest.mark.parametrize("family", ["medusa", "parallel", "hydra", "mtp", "eagle", "eagle3"])
+@pytest.mark.parametrize("family", ["medusa", "parallel", "hydra", "deepseek", "eagle", "eagle3"])
 def test_every_head_drafts_lossless_trees(tiny_llama, trained_heads, family):
     from mtp.tree import DynamicTreeConfig
 
@@ -241,3 +241,31 @@ def test_every_head_drafts_lossless_trees(tiny_llama, trained_heads, family):
         sampled = generate(model, prompts[0], drafter=head.as_drafter(tree=tree), max_new_tokens=8, temperature=1.0,
                            seed=0, ignore_eos=True)
         assert len(sampled.tokens[0]) == 8
+
+
+@pytest.mark.parametrize("family", ["eagle", "eagle3"])
+def test_batched_frontier_expansion_equals_per_path_chains(tiny_llama, trained_heads, family):
+    """The one-forward-per-depth tree expansion of feature heads gives, for every node, the logits
+    the family's own chain gives after that node's path; batch-1 trees then equal plain greedy."""
+    from mtp.heads.drafting import HeadDrafter
+
+    model, _ = tiny_llama
+    head = trained_heads[family]
+    d = HeadDrafter(head)
+    generate(model, PROMPTS[1], drafter=d, max_new_tokens=9, ignore_eos=True)  # leaves a live draft state
+    lengths = d._state["kv"].lengths.clone()
+    expand = head.tree_expander(d._state)
+    levels = [[()], [(5,), (9,), (17,)], [(5, 3), (5, 40), (9, 3)], [(5, 3, 8)]]
+    with torch.no_grad():
+        got = [expand(level) for level in levels]
+        expand.close()
+        assert torch.equal(d._state["kv"].lengths, lengths)  # speculative slots dropped
+        for level, logits in zip(levels, got):
+            for path, row in zip(level, logits):
+                torch.testing.assert_close(row, d._next_logits([list(path)])[0], rtol=1e-4, atol=1e-4)
+    refs = generate(model, PROMPTS[0], max_new_tokens=24, ignore_eos=True).tokens
+    from mtp.tree import DynamicTreeConfig
+
+    for tree in (StaticTree([(0,), (1,), (0, 0), (0, 1), (1, 0), (0, 0, 0)]), DynamicTreeConfig(10, 3, 3)):
+        out = generate(model, PROMPTS[0], drafter=head.as_drafter(tree=tree), max_new_tokens=24, ignore_eos=True)
+        assert out.tokens == refs and out.stats.accepted > 0

@@ -58,8 +58,8 @@ PRESETS = {
     # ~25 minutes after install on 2 CPU cores (smollm2-135m)
     "quick": Preset(),
     # the README table: every family, more data and steps (hours on CPU)
-    "full": Preset(self_prompts=1200, families=("eagle3", "eagle", "hydra", "medusa", "parallel", "mtp"),
-                   num_heads=4, steps=900, eval_every=150, lr=6e-4, bench_prompts=None, bench_prompts_sampled=24),
+    "full": Preset(self_prompts=1200, families=("eagle3", "eagle", "hydra", "medusa", "parallel", "deepseek"),
+                   num_heads=4, steps=800, eval_every=200, lr=6e-4, bench_prompts=48, bench_prompts_sampled=24),
     # one GPU: 10x the CPU data, minutes
     "gpu": Preset(self_prompts=12000, distill_batch=256, num_heads=5, steps=4000, batch_size=32, eval_every=500,
                   bench_prompts=None, bench_prompts_sampled=None, bench_repeats=3),

@@ -19,7 +19,7 @@ import torch
 
 from mtp.cli import cli_main
 
-FAMILIES = ["medusa", "parallel", "hydra", "mtp", "eagle", "eagle3"]
+FAMILIES = ["medusa", "parallel", "hydra", "deepseek", "eagle", "eagle3"]
 DATA = "runs/data/distill-smollm2"
 CACHE = "runs/data/cache-smollm2"
 

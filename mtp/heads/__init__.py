@@ -26,7 +26,7 @@ HEAD_FAMILIES: dict[str, type[MTPHead]] = {
     "medusa": MedusaHead,
     "parallel": ParallelHead,
     "hydra": HydraHead,
-    "mtp": DeepSeekMTPHead,
+    "deepseek": DeepSeekMTPHead,
     "eagle": EagleHead,
     "eagle3": Eagle3Head,
 }
@@ -78,7 +78,11 @@ def load_heads(directory, model: nn.Module, *, strict: bool = True) -> MTPHead:
     """Load a checkpoint written by `head.save_pretrained` onto `model` (strict: the weights must
     match the config exactly and `model` must be the base model the heads were trained for).
     Draft with `load_heads(d, model).as_drafter()`. Raises HeadCheckpointError otherwise."""
-    return load_head(directory, model, HEAD_FAMILIES, strict=strict)
+    return load_head(directory, model, {**HEAD_FAMILIES, **_OLD_NAMES}, strict=strict)
+
+
+# Checkpoints written before the DeepSeek family was renamed from "mtp" (the package's own name).
+_OLD_NAMES = {"mtp": DeepSeekMTPHead}
 
 
 __all__ = [

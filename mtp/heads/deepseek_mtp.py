@@ -28,7 +28,7 @@ from mtp.heads.layers import (FeatureKV, causal_allowed, copied_norm, fresh_norm
 
 @dataclass
 class DeepSeekMTPConfig(HeadConfig):
-    family: str = "mtp"
+    family: str = "deepseek"
 
 
 class MTPModule(nn.Module):
@@ -51,7 +51,7 @@ class MTPModule(nn.Module):
 
 
 class DeepSeekMTPHead(MTPHead):
-    family = "mtp"
+    family = "deepseek"
     config_class = DeepSeekMTPConfig
 
     def __init__(self, config: DeepSeekMTPConfig, target: nn.Module) -> None:

@@ -128,12 +128,18 @@ class HeadDrafter(Drafter):
             if not ctx.active[r]:
                 trees.append(([], []))
                 continue
+            batched = B == 1 and hasattr(self.head, "tree_expander")
+            if batched:  # one head forward per tree depth, over the whole frontier
+                expander = self.head.tree_expander(self._state)
 
-            def next_logits(paths, r=r):
-                rows = []
-                for path in paths:  # rows of the batch other than r just follow the same path
-                    rows.append(self._next_logits([list(path)] * B)[r])
-                return torch.stack(rows, 0).float()
+                def next_logits(paths, expander=expander):
+                    return expander(paths).float()
+            else:
+                def next_logits(paths, r=r):
+                    rows = []
+                    for path in paths:  # rows of the batch other than r just follow the same path
+                        rows.append(self._next_logits([list(path)] * B)[r])
+                    return torch.stack(rows, 0).float()
 
             if isinstance(self.tree, StaticTree):
                 tree = self.tree
@@ -155,6 +161,8 @@ class HeadDrafter(Drafter):
                 trees.append(build_dynamic_tree(expand, self.tree, max_depth=max_depth))
             else:
                 raise TypeError(f"tree must be a StaticTree or DynamicTreeConfig, got {type(self.tree).__name__}")
+            if batched:
+                expander.close()
         return Draft.from_trees(trees, ctx.device)
 
 

@@ -109,6 +109,38 @@ class FeatureARHead(MTPHead):
         kv.truncate(kv.lengths)
         state["g"] = last_rows(out, counts, state["g"])
 
+    def tree_expander(self, state):
+        """Batch 1: next_logits(paths) -> [len(paths), V] draft logits after each token path (the
+        empty path: after the pending token), all paths of one call in ONE layer forward over the
+        frontier (EAGLE-2's batched expansion; each path's prefix must have been expanded by an
+        earlier call, as depth-by-depth tree builders do). Call the returned `close()` after the
+        tree to drop the speculative slots."""
+        kv: FeatureKV = state["kv"]
+        true_len = kv.lengths.clone()
+        kv.begin_tree()
+        feats: dict[tuple, torch.Tensor] = {(): state["g"][0]}  # path -> draft feature after it
+        slots: dict[tuple, int] = {}
+
+        def next_logits(paths):
+            paths = [tuple(p) for p in paths]
+            new = [p for p in paths if p not in feats]
+            if new:
+                dev = feats[()].device
+                g_par = torch.stack([feats[p[:-1]] for p in new])[None]  # [1, m, H]
+                toks = torch.tensor([[p[-1] for p in new]], device=dev)
+                anc = [[slots[p[:i]] for i in range(1, len(p))] for p in new]
+                out, idx = kv.step_tree(self.step_input(g_par, toks), anc, [len(p) for p in new], self._layer)
+                for j, p in enumerate(new):
+                    feats[p] = out[0, j]
+                    slots[p] = idx[j]
+            return self.readout(torch.stack([feats[p] for p in paths]))
+
+        def close():
+            kv.truncate(true_len)
+
+        next_logits.close = close
+        return next_logits
+
     def draft_chain(self, state, sequences, num_tokens, pick):
         kv: FeatureKV = state["kv"]
         true_len = kv.lengths.clone()

@@ -104,6 +104,34 @@ class FeatureKV(KVState):
         return fn(x, allowed, position_ids, self.cache)
 
 
+    def step_tree(self, x: torch.Tensor, ancestors: list[list[int]], depths: list[int], fn):
+        """Batch-1 tree step: append x [1, m, H] as m speculative slots; new slot i attends to the
+        committed (real) slots, the existing slots listed in ancestors[i] and itself, at position
+        committed length + depths[i] - 1. Returns fn's output and the new slots' indices; drop
+        the speculative slots afterwards with `truncate(committed lengths)`."""
+        B, m = x.shape[:2]
+        if B != 1:
+            raise ValueError("step_tree drafts one row at a time")
+        committed = self.mask.clone()
+        S0 = self.num_slots
+        self.mask = torch.cat([self.mask, torch.ones(1, m, dtype=self.mask.dtype, device=x.device)], dim=1)
+        allowed = torch.zeros(1, m, S0 + m, dtype=torch.bool, device=x.device)
+        allowed[0, :, :S0] = committed.bool()[0, None, :] & ~self._speculative[None, :S0]
+        for i, anc in enumerate(ancestors):
+            if anc:
+                allowed[0, i, anc] = True
+            allowed[0, i, S0 + i] = True
+        base = int(self.committed_length)
+        position_ids = torch.tensor([[base + d - 1 for d in depths]], device=x.device)
+        self._speculative = torch.cat([self._speculative, torch.ones(m, dtype=torch.bool, device=x.device)])
+        return fn(x, allowed, position_ids, self.cache), list(range(S0, S0 + m))
+
+    def begin_tree(self) -> None:
+        """Mark every current slot as committed before step_tree calls (batch 1)."""
+        self._speculative = torch.zeros(self.num_slots, dtype=torch.bool, device=self.mask.device)
+        self.committed_length = int(self.mask[0].sum())
+
+
 def shift_ids(input_ids: torch.Tensor, offset: int, pad: int = 0) -> torch.Tensor:
     """[B, T] -> [B, T] with out[:, t] = input_ids[:, t + offset] (pad past the end)."""
     out = torch.full_like(input_ids, pad)

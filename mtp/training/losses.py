@@ -7,8 +7,10 @@ predict that same token. So for head j:
     target logits  p = target_logits[:, 1+j : T-1] (KL(p || q); acceptance labels argmax p)
 Losses are returned as sums over counted positions; the trainer divides by the global count so
 any split of a global batch over processes and micro-steps gives the same gradient.
-Expected tau (chain of K drafts) = 1 + sum_k prod_{j<=k} a_j, with a_j the greedy top-1 agreement
-with the target (T=0) or E[sum_x min(p_j(x), q_j(x))] (T>0).
+Expected tau (chain of K drafts) = 1 + sum_k a_k with a_k = mean over positions t of
+prod_{j<k} acc_j(t) (per-position products, `chain_acceptance`; the one estimator of the kit, also
+used by eval.acceptance), acc_j(t) the greedy top-1 agreement of head j with the target (T=0) or
+sum_x min(p_j(x), q_j(x)) (T>0), over the positions where every head has a counted target.
 """
 from __future__ import annotations
 
@@ -128,11 +130,13 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
         vocab = vocab.to(input_ids.device)
         t2d = draft_index(vocab, vocab_size)
     out = []
+    per_position: list[torch.Tensor] = []  # acceptance of head j at each position t [B, T-2-j]
     for j, lg in enumerate(logits):
         n = T - 2 - j
         if n <= 0:
             z = lg.sum() * 0.0
             out.append({k: z for k in ("ce", "kl", "n", "top1", "topk", "accept")})
+            per_position.append(torch.zeros(input_ids.shape[0], 0, device=input_ids.device))
             continue
         q = lg[:, :n]
         y = input_ids[:, 2 + j:]
@@ -162,22 +166,41 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
             if eval_temperature > 0 and p is not None:
                 if vocab is not None:  # q is 0 outside the draft vocabulary: sum_x min(p, q) over it
                     full = q.new_full((*q.shape[:-1], vocab_size), float("-inf")).index_copy(-1, vocab, q.float())
-                    d["accept"] = (overlap(full, p, eval_temperature) * m).sum()
+                    acc = overlap(full, p, eval_temperature)
                 else:
-                    d["accept"] = (overlap(q, p, eval_temperature) * m).sum()
+                    acc = overlap(q, p, eval_temperature)
+                d["accept"] = (acc * m).sum()
             else:
+                acc = hit1
                 d["accept"] = d["top1"]
+            per_position.append(acc.detach())
         out.append(d)
+    sums, count = chain_acceptance(per_position, loss_mask[:, 2 + len(logits) - 1:].float())
+    for j, d in enumerate(out):
+        d["chain"], d["chain_n"] = sums[j], count
     return out
 
 
-def expected_tau(accept_rates: list[float]) -> float:
-    """1 + sum_k prod_{j<=k} a_j for a chain with per-position acceptance a_0..a_{K-1}."""
-    tau, prod = 1.0, 1.0
-    for a in accept_rates:
-        prod *= a
-        tau += prod
-    return tau
+def chain_acceptance(per_position: list[torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sums [K], count): sums[k] = sum over positions t of prod_{j<=k} acc_j(t), over the positions
+    where the last head has a counted target (mask [B, n_{K-1}]); acc_j [B, n_j] with n_j >= n_{K-1}.
+    a_k = sums[k] / count is the chain's per-position acceptance; `expected_tau(a)` = 1 + sum a_k."""
+    n = mask.shape[1]
+    K = len(per_position)
+    sums = torch.zeros(K, dtype=torch.float64, device=mask.device)
+    if n <= 0 or K == 0:
+        return sums, mask.sum().double() * 0
+    prod = torch.ones_like(mask, dtype=torch.float64)
+    for j, acc in enumerate(per_position):
+        prod = prod * acc[:, :n].double()
+        sums[j] = (prod * mask.double()).sum()
+    return sums, mask.sum().double()
+
+
+def expected_tau(per_position_acceptance: list[float]) -> float:
+    """1 + sum_k a_k for a chain with per-position acceptance a_k = P(>= k drafts accepted) (the
+    `chain_acceptance` estimator); tau = 1 + sum_k a_k as REFERENCES.md defines it."""
+    return 1.0 + float(sum(per_position_acceptance))
 
 
 def target_next_token_loss(target_logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor):

@@ -524,7 +524,7 @@ class Trainer:
 
     def _reduce_logs(self, sums: dict[str, torch.Tensor], prefix: str) -> dict:
         K = self.K
-        keys = [f"{k}{j}" for j in range(K) for k in ("ce", "kl", "n", "top1", "topk", "accept")]
+        keys = [f"{k}{j}" for j in range(K) for k in ("ce", "kl", "n", "top1", "topk", "accept", "chain", "chain_n")]
         self.aux_keys = sorted(set(getattr(self, "aux_keys", [])) | {k for k in sums if k.startswith("aux/")})
         keys += ["ntl", "ntl_n", "grad_norm", "grad_norm_n", "micro_n"] + self.aux_keys
         vec = torch.stack([sums.get(k, torch.zeros(())).float().cpu() for k in keys]).to(self.acc.device)
@@ -541,10 +541,12 @@ class Trainer:
                 out[f"{prefix}/kl_{j}"] = kl
             out[f"{prefix}/top1_{j}"] = v[f"top1{j}"] / n
             out[f"{prefix}/top{self.cfg.eval.topk}_{j}"] = v[f"topk{j}"] / n
-            acc_rates.append(v[f"accept{j}"] / n)
+            acc_rates.append(v[f"chain{j}"] / max(v[f"chain_n{j}"], 1.0))
             total += self.pos_w[j] * (lw.ce_weight * ce + lw.kl_weight * kl)
         out[f"{prefix}/loss"] = total
-        out[f"{prefix}/expected_tau"] = expected_tau(acc_rates)
+        out[f"{prefix}/expected_tau"] = expected_tau(acc_rates)  # per-position products (chain_acceptance)
+        for j, a in enumerate(acc_rates):
+            out[f"{prefix}/a_{j + 1}"] = a
         if v["ntl_n"] > 0:
             out[f"{prefix}/target_ntl"] = v["ntl"] / v["ntl_n"]
         if v["grad_norm_n"] > 0:
