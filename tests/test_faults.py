@@ -201,7 +201,7 @@ from test_train import cfg_for, cyc_data, head_weights  # noqa: E402,F401
 def test_resume_falls_back_past_a_truncated_checkpoint(tmp_path, cyc_data, capsys):
     from mtp.training import ResumeError, Trainer, train
 
-    over = ["head.family=mtp", "optim.max_steps=6", "ckpt.every=2", "ckpt.keep=2", "eval.every=0",
+    over = ["head.family=deepseek", "optim.max_steps=6", "ckpt.every=2", "ckpt.keep=2", "eval.every=0",
             "eval.max_batches=1", "data.batch_size=2"]
     straight = cfg_for(tmp_path, cyc_data, "name=straight", *over)
     train(straight)
