@@ -154,7 +154,7 @@ def test_loss_falls_on_a_tiny_task(tmp_path, cyc_data, family, steps, tiny_llama
 
 
 def test_resume_ends_with_the_same_weights(tmp_path, cyc_data):
-    over = ["head.family=mtp", "optim.max_steps=6", "ckpt.every=3", "eval.every=2", "eval.max_batches=1",
+    over = ["head.family=deepseek", "optim.max_steps=6", "ckpt.every=3", "eval.every=2", "eval.max_batches=1",
             "data.batch_size=2", "optim.grad_accum=2"]
     a = cfg_for(tmp_path, cyc_data, "name=straight", *over)
     train(a)
