@@ -6,6 +6,8 @@ TORCH_CPU ?= torch==2.13.0
 
 MODEL ?= smollm2-135m
 PRESET ?= quick
+# results folders behind the README table (make report)
+RUNS ?= results/full
 
 .PHONY: setup demo test bench report clean
 setup: $(VENV)/.installed
@@ -28,7 +30,7 @@ demo: setup
 
 # The README's results table, regenerated from results folders.
 report: setup
-	$(PY) -m eval.report results/demo --readme README.md --docs docs/results
+	$(PY) -m eval.report $(RUNS) --readme README.md --docs docs/results
 
 bench: setup
 	$(PY) -m eval.bench_foundation --model smollm2-135m
