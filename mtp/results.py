@@ -582,12 +582,14 @@ def write_report(path: str | Path) -> None:
              f"device {meta.get('device')}, git {meta.get('git', {}).get('hash', '?')[:10]}"
              f"{' (dirty)' if meta.get('git', {}).get('dirty') else ''}", "",
              f"Baseline for speedup: **{s.get('baseline')}** (the faster of hf and vanilla in this run).", "",
-             "Definitions: tau = tokens per target forward incl. the bonus token; a_k = P(>= k drafts accepted "
-             "per step); draft acceptance = accepted / drafted; tokens/s = mean over prompts (turns summed), "
+             "Definitions: tau = tokens per decode-step target forward incl. the bonus token (the prefill forward "
+             "excluded; tokens_per_forward includes it); a_k = P(>= k drafts accepted) over the steps that drafted "
+             ">= k; draft acceptance = accepted / drafted; draft cost = drafting time per step / target step time; "
+             "tokens/s = mean over prompts (turns summed), "
              "median over repeats; speedup = ratio of mean per-prompt tokens/s vs the baseline per repeat, median "
              "over repeats, spread = max - min.", ""]
-    cols = ["method", "tau", "draft_acceptance_rate", "accept_rate_per_position", "tokens_per_s", "speedup",
-            "speedup_spread", "exact_match", "num_prompts", "repeats"]
+    cols = ["method", "tau", "tokens_per_forward", "draft_acceptance_rate", "accept_rate_per_position", "draft_cost",
+            "tokens_per_s", "speedup", "speedup_spread", "exact_match", "num_prompts", "repeats"]
     rows = [dict(method=m, **e["overall"]) for m, e in s.get("methods", {}).items()]
     lines += ["## Overall", "", markdown_table(rows, cols), ""]
     for scope in ("category", "length"):
