@@ -13,7 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from mtp.cli import cli_main
 
+
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.prompts", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,35 +35,31 @@ def main(argv: list[str] | None = None) -> int:
 
     from mtp.data import DataError
     from mtp.data.magpie import MagpieConfig, self_written_prompts, write_prompts
-    from mtp.models import ModelLoadError, load_model
+    from mtp.models import load_model
 
     out = Path(a.out)
     settings = {"model": a.model, "num_prompts": a.num_prompts, "batch_size": a.batch_size,
                 "max_new_tokens": a.max_new_tokens, "temperature": a.temperature, "top_p": a.top_p, "seed": a.seed,
                 "dtype": a.dtype}
     meta_path = out.with_name(out.name + ".meta.json")
-    try:
-        if out.is_file() and meta_path.is_file():
-            old = json.loads(meta_path.read_text())
-            if old.get("settings") == settings:
-                print(f"[prompts] {out} is complete ({old.get('kept')} prompts); nothing to do", file=sys.stderr)
-                print(json.dumps(old))
-                return 0
-            raise DataError(f"{out} was written with other settings ({old.get('settings')}); use another --out")
-        if out.exists() and not meta_path.is_file():
-            raise DataError(f"{out} exists and was not written by train.prompts; choose another --out")
-        if a.num_prompts < 1:
-            raise DataError(f"--num-prompts must be >= 1, got {a.num_prompts}")
-        cfg = MagpieConfig(max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, temperature=a.temperature,
-                           top_p=a.top_p)
-        model, tok = load_model(a.model, dtype=a.dtype, device=a.device)
-        t0 = time.perf_counter()
-        prompts = self_written_prompts(model, tok, a.num_prompts, seed=a.seed, cfg=cfg, progress=not a.no_progress)
-        meta = {"settings": settings, "kept": len(prompts), "seconds": round(time.perf_counter() - t0, 1)}
-        write_prompts(prompts, out, meta)
-    except (DataError, ModelLoadError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if out.is_file() and meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        if old.get("settings") == settings:
+            print(f"[prompts] {out} is complete ({old.get('kept')} prompts); nothing to do", file=sys.stderr)
+            print(json.dumps(old))
+            return 0
+        raise DataError(f"{out} was written with other settings ({old.get('settings')}); use another --out")
+    if out.exists() and not meta_path.is_file():
+        raise DataError(f"{out} exists and was not written by train.prompts; choose another --out")
+    if a.num_prompts < 1:
+        raise DataError(f"--num-prompts must be >= 1, got {a.num_prompts}")
+    cfg = MagpieConfig(max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, temperature=a.temperature,
+                       top_p=a.top_p)
+    model, tok = load_model(a.model, dtype=a.dtype, device=a.device)
+    t0 = time.perf_counter()
+    prompts = self_written_prompts(model, tok, a.num_prompts, seed=a.seed, cfg=cfg, progress=not a.no_progress)
+    meta = {"settings": settings, "kept": len(prompts), "seconds": round(time.perf_counter() - t0, 1)}
+    write_prompts(prompts, out, meta)
     print(json.dumps(meta))
     return 0
 

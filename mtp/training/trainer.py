@@ -118,9 +118,9 @@ def _wandb_mode(cfg: TrainConfig) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from mtp.io import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _metrics_step(line: str) -> float:
