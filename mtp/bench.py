@@ -163,7 +163,8 @@ class MethodSpecError(ValueError):
     """A method spec that does not parse; the message lists the valid forms."""
 
 
-METHOD_FORMS = "hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K][:tree<N>]"
+METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K][:tree<N>], "
+                "pld+heads:<checkpoint dir>[:K][:tree<N>]")
 
 
 def _k(spec: str, text: str) -> int:
@@ -200,8 +201,11 @@ def make_method(spec: str, model, tokenizer) -> Method:
     """Build a method from its spec string (parsed strictly; MethodSpecError names the problem).
 
     hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K][:tree<N>] | <checkpoint dir>
+    | pld+heads:<checkpoint dir>[:K][:tree<N>]
     K defaults: 10 for prompt lookup (HF's default), 4 for draft models, the head's own for heads.
     ":tree<N>": the heads draft EAGLE-2 dynamic trees of N nodes, depth K, top-4 expansion.
+    "pld+heads:...": prompt lookup (10 tokens, 2-3-gram match) where the context repeats, the heads
+    elsewhere (mtp.drafters.combined.LookupFirstDrafter).
     `method.key` identifies what runs (the spec, plus a weights fingerprint for heads).
     """
     import os
@@ -227,8 +231,9 @@ def make_method(spec: str, model, tokenizer) -> Method:
         dm, _ = load_model(name, dtype=next(model.parameters()).dtype, device=_device(model))
         m = KitMethod(spec, model, tokenizer, DraftModelDrafter(dm, k, vocab_size=model.config.vocab_size), k)
     else:
-        explicit = spec.startswith("heads:")
-        body = spec[len("heads:"):] if explicit else spec
+        lookup_first = spec.startswith("pld+heads:")
+        explicit = lookup_first or spec.startswith("heads:")
+        body = spec.split("heads:", 1)[1] if explicit else spec
         tree = None
         head_part, sep, tail = body.rpartition(":")
         if sep and tail.startswith("tree"):  # EAGLE-2 dynamic tree of N nodes, depth K
@@ -250,7 +255,11 @@ def make_method(spec: str, model, tokenizer) -> Method:
             depth = k or heads.config.num_heads
             drafter = heads.as_drafter(tree=DynamicTreeConfig(total_tokens=tree, depth=depth, top_k=min(4, tree)))
         else:
-            drafter = heads.as_drafter()
+            drafter = heads.as_drafter(k or None)
+        if lookup_first:
+            from mtp.drafters.combined import LookupFirstDrafter
+
+            drafter, k = LookupFirstDrafter(drafter), 0
         m = KitMethod(spec, model, tokenizer, drafter, k or None)
         m.key = f"{spec}#{heads_fingerprint(base)}"
         return m

@@ -196,3 +196,44 @@ def test_cache_round_trip(tmp_path, tiny_llama):
         c.check(model, ex, [0], 8)
     with pytest.raises(DataError, match="top-8"):
         c.check(model, ex, [-1], 16)
+
+
+def test_passage_tasks_from_own_responses():
+    """Passage prompts wrap finished, non-repetitive responses; RAG and follow-up tasks use the
+    question that produced the passage; cut-off and looping responses are never used."""
+    from mtp.data.passages import KINDS, passage_prompts
+
+    words = ("the river carries water from the hills to the sea and farmers along its banks grow rice "
+             "wheat and beans while towns trade fish salt and cloth in busy markets each spring").split()
+
+    class WordTok:  # token i is words[i]; 99 is EOS
+        eos_token_id = 99
+
+        def decode(self, ids, skip_special_tokens=True):
+            return " ".join(words[i % len(words)] for i in ids if i != 99)
+
+    def rec(pid, ids, finish="eos", turn=0):
+        return {"prompt_id": pid, "turn": turn, "prompt_ids": [1, 2], "response_ids": ids + [99], "finish_reason": finish}
+
+    good = list(range(len(words))) + list(range(len(words)))[::-1]
+    records = [rec(f"q{i}", good[i:] + good[:i]) for i in range(4)]
+    records += [rec("cut", good, finish="length"), rec("loop", [0, 1, 2] * 20), rec("short", [0, 1, 2]),
+                rec("q0", good, turn=1)]
+    questions = [Prompt(id=f"q{i}", turns=[f"Question number {i}?"]) for i in range(4)]
+    out = passage_prompts(records, WordTok(), 24, seed=1, questions=questions)
+    assert len(out) == 24 and len({p.id for p in out}) == 24
+    assert Counter(p.category for p in out) == {f"passage-{k}": 4 for k in KINDS}
+    for p in out:
+        text = " ".join(p.turns)
+        assert "Question number" in text if p.category in ("passage-rag", "passage-follow-up") else True
+        if p.category == "passage-follow-up":
+            assert len(p.turns) == 2 and p.turns[0].startswith("Question number")
+        elif p.category != "passage-translate":
+            assert "river" in text or "wheat" in text
+    assert [p.turns for p in passage_prompts(records, WordTok(), 24, seed=1, questions=questions)] == [p.turns for p in out]
+    no_q = passage_prompts(records, WordTok(), 12, seed=1)
+    assert not any(p.category in ("passage-rag", "passage-follow-up") for p in no_q)
+    with pytest.raises(DataError, match="no usable passages"):
+        passage_prompts(records[4:7], WordTok(), 5)
+    with pytest.raises(DataError, match="unknown passage task kinds"):
+        passage_prompts(records, WordTok(), 5, kinds=("poem",))

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import hf_greedy, perturbed_copy
-from mtp.drafters import DraftModelDrafter, OracleDrafter, PromptLookupDrafter, RandomDrafter
+from mtp.drafters import DraftModelDrafter, LookupFirstDrafter, OracleDrafter, PromptLookupDrafter, RandomDrafter
 from mtp.engine import generate
 from mtp.kv import KVState, crop_cache, new_cache
 
@@ -28,6 +28,9 @@ def _drafters(name, model, vocab, k, refs):
         return OracleDrafter(refs, num_draft_tokens=k)
     if name == "draft-model":
         return DraftModelDrafter(perturbed_copy(model, 0.3), num_draft_tokens=k)
+    if name == "pld+draft-model":  # lookup where the context repeats, the draft model elsewhere
+        return LookupFirstDrafter(DraftModelDrafter(perturbed_copy(model, 0.3), num_draft_tokens=k),
+                                  lookup_tokens=k + 1, min_ngram=1, max_ngram=2)
     raise KeyError(name)
 
 
@@ -57,7 +60,7 @@ def test_batched_plain_equals_rows_alone(tiny_llama):
 
 
 @pytest.mark.parametrize("k", [1, 2, 4, 8])
-@pytest.mark.parametrize("drafter", ["pld", "random", "oracle", "draft-model"])
+@pytest.mark.parametrize("drafter", ["pld", "random", "oracle", "draft-model", "pld+draft-model"])
 def test_speculative_greedy_equals_plain(tiny_llama, drafter, k):
     model, _ = tiny_llama
     vocab = model.config.vocab_size
@@ -122,7 +125,7 @@ def test_random_drafter_accepts_almost_nothing(tiny_llama):
     assert ref.stats.tau == 1.0 and ref.stats.target_forwards == 60
 
 
-@pytest.mark.parametrize("drafter", ["pld", "random", "draft-model", "oracle"])
+@pytest.mark.parametrize("drafter", ["pld", "random", "draft-model", "oracle", "pld+draft-model"])
 def test_batched_speculative_equals_rows_alone(tiny_llama, drafter):
     """Rows accept different numbers of drafts (holes in the batch's cache): each row's output
     still equals that row decoded alone."""
@@ -241,3 +244,22 @@ def test_batched_speculative_on_sliding_window_model(tiny_gemma):
               DraftModelDrafter(perturbed_copy(model, 0.05), 3, tree=DynamicTreeConfig(8, 3, 3))):
         out = generate(model, prompts, drafter=d, max_new_tokens=n, ignore_eos=True)
         assert out.tokens == refs and len(out.row_stats) == 3
+
+
+def test_lookup_first_uses_both_and_merges_with_a_tree_fallback(tiny_llama):
+    """In one batch some rows copy from their context and others take the head's EAGLE-2 tree;
+    greedy output still equals plain decoding, row by row."""
+    from mtp.heads import build_head
+    from mtp.tree import DynamicTreeConfig
+
+    model, _ = tiny_llama
+    vocab = model.config.vocab_size
+    torch.manual_seed(0)
+    head = build_head("eagle3", model, num_heads=3)
+    prompts = _prompts(vocab, lengths=(12, 9, 17, 14), seed=5)
+    refs = [generate(model, p, max_new_tokens=30, ignore_eos=True).tokens[0] for p in prompts]
+    for fallback in (head.as_drafter(), head.as_drafter(tree=DynamicTreeConfig(total_tokens=8, depth=3, top_k=2))):
+        d = LookupFirstDrafter(fallback, lookup_tokens=5, min_ngram=1, max_ngram=2)
+        out = generate(model, prompts, drafter=d, max_new_tokens=30, ignore_eos=True)
+        assert out.tokens == refs
+        assert d.lookup_steps > 0 and d.fallback_steps > 0

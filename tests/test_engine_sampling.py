@@ -64,10 +64,29 @@ def _draft(kind, model):
         torch.manual_seed(0)
         counts = torch.arange(V, 0, -1).float()
         return build_head("eagle3", model, num_heads=2, draft_vocab_size=48, token_counts=counts).as_drafter()
+    if kind == "lookup-first-mixed":
+        # Per row and step a coin picks a deterministic "lookup" chain (the target's own greedy
+        # continuation, so it is often accepted) or the draft model's sampled chain.
+        from mtp.drafters import LookupFirstDrafter
+
+        greedy: dict[tuple, list[int]] = {}
+
+        class CoinLookup(LookupFirstDrafter):
+            gen = torch.Generator().manual_seed(3)
+
+            def _lookup(self, seq, n):
+                if torch.rand(1, generator=self.gen).item() < 0.5:
+                    return []
+                if tuple(seq) not in greedy:
+                    greedy[tuple(seq)] = generate(model, seq, max_new_tokens=2, ignore_eos=True).tokens[0]
+                return greedy[tuple(seq)][:n]
+
+        return CoinLookup(DraftModelDrafter(perturbed_copy(model, 0.1, seed=1), 2), lookup_tokens=2)
     raise KeyError(kind)
 
 
-@pytest.mark.parametrize("kind", ["plain", "random-uniform-q", "draft-close", "draft-far", "eagle3-reduced-vocab"])
+@pytest.mark.parametrize("kind", ["plain", "random-uniform-q", "draft-close", "draft-far", "eagle3-reduced-vocab",
+                                  "lookup-first-mixed"])
 def test_engine_sampling_is_lossless(tiny_llama, exact_joint, kind):
     model, _ = tiny_llama
     y0, joint = exact_joint

@@ -265,3 +265,40 @@ def test_bad_input_is_a_clear_error(tmp_path, cyc_data):
     from train.heads import main
 
     assert main(["--config", str(RECIPE), f"data.train={tmp_path / 'empty.jsonl'}", f"out_dir={tmp_path}"]) == 2
+
+
+def test_data_in_parts_with_one_cache_per_part_and_warm_start(tmp_path, cyc_data, tiny_llama):
+    """data.train="a,b" with data.cache="ca,cb" reads as the whole file with one cache; head.init
+    starts from a checkpoint's weights."""
+    from mtp.data import load_examples
+    from mtp.data.cache import build_cache
+
+    model, tok = tiny_llama
+    rows = cyc_data.read_text().splitlines()
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("\n".join(rows[:40]) + "\n")
+    b.write_text("\n".join(rows[40:]) + "\n")
+    over = ["head.family=medusa", "loss.kl_weight=1.0", "loss.kl_topk=16", "optim.max_steps=2", "eval.every=0",
+            "ckpt.every=0", "data.batch_size=8"]
+    for part, name in ((cyc_data, "whole"), (a, "ca"), (b, "cb")):
+        ex = load_examples(part, tok, max_seq_len=512, vocab_size=128)
+        build_cache(model, ex, [-1], tmp_path / name, dtype="fp32", topk=16, progress=False)
+    whole = Trainer(cfg_for(tmp_path, cyc_data, "name=whole", *over, f"data.cache={tmp_path / 'whole'}"))
+    split = load_config(RECIPE, [f"data.train={a},{b}", f"out_dir={tmp_path}", "name=split", *over,
+                                 f"data.cache={tmp_path / 'ca'},{tmp_path / 'cb'}"])
+    parts = Trainer(split)
+    assert len(parts.examples) == len(whole.examples) == len(rows)
+    idx = [0, 45, 3, 70, 41]
+    x, y = whole.cache.batch(idx, 30, [-1]), parts.cache.batch(idx, 30, [-1])
+    assert torch.equal(x["topk_indices"], y["topk_indices"]) and torch.equal(x["topk_values"], y["topk_values"])
+    assert all(torch.equal(x["hidden_states"][l], y["hidden_states"][l]) for l in x["hidden_states"])
+    assert abs(whole.evaluate()["eval/loss"] - parts.evaluate()["eval/loss"]) < 1e-5
+    with pytest.raises(DataError, match="other data"):
+        Trainer(load_config(RECIPE, [f"data.train={a},{b}", f"out_dir={tmp_path}", "name=bad", *over,
+                                     f"data.cache={tmp_path / 'ca'}"]))
+    whole.train()
+    warm = Trainer(cfg_for(tmp_path, cyc_data, "name=warm", *over, f"head.init={whole.run_dir / 'final'}"))
+    w = head_weights(whole.run_dir)
+    assert all(torch.equal(w[k], v.detach().cpu()) for k, v in warm.head.state_dict().items() if k in w)
+    with pytest.raises(ConfigError, match="holds a 'medusa' head"):
+        Trainer(cfg_for(tmp_path, cyc_data, "name=warm2", "head.family=hydra", f"head.init={whole.run_dir / 'final'}"))

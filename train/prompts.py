@@ -1,6 +1,9 @@
-"""Self-written prompts: the instruct target writes user turns itself (Magpie), deduplicated.
+"""Self-written prompts: the instruct target writes user turns itself (Magpie), deduplicated;
+or passage tasks built from responses it already wrote (`--passages-from`, see mtp.data.passages).
 
     python -m train.prompts --model smollm2-135m --out runs/data/prompts-smollm2.jsonl --num-prompts 2000
+    python -m train.prompts --model smollm2-135m --out runs/data/passages.jsonl --num-prompts 800 \
+        --passages-from runs/data/distill --questions runs/data/prompts-smollm2.jsonl
 Rerunning with the same settings finds the finished file and does nothing; other settings are
 refused (write to another --out). The file feeds `train.distill --prompts FILE`. The last line
 printed is JSON.
@@ -31,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default=None, help="model dtype (default fp32 on CPU, bf16 on GPU)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--passages-from", default=None, metavar="DISTILL",
+                    help="build passage tasks (summarise, RAG, translate, rewrite, extract, follow-up) from the "
+                         "responses in this train.distill folder instead of sampling user turns")
+    ap.add_argument("--questions", default=None, metavar="PROMPTS",
+                    help="with --passages-from: the prompt file(s) the responses answered (enables RAG and follow-up tasks)")
     a = ap.parse_args(argv)
 
     from mtp.data import DataError
@@ -41,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"model": a.model, "num_prompts": a.num_prompts, "batch_size": a.batch_size,
                 "max_new_tokens": a.max_new_tokens, "temperature": a.temperature, "top_p": a.top_p, "seed": a.seed,
                 "dtype": a.dtype}
+    if a.passages_from:
+        settings.update(passages_from=a.passages_from, questions=a.questions)
     meta_path = out.with_name(out.name + ".meta.json")
     if out.is_file() and meta_path.is_file():
         old = json.loads(meta_path.read_text())
@@ -57,7 +67,15 @@ def main(argv: list[str] | None = None) -> int:
                        top_p=a.top_p)
     model, tok = load_model(a.model, dtype=a.dtype, device=a.device)
     t0 = time.perf_counter()
-    prompts = self_written_prompts(model, tok, a.num_prompts, seed=a.seed, cfg=cfg, progress=not a.no_progress)
+    if a.passages_from:
+        from mtp.data import load_prompts
+        from mtp.data.distill import load_distilled
+        from mtp.data.passages import passage_prompts
+
+        questions = load_prompts(a.questions) if a.questions else None
+        prompts = passage_prompts(load_distilled(a.passages_from), tok, a.num_prompts, seed=a.seed, questions=questions)
+    else:
+        prompts = self_written_prompts(model, tok, a.num_prompts, seed=a.seed, cfg=cfg, progress=not a.no_progress)
     meta = {"settings": settings, "kept": len(prompts), "seconds": round(time.perf_counter() - t0, 1)}
     write_prompts(prompts, out, meta)
     print(json.dumps(meta))

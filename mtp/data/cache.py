@@ -239,3 +239,64 @@ class HiddenStateCache:
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.glob("*.bin"))
+
+
+class CacheSet:
+    """Several caches read as one, in order: training on `data.train="a,b"` with
+    `data.cache="cache-a,cache-b"` (each cache built from its own part), so adding data to a run
+    only needs a cache for the new part."""
+
+    def __init__(self, parts: list[HiddenStateCache]) -> None:
+        if not parts:
+            raise DataError("empty list of hidden-state caches")
+        first = parts[0].meta
+        for c in parts[1:]:
+            for key in ("fingerprint", "hidden_size", "num_layers", "dtype"):
+                if c.meta[key] != first[key]:
+                    raise DataError(f"caches {parts[0].path} and {c.path} differ in {key} ({first[key]} vs "
+                                    f"{c.meta[key]}); build them with the same target and --dtype")
+        self.parts = parts
+        self.path = ",".join(str(c.path) for c in parts)
+        self.meta = first
+        self.layers = sorted(set.intersection(*(set(c.layers) for c in parts)))
+        self.topk = min(c.topk for c in parts)
+        self.lengths = [n for c in parts for n in c.lengths]
+        self._part: list[tuple[int, int]] = [(j, i) for j, c in enumerate(parts) for i in range(len(c.lengths))]
+
+    def check(self, target, examples: list[Example], layers: list[int], need_topk: int) -> None:
+        if len(examples) != len(self._part):
+            raise DataError(f"caches {self.path} hold {len(self._part)} examples, this run has {len(examples)}: "
+                            "data.train and data.cache must list the same parts in the same order")
+        off = 0
+        for c in self.parts:
+            n = len(c.lengths)
+            c.check(target, examples[off: off + n], layers, need_topk)
+            off += n
+
+    def batch(self, indices: list[int], T: int, layers: list[int], device=None) -> dict:
+        rows: list[dict] = [{} for _ in indices]
+        for j, c in enumerate(self.parts):
+            pos = [r for r, i in enumerate(indices) if self._part[i][0] == j]
+            if not pos:
+                continue
+            b = c.batch([self._part[indices[r]][1] for r in pos], T, layers)
+            for k, r in enumerate(pos):
+                rows[r] = {"h": {l: h[k] for l, h in b["hidden_states"].items()},
+                           "v": b["topk_values"][k, :, : self.topk], "i": b["topk_indices"][k, :, : self.topk]}
+        out = {"hidden_states": {l: torch.stack([r["h"][l] for r in rows]) for l in layers},
+               "topk_values": torch.stack([r["v"] for r in rows]), "topk_indices": torch.stack([r["i"] for r in rows])}
+        if device is not None:
+            out = {"hidden_states": {l: h.to(device) for l, h in out["hidden_states"].items()},
+                   "topk_values": out["topk_values"].to(device), "topk_indices": out["topk_indices"].to(device)}
+        return out
+
+    def size_bytes(self) -> int:
+        return sum(c.size_bytes() for c in self.parts)
+
+
+def open_cache(spec: str | Path) -> HiddenStateCache | CacheSet:
+    """One cache folder, or several joined by commas (read in order as one cache)."""
+    parts = [x.strip() for x in str(spec).split(",") if x.strip()]
+    if len(parts) == 1:
+        return HiddenStateCache(parts[0])
+    return CacheSet([HiddenStateCache(x) for x in parts])

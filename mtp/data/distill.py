@@ -252,7 +252,10 @@ def distill(model, tokenizer, prompts: list[Prompt], out_dir: str | Path, cfg: D
 
 
 def load_distilled(path: str | Path) -> list[dict]:
-    """Records of a distillation folder (all shards, in order) or of one JSONL file."""
+    """Records of a distillation folder (all shards, in order) or of one JSONL file; several of
+    these joined by commas are concatenated in order."""
+    if "," in str(path) and not Path(path).exists():
+        return [r for part in str(path).split(",") if part.strip() for r in load_distilled(part.strip())]
     path = Path(path)
     files = sorted(path.glob("shard-*.jsonl")) if path.is_dir() else [path]
     if path.is_dir() and not files:

@@ -31,6 +31,9 @@ class HeadSection:
     family: str = "medusa"
     # Passed to mtp.heads.build_head(family, target, **args) (num_heads, hidden_layers, ...).
     args: dict = field(default_factory=dict)
+    # A heads checkpoint (a trainer's best/ or final/) to start from: its weights, config and draft
+    # vocabulary are kept and `args` is ignored (fine-tuning on more data; a fresh optimizer).
+    init: str = ""
 
 
 @dataclass

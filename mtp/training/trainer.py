@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from mtp.data.cache import HiddenStateCache, normalize_layer
+from mtp.data.cache import normalize_layer, open_cache
 from mtp.data.dataset import Example, collate, global_batches, load_examples, split_examples
 from mtp.data.prompts import DataError
 from mtp.training.config import ConfigError, TrainConfig, config_diff, save_config
@@ -92,6 +92,13 @@ def build_head_for(cfg: TrainConfig, target, token_counts: torch.Tensor | None =
     (eagle3's reduced draft vocabulary) get the training data's response-token counts."""
     from mtp.heads import HEAD_FAMILIES, build_head
 
+    if cfg.head.init:
+        from mtp.heads.checkpoint import load_head, read_config
+
+        saved = read_config(cfg.head.init).get("family")
+        if saved != cfg.head.family:
+            raise ConfigError(f"head.init={cfg.head.init!r} holds a {saved!r} head; this recipe trains {cfg.head.family!r}")
+        return load_head(cfg.head.init, target, HEAD_FAMILIES)  # its own config (and draft vocabulary) are kept
     args = dict(cfg.head.args)
     cls = HEAD_FAMILIES.get(cfg.head.family)
     if cls is not None and "token_counts" in getattr(cls, "build_kwargs", ()) and token_counts is not None:
@@ -233,7 +240,7 @@ class Trainer:
             raise ConfigError(str(e)) from None
         self.cache = None
         if d.cache:
-            self.cache = HiddenStateCache(d.cache)
+            self.cache = open_cache(d.cache)
             self.cache.check(self.target, examples, self.layers, cfg.loss.kl_topk)
             if cfg.loss.kl_weight > 0 and cfg.loss.kl_topk <= 0:
                 raise ConfigError("training from a hidden-state cache with loss.kl_weight > 0 needs loss.kl_topk > 0 "
