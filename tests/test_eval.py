@@ -153,7 +153,7 @@ def test_suites():
 
     items = load_suite("spec")
     assert {it.category for it in items} == set(CATEGORIES) and len({it.id for it in items}) == len(items)
-    assert all(len(it.turns) == 2 for it in items if it.category == "multi_turn")
+    assert all(len(it.turns) == 2 for it in items if it.category == "multi-turn")
     assert [it.category for it in balanced(items, 6)] == list(CATEGORIES)
     assert len(load_suite("humaneval")) == 164
     mixed = with_lengths(items[:2], ["short-long", "long-short"], long_input_tokens=100, short_output_tokens=8,
@@ -177,7 +177,7 @@ def one_thread():
 
 def _suite(tmp: Path) -> Path:
     p = tmp / "suite.jsonl"
-    rows = [{"id": "chat", "category": "multi_turn", "turns": ["say hi", "and again"]},
+    rows = [{"id": "chat", "category": "multi-turn", "turns": ["say hi", "and again"]},
             {"id": "copy", "category": "rag", "turns": ["repeat: the cat sat on the mat. the cat sat on"]},
             {"id": "q", "category": "qa", "turns": ["why is the sky blue?"]}]
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -213,7 +213,7 @@ def test_bench_writes_the_documented_files(bench_dir):
     assert summary["baseline"] in ("hf", "vanilla")
     for m, e in summary["methods"].items():
         assert set(R.SUMMARY_KEYS) <= set(e["overall"])
-        assert set(e["category"]) == {"multi_turn", "rag", "qa"}
+        assert set(e["category"]) == {"multi-turn", "rag", "qa"}
         assert e["overall"]["exact_match"] == 1.0, m  # lossless methods reproduce greedy output
     assert summary["methods"]["vanilla"]["overall"]["tau"] == 1.0
     self_draft = summary["methods"]["self"]["overall"]  # the target drafting for itself: all accepted

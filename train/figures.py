@@ -32,7 +32,8 @@ def _write(out: Path, name: str, obj) -> None:
 
 def fig_distill(out: Path, n: int = 32, bs: int = 16, new: int = 32) -> None:
     from mtp.data import DistillConfig, distill, load_prompts
-    from mtp.data.distill import _generate_hf, apply_template
+    from mtp.chat import encode_chat as apply_template
+    from mtp.data.distill import _generate_hf
     from mtp.models import load_model
 
     model, tok = load_model("smollm2-135m", dtype="bf16")
@@ -137,7 +138,7 @@ def fig_speed(out: Path, families: list[str], steps: int = 6) -> None:
 def fig_engine(out: Path, family: str, n: int = 4, new: int = 48, tag: str = "") -> None:
     import mtp
     from mtp.data import load_prompts
-    from mtp.data.distill import apply_template
+    from mtp.chat import encode_chat as apply_template
     from mtp.heads import load_heads
     from mtp.models import load_model
 
