@@ -218,10 +218,13 @@ def test_bench_writes_the_documented_files(bench_dir):
     assert summary["methods"]["vanilla"]["overall"]["tau"] == 1.0
     self_draft = summary["methods"]["self"]["overall"]  # the target drafting for itself: all accepted
     assert self_draft["draft_acceptance_rate"] > 0.9 and self_draft["tau"] > 2.5
-    # the same method measured twice: ~1 (loose: timings of a tiny model on shared cores)
-    copy_vs_vanilla = R.speedup([s for s in samples if s["method"] == "copy"],
-                                [s for s in samples if s["method"] == "vanilla"])[0]
-    assert 0.4 < copy_vs_vanilla < 2.5
+    # the same method under two names: the same cells (outputs, forwards), timed separately
+    def cells(method):
+        return sorted((R.cell_key(s)[1:], s["output_ids"], s["target_forwards"]) for s in samples if s["method"] == method)
+
+    assert cells("copy") == cells("vanilla")
+    assert R.speedup([s for s in samples if s["method"] == "copy"],
+                     [s for s in samples if s["method"] == "vanilla"])[0] > 0
     meta = json.loads((bench_dir / "meta.json").read_text())
     assert {"config", "git", "versions", "cpu", "threads", "dtype"} <= set(meta)
     header = (bench_dir / "summary.csv").read_text().splitlines()[0].split(",")
@@ -316,10 +319,8 @@ def test_sweep_cli(tmp_path, one_thread):
 
 
 def test_acceptance_cli_and_heads_bench(tmp_path, one_thread):
-    heads = pytest.importorskip("mtp.heads", reason="heads package not available")
-    if not hasattr(heads, "load_heads") or not hasattr(heads, "build_head"):
-        pytest.skip("mtp.heads has no load_heads/build_head yet")
     from eval import acceptance, bench
+    from mtp import heads
     from mtp.models import load_model
 
     model, _ = load_model("tiny-llama", dtype=torch.float32, device="cpu")
