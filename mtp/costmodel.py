@@ -8,8 +8,9 @@ time / target step time. Here both parts are measured instead of assumed:
   over m new tokens at a fixed prefix length (not the constant C(1));
 - the draft step costs what the drafter's propose + observe took per step in the engine.
 `predict_stepwise` also charges each step its own draft length (prompt lookup often drafts fewer
-than K tokens, or none) and the prefill. Chains only: tree drafting needs C(tree size) and
-tau = 1 + sum over nodes of P(path accepted); not implemented yet.
+than K tokens, or none) and the prefill. `method_row` puts a benchmark method's measured costs,
+predicted and measured speedup side by side (eval.costmodel). Chains only: tree drafting needs
+C(tree size) and tau = 1 + sum over nodes of P(path accepted); not implemented yet.
 """
 from __future__ import annotations
 
@@ -21,21 +22,19 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from mtp.drafters.base import Draft, DraftContext, Drafter, TargetFeedback
+from mtp.engine import sync
 from mtp.kv import KVState
 
 DEFAULT_TOKENS = tuple(range(1, 17)) + (20, 24, 32, 40, 48, 64)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.no_grad()
 def measure_forward_cost(model, prefix_len: int, tokens: Sequence[int] = DEFAULT_TOKENS, repeats: int = 7,
-                         warmup: int = 2, seed: int = 0) -> dict[int, float]:
+                         warmup: int = 2, seed: int = 0, tree: bool = False) -> dict[int, float]:
     """{m: median seconds of one target forward over m new tokens after a cached prefix of
-    prefix_len tokens} (logits at every new position, as verification computes them)."""
+    prefix_len tokens} (logits at every new position, as verification computes them). The verify
+    cost of every benchmark. tree: through the tree-verify path (`KVState.forward_tree`, a 4-D
+    mask over the pending token and m - 1 nodes; chain-shaped, the cost depends on m, not the shape)."""
     device = next(model.parameters()).device
     V = model.config.vocab_size
     g = torch.Generator().manual_seed(seed)
@@ -48,10 +47,14 @@ def measure_forward_cost(model, prefix_len: int, tokens: Sequence[int] = DEFAULT
     for i in range(warmup + repeats):
         for m in times:
             ids = torch.randint(0, V, (1, m), generator=g).to(device)
-            _sync(device)
+            parents = torch.arange(-1, m - 2, device=device)[None]  # node i's parent is node i-1
+            sync(device)
             t0 = time.perf_counter()
-            kv.forward(ids)
-            _sync(device)
+            if tree:
+                kv.forward_tree(ids, parents, torch.tensor([m - 1], device=device))
+            else:
+                kv.forward(ids)
+            sync(device)
             if i >= warmup:
                 times[m].append(time.perf_counter() - t0)
             kv.truncate(base)
@@ -67,10 +70,10 @@ def measure_prefill_cost(model, prompt_len: int, repeats: int = 3, seed: int = 0
     times = []
     for _ in range(repeats + 1):
         kv = KVState(model, 1, device)
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         kv.forward(ids, logits_to_keep=1)
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times[1:])
 
@@ -112,14 +115,14 @@ class TimedDrafter(Drafter):
     def observe(self, feedback: TargetFeedback) -> None:
         t0 = time.perf_counter()
         self.inner.observe(feedback)
-        _sync(feedback.num_accepted.device)
+        sync(feedback.num_accepted.device)
         if not feedback.is_prefill:
             self.observe_s += time.perf_counter() - t0
 
     def propose(self, ctx: DraftContext) -> Draft:
         t0 = time.perf_counter()
         d = self.inner.propose(ctx)
-        _sync(ctx.device)
+        sync(ctx.device)
         self.propose_s += time.perf_counter() - t0
         self.proposals += 1
         return d
@@ -183,3 +186,62 @@ def predict_stepwise(samples: Iterable[dict], C: Callable[[int], float], draft_s
     return {"predicted_speedup": t_plain / t_method if t_method > 0 else float("nan"),
             "predicted_tokens_per_s": tokens / t_method if t_method > 0 else float("nan"),
             "predicted_plain_tokens_per_s": tokens / t_plain if t_plain > 0 else float("nan")}
+
+
+# ------------------------------------------------------------------------------------------------
+# Measured costs of a benchmark's methods, and their predicted vs measured speedup
+# ------------------------------------------------------------------------------------------------
+
+
+def nominal_k(method) -> int:
+    """The draft length a mtp.bench method asks for (0 for plain decoding)."""
+    if getattr(method, "drafter", None) is not None:
+        return int(method.k if method.k is not None else method.drafter.num_draft_tokens)
+    return int(getattr(method, "pld", None) or 0)
+
+
+def time_drafter(method, model, prompts: list[list[int]], max_new_tokens: int,
+                 temperature: float) -> tuple[float, str]:
+    """(seconds per decode step spent drafting, note), measured inside the engine. HF prompt lookup
+    is timed with the kit's prompt-lookup drafter (same algorithm); plain methods cost 0."""
+    from mtp.drafters import PromptLookupDrafter
+    from mtp.engine import generate
+
+    drafter, note = getattr(method, "drafter", None), ""
+    if drafter is None and getattr(method, "pld", None):
+        drafter, note = PromptLookupDrafter(num_draft_tokens=method.pld), "draft cost of the kit's PLD drafter"
+    if drafter is None:
+        return 0.0, note
+    timed = TimedDrafter(drafter)
+    for i, p in enumerate(prompts):
+        generate(model, p, drafter=timed, num_draft_tokens=nominal_k(method) or None, max_new_tokens=max_new_tokens,
+                 temperature=temperature, seed=i)
+    return timed.step_s, note
+
+
+def method_row(name: str, K: int, samples: list[dict], C: Callable[[int], float], step_s: float, prefill_s: float,
+               reference: str | None) -> dict:
+    """One method's costs, and with its bench samples (the whole folder's `samples`): measured tau
+    and a_k, predicted speedup (stepwise and Leviathan's chain formula) next to the measured one
+    against `reference`, and gap = predicted / measured - 1."""
+    from mtp import results
+
+    row = {"method": name, "K": K, "draft_step_ms": 1e3 * step_s, "verify_ms": 1e3 * C(K + 1), "decode_ms": 1e3 * C(1)}
+    ms = [s for s in samples if s["method"] == name]
+    if not ms:
+        return row
+    st = results.spec_stats(ms)
+    pp = st.per_position_acceptance()
+    tau_step = 1.0 + sum(pp)
+    row.update(tau=st.tau, tau_step=tau_step, alpha_iid=implied_alpha(tau_step, K) if K else float("nan"),
+               predicted_speedup_chain=predict_chain(pp, K, C, step_s) if K else 1.0,
+               **predict_stepwise(ms, C, step_s, prefill_s))
+    row["predicted_speedup"] = row["predicted_speedup"] if K else 1.0
+    row["measured_tokens_per_s"] = results.tokens_per_s(ms)[0]
+    row["measured_against"] = reference
+    if reference:
+        row["measured_speedup"], row["measured_speedup_spread"] = results.speedup(
+            ms, [s for s in samples if s["method"] == reference])
+    ps, mm = row.get("predicted_speedup"), row.get("measured_speedup")
+    row["gap"] = ps / mm - 1 if ps and mm and mm == mm else float("nan")
+    return row

@@ -1,4 +1,5 @@
-"""Atomic file writes and JSON helpers used by everything that writes (results, prompts, runs).
+"""Atomic file writes and JSON / JSONL helpers used by everything that reads or writes files
+(results, prompts, runs).
 
 A write goes to a temporary file in the same folder, is fsynced, then renamed over the target:
 readers and a later resume never see half a file, and a killed writer leaves the old file intact.
@@ -41,6 +42,32 @@ def jsonable(x):
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(jsonable(obj), indent=2) + "\n")
+
+
+def read_jsonl(path: str | Path, *, missing_ok: bool = False, torn_tail_ok: bool = False) -> list[dict]:
+    """Every record of a JSONL file (blank lines skipped); mtp.data.DataError naming the file and
+    line of a malformed one. missing_ok: a missing file reads as []. torn_tail_ok: a last line
+    without its newline (an append-only log whose writer was killed mid-line) is ignored."""
+    from mtp.data.prompts import DataError  # lazily: mtp.data imports this module
+
+    path = Path(path)
+    if not path.is_file():
+        if missing_ok and not path.exists():
+            return []
+        raise DataError(f"no such data file: {path}")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if torn_tail_ok and not line.endswith("\n"):
+                break
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno}); fix or delete "
+                                "the line") from None
+    return rows
 
 
 def safetensors_problem(path: str | Path) -> str | None:
