@@ -13,6 +13,7 @@ Every script in `eval/` (and train.figures) is a thin consumer of these.
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import time
 import zlib
@@ -161,8 +162,8 @@ class MethodSpecError(ValueError):
     """A method spec that does not parse; the message lists the valid forms."""
 
 
-METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K][:tree<N>], "
-                "pld+heads:<checkpoint dir>[:K][:tree<N>]")
+METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K|:auto][:tree<N>], "
+                "pld+heads:<checkpoint dir>[:K|:auto][:tree<N>]")
 
 
 def _k(spec: str, text: str) -> int:
@@ -195,7 +196,7 @@ def heads_fingerprint(path) -> str:
     return h.hexdigest()[:16]
 
 
-def make_method(spec: str, model, tokenizer) -> Method:
+def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     """Build a method from its spec string (parsed strictly; MethodSpecError names the problem).
 
     hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K][:tree<N>] | <checkpoint dir>
@@ -204,6 +205,8 @@ def make_method(spec: str, model, tokenizer) -> Method:
     ":tree<N>": the heads draft EAGLE-2 dynamic trees of N nodes, depth K, top-4 expansion.
     "pld+heads:...": prompt lookup (10 tokens, 2-3-gram match) where the context repeats, the heads
     elsewhere (mtp.drafters.combined.LookupFirstDrafter).
+    ":auto": the chain length the cost model predicts fastest at `batch_size` on this machine, from
+    the acceptance the trainer measured on held-out data (mtp.shape.auto_draft_length).
     `method.key` identifies what runs (the spec, plus a weights fingerprint for heads).
     """
     import os
@@ -237,6 +240,9 @@ def make_method(spec: str, model, tokenizer) -> Method:
         if sep and tail.startswith("tree"):  # EAGLE-2 dynamic tree of N nodes, depth K
             n = _k(spec, tail[len("tree"):])
             body, tree = head_part, n
+        auto = body.endswith(":auto")
+        if auto:
+            body = body[: -len(":auto")]
         base, k = _split_k(spec, body, 0)
         if not os.path.isdir(base):
             if explicit:
@@ -247,6 +253,10 @@ def make_method(spec: str, model, tokenizer) -> Method:
         from mtp.heads import load_heads
 
         heads = load_heads(base, model)
+        if auto:
+            if tree is not None:
+                raise MethodSpecError(f"method {spec!r}: :auto chooses a chain length; give trees an explicit depth")
+            k = _auto_k(spec, base, heads, model, batch_size)
         if tree is not None:
             from mtp.tree import DynamicTreeConfig
 
@@ -257,12 +267,25 @@ def make_method(spec: str, model, tokenizer) -> Method:
         if lookup_first:
             from mtp.drafters.combined import LookupFirstDrafter
 
-            drafter, k = LookupFirstDrafter(drafter), 0
-        m = KitMethod(spec, model, tokenizer, drafter, k or None)
-        m.key = f"{spec}#{heads_fingerprint(base)}"
+            drafter = LookupFirstDrafter(drafter)
+        m = KitMethod(spec, model, tokenizer, drafter, None if lookup_first else k or None)
+        m.key = f"{spec}#{heads_fingerprint(base)}" + (f"#k{k}" if auto else "")
         return m
     m.key = spec
     return m
+
+
+def _auto_k(spec: str, base: str, heads, model, batch_size: int) -> int:
+    from mtp.shape import auto_draft_length, heldout_acceptance
+
+    a = heldout_acceptance(base)
+    if not a:
+        raise MethodSpecError(f"method {spec!r}: no held-out acceptance recorded next to {base} (metrics.jsonl and "
+                              f"{os.path.basename(base)}.json of a train.heads run); give the draft length instead")
+    k, table = auto_draft_length(model, heads.as_drafter(), a, batch_size=batch_size)
+    print(f"[bench] {spec}: held-out a_k {[round(x, 3) for x in a]}, predicted speedup by K at batch {batch_size}: "
+          + ", ".join(f"{j}: {v:.2f}" for j, v in table.items()) + f" -> K={max(k, 1)}", file=sys.stderr)
+    return max(k, 1)  # K=0 (do not draft) is reported; the method still drafts one token
 
 
 @torch.no_grad()

@@ -30,28 +30,30 @@ DEFAULT_TOKENS = tuple(range(1, 17)) + (20, 24, 32, 40, 48, 64)
 
 @torch.no_grad()
 def measure_forward_cost(model, prefix_len: int, tokens: Sequence[int] = DEFAULT_TOKENS, repeats: int = 7,
-                         warmup: int = 2, seed: int = 0, tree: bool = False) -> dict[int, float]:
-    """{m: median seconds of one target forward over m new tokens after a cached prefix of
-    prefix_len tokens} (logits at every new position, as verification computes them). The verify
-    cost of every benchmark. tree: through the tree-verify path (`KVState.forward_tree`, a 4-D
-    mask over the pending token and m - 1 nodes; chain-shaped, the cost depends on m, not the shape)."""
+                         warmup: int = 2, seed: int = 0, tree: bool = False, batch_size: int = 1) -> dict[int, float]:
+    """{m: median seconds of one target forward over m new tokens per row, for `batch_size` rows,
+    after a cached prefix of prefix_len tokens} (logits at every new position, as verification
+    computes them). The verify cost of every benchmark. tree: through the tree-verify path
+    (`KVState.forward_tree`, a 4-D mask over the pending token and m - 1 nodes; chain-shaped, the
+    cost depends on m, not the shape)."""
     device = next(model.parameters()).device
     V = model.config.vocab_size
     g = torch.Generator().manual_seed(seed)
-    kv = KVState(model, 1, device)
-    kv.forward(torch.randint(0, V, (1, prefix_len), generator=g).to(device), logits_to_keep=1)
-    base = torch.tensor([prefix_len], device=device)
+    B = batch_size
+    kv = KVState(model, B, device)
+    kv.forward(torch.randint(0, V, (B, prefix_len), generator=g).to(device), logits_to_keep=1)
+    base = torch.full((B,), prefix_len, device=device)
     times: dict[int, list[float]] = {int(m): [] for m in tokens}
     # Rounds over every m (not all repeats of one m in a row), so a burst of load on a shared
     # machine spreads over the points instead of bending one of them.
     for i in range(warmup + repeats):
         for m in times:
-            ids = torch.randint(0, V, (1, m), generator=g).to(device)
-            parents = torch.arange(-1, m - 2, device=device)[None]  # node i's parent is node i-1
+            ids = torch.randint(0, V, (B, m), generator=g).to(device)
+            parents = torch.arange(-1, m - 2, device=device)[None].expand(B, -1)  # node i's parent is node i-1
             sync(device)
             t0 = time.perf_counter()
             if tree:
-                kv.forward_tree(ids, parents, torch.tensor([m - 1], device=device))
+                kv.forward_tree(ids, parents, torch.full((B,), m - 1, device=device))
             else:
                 kv.forward(ids)
             sync(device)

@@ -1,7 +1,6 @@
 """`python -m train.demo` end to end on tiny-llama (preset tiny): every stage runs, the results
 folder and report are written, and a second run skips every finished stage."""
 import json
-import time
 
 from train import demo
 
@@ -9,13 +8,11 @@ from train import demo
 def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     argv = ["--model", "tiny-llama", "--preset", "tiny", "--runs", str(tmp_path / "runs"),
             "--results", str(tmp_path / "results")]
-    t0 = time.perf_counter()
     assert demo.main(argv) == 0
-    first = time.perf_counter() - t0
     res = tmp_path / "results" / "demo"
     for t in ("t0", "t1"):
         s = json.loads((res / t / "summary.json").read_text())
-        assert set(s["methods"]) == {"hf", "vanilla", "pld", "eagle3"}
+        assert set(s["methods"]) == {"hf", "vanilla", "pld", "eagle3", "pld+eagle3"}
         assert s["methods"]["eagle3"]["overall"]["num_prompts"] == 2
         if t == "t0":  # greedy: every method's output equals the baseline's
             assert all(e["overall"]["exact_match"] == 1.0 for e in s["methods"].values())
@@ -29,4 +26,3 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert demo.main(argv) == 0
     err = capsys.readouterr().err
     assert "is complete, skipped" in err and "heads are trained" in err and "0 to run" in err
-    assert first < 120
