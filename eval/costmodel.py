@@ -7,7 +7,10 @@ Measures C(m), one target forward over m = 1..64 new tokens after a cached prefi
 bench's median prompt length + half the output), the prefill, and each method's drafter time per
 decode step; then predicts each method's speedup over the kit's plain loop (mtp.costmodel) from
 the bench's measured acceptance, and reports it next to the measured speedup with the gap.
-Chains only (tree drafting: later). The last stdout line is JSON.
+Tree methods (`:tree<N>`, prompt lookup with branches) are charged the tree-verify curve (one
+forward over the pending token and N nodes under a tree mask), measured the same way. Every row
+also splits the method's measured time into prefill, verify, drafting (measured in the bench) and
+the rest of the decode loop. The last stdout line is JSON.
 """
 from __future__ import annotations
 
@@ -74,11 +77,13 @@ def bench_config(bench: Path | None) -> tuple[dict, list[dict], dict]:
 
 COLS = ["method", "K", "tau", "alpha_iid", "draft_step_ms", "verify_ms", "decode_ms", "predicted_speedup_chain",
         "predicted_speedup", "measured_speedup", "measured_speedup_spread", "gap", "predicted_tokens_per_s",
-        "measured_tokens_per_s"]
+        "measured_tokens_per_s", "draft_step_ms_in_bench", "prefill_share", "verify_share", "draft_share",
+        "other_share"]
 NOTES = ("predicted = speedup over the kit's plain loop from per-step draft lengths, measured C(m) and drafter time "
          "per step (prefill included); predicted_speedup_chain = Leviathan's formula with tau = 1 + sum a_k and "
          "C(K+1) in place of a constant verify cost; measured = bench speedup vs measured_against; gap = predicted "
-         "/ measured - 1. Chains only.")
+         "/ measured - 1; tree methods use the tree-verify cost. *_share: measured wall time split into prefill, verify "
+         "(from the cost curves), drafting (measured in the bench) and the rest of the decode loop.")
 
 
 def write_outputs(out: Path, result: dict, title: str) -> None:
@@ -98,6 +103,12 @@ def write_outputs(out: Path, result: dict, title: str) -> None:
     pyplot().close(plot_costmodel(results.load(out), out / "costmodel.png"))
     atomic_write_text(out / "costmodel.md", "\n".join(md) + "\n")
     write_report(out)
+
+
+def _drafts_trees(method) -> bool:
+    d = getattr(method, "drafter", None)
+    d = getattr(d, "fallback", d)  # pld+heads: the heads' shape
+    return getattr(d, "tree", None) is not None or getattr(d, "branches", 1) > 1
 
 
 @cli_main
@@ -128,11 +139,17 @@ def main(argv=None) -> int:
     C = costmodel.interpolate(costs)
     prefill = costmodel.measure_prefill_cost(model, median_prompt)
     reference = "vanilla" if any(n == "vanilla" for n, _ in methods_spec) else summary.get("baseline")
+    built = [(name, spec, make_method(spec, model, tok)) for name, spec in methods_spec]
+    C_tree = None
+    if any(_drafts_trees(m) for _, _, m in built):
+        print("[costmodel] tree-verify cost", file=sys.stderr)
+        C_tree = costmodel.interpolate(costmodel.measure_forward_cost(model, prefix, tokens, repeats=args.repeats,
+                                                                      tree=True))
     rows = []
-    for name, spec in methods_spec:
-        m = make_method(spec, model, tok)
+    for name, spec, m in built:
         step_s, note = costmodel.time_drafter(m, model, prompts, max_new, temperature)
-        row = costmodel.method_row(name, costmodel.nominal_k(m), samples, C, step_s, prefill, reference)
+        row = costmodel.method_row(name, costmodel.nominal_k(m), samples, C, step_s, prefill, reference,
+                                   C_tree if _drafts_trees(m) else None)
         row.update(spec=spec, note=note, measured_speedup_vs_baseline=summary.get("methods", {}).get(name, {})
                    .get("overall", {}).get("speedup"))
         rows.append(row)

@@ -169,18 +169,21 @@ def predict_chain(per_position: Sequence[float], gamma: int, C: Callable[[int], 
 
 
 def predict_stepwise(samples: Iterable[dict], C: Callable[[int], float], draft_step_s: float,
-                     prefill_s: float = 0.0) -> dict:
+                     prefill_s: float = 0.0, verify_cost: Callable[[int], float] | None = None) -> dict:
     """Predicted time of each recorded generation from its own steps, against plain decoding of
     the same tokens: plain = prefill + (n - 1) C(1); method = prefill + sum over decode forwards
-    of (draft step + C(drafted + 1)) (forwards without drafts cost C(1), plus the drafter's call).
-    Returns predicted speedup (ratio of summed times) and predicted tokens/s."""
+    of (draft step + V(drafted + 1)) (forwards without drafts cost C(1), plus the drafter's call).
+    V is the verify cost: C for chains, the tree-verify curve for tree drafts (`verify_cost`; a
+    tree step's draft length is its node count). Returns predicted speedup (ratio of summed
+    times) and predicted tokens/s."""
+    V = verify_cost or C
     t_plain = t_method = 0.0
     tokens = 0
     for s in samples:
         drafts = list(s.get("draft_lengths") or [])
         decode = int(s["target_forwards"]) - 1  # the first forward is the prefill
         plain_steps = max(decode - len(drafts), 0)
-        t_method += prefill_s + plain_steps * C(1) + sum(C(d + 1) for d in drafts)
+        t_method += prefill_s + plain_steps * C(1) + sum(V(d + 1) if d else C(1) for d in drafts)
         if draft_step_s == draft_step_s and draft_step_s > 0:
             t_method += decode * draft_step_s
         t_plain += prefill_s + max(int(s["new_tokens"]) - 1, 0) * C(1)
@@ -221,14 +224,37 @@ def time_drafter(method, model, prompts: list[list[int]], max_new_tokens: int,
     return timed.step_s, note
 
 
+def time_breakdown(samples: list[dict], C: Callable[[int], float], prefill_s: float,
+                   verify_cost: Callable[[int], float] | None = None) -> dict:
+    """Where one method's measured time went, summed over its bench samples: prefill and verify
+    forwards (from the measured cost curves and each step's draft length), drafting (measured in
+    the bench itself, `draft_time_s`), and the rest (the decode loop's own work: acceptance,
+    cache bookkeeping, Python). Shares of the measured wall time."""
+    V = verify_cost or C
+    wall = sum(float(s["wall_time_s"]) for s in samples)
+    prefill = prefill_s * len(samples)
+    verify = 0.0
+    for s in samples:
+        drafts = list(s.get("draft_lengths") or [])
+        decode = int(s["target_forwards"]) - 1
+        verify += max(decode - len(drafts), 0) * C(1) + sum(V(d + 1) if d else C(1) for d in drafts)
+    draft = sum(float(s.get("draft_time_s") or 0.0) for s in samples)
+    other = wall - prefill - verify - draft
+    share = (lambda x: x / wall) if wall > 0 else (lambda x: float("nan"))
+    return {"prefill_share": share(prefill), "verify_share": share(verify), "draft_share": share(draft),
+            "other_share": share(other)}
+
+
 def method_row(name: str, K: int, samples: list[dict], C: Callable[[int], float], step_s: float, prefill_s: float,
-               reference: str | None) -> dict:
+               reference: str | None, verify_cost: Callable[[int], float] | None = None) -> dict:
     """One method's costs, and with its bench samples (the whole folder's `samples`): measured tau
     and a_k, predicted speedup (stepwise and Leviathan's chain formula) next to the measured one
-    against `reference`, and gap = predicted / measured - 1."""
+    against `reference`, gap = predicted / measured - 1, and the time breakdown. `verify_cost`:
+    the tree-verify curve for a method that drafts trees (K is then its depth)."""
     from mtp import results
 
-    row = {"method": name, "K": K, "draft_step_ms": 1e3 * step_s, "verify_ms": 1e3 * C(K + 1), "decode_ms": 1e3 * C(1)}
+    V = verify_cost or C
+    row = {"method": name, "K": K, "draft_step_ms": 1e3 * step_s, "verify_ms": 1e3 * V(K + 1), "decode_ms": 1e3 * C(1)}
     ms = [s for s in samples if s["method"] == name]
     if not ms:
         return row
@@ -237,7 +263,11 @@ def method_row(name: str, K: int, samples: list[dict], C: Callable[[int], float]
     tau_step = 1.0 + sum(pp)
     row.update(tau=st.tau, tau_step=tau_step, alpha_iid=implied_alpha(tau_step, K) if K else float("nan"),
                predicted_speedup_chain=predict_chain(pp, K, C, step_s) if K else 1.0,
-               **predict_stepwise(ms, C, step_s, prefill_s))
+               **predict_stepwise(ms, C, step_s, prefill_s, verify_cost))
+    if any("draft_time_s" in s for s in ms):
+        row["draft_step_ms_in_bench"] = 1e3 * sum(float(s.get("draft_time_s") or 0) for s in ms) / max(
+            1, sum(int(s["target_forwards"]) - 1 for s in ms))
+    row.update(time_breakdown(ms, C, prefill_s, verify_cost))
     row["predicted_speedup"] = row["predicted_speedup"] if K else 1.0
     row["measured_tokens_per_s"] = results.tokens_per_s(ms)[0]
     row["measured_against"] = reference
