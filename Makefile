@@ -33,7 +33,7 @@ report: setup
 	$(PY) -m eval.report $(RUNS) --readme README.md --docs docs/results
 
 bench: setup
-	$(PY) -m eval.bench_foundation --model smollm2-135m
+	$(PY) -m eval.bench_foundation --model smollm2-135m --out results/foundation
 
 clean:
 	rm -rf $(VENV)

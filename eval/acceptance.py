@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from mtp import results as R
+from mtp.io import atomic_write_json, atomic_write_text, jsonable, read_jsonl
+from mtp.report import fmt
 from mtp.cli import cli_main
 from mtp.sampling import SamplingConfig, logits_to_probs
 from mtp.training.losses import chain_acceptance
@@ -96,7 +97,7 @@ def build_sequences(model, tok, data: str, num_prompts: int | None, max_new_toke
 
     p = Path(data)
     if p.is_file():
-        lines = R.read_jsonl(p)
+        lines = read_jsonl(p)
         if lines and "text" in lines[0]:
             seqs = []
             for d in lines[:num_prompts]:
@@ -150,7 +151,8 @@ def bench_tau(bench_dir: str | Path, heads_dir: str) -> dict | None:
 
 @cli_main
 def main(argv=None) -> int:
-    from eval._common import add_model_args, collect_meta, load_target
+    from eval._common import add_model_args, load_target
+    from mtp.runinfo import collect_meta
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_model_args(p)
@@ -183,22 +185,23 @@ def main(argv=None) -> int:
     if args.bench:
         res["bench"] = bench_tau(args.bench, args.heads)
     res["meta"] = collect_meta(vars(args), model)
-    R.atomic_write_json(out / "acceptance.json", res)
+    atomic_write_json(out / "meta.json", res["meta"])
+    atomic_write_json(out / "acceptance.json", res)
     lines = [f"# Offline acceptance: {args.heads} on {args.model} ({len(seqs)} sequences, {res['positions']} "
              "positions)", "", "| head | " + " | ".join(f"top-{k}" for k in res["topk_accuracy"]) + " |",
              "|---|" + "---|" * len(res["topk_accuracy"])]
     for j in range(head.config.num_heads):
-        lines.append(f"| {j + 1} | " + " | ".join(R._fmt(v[j]) for v in res["topk_accuracy"].values()) + " |")
+        lines.append(f"| {j + 1} | " + " | ".join(fmt(v[j]) for v in res["topk_accuracy"].values()) + " |")
     lines += ["", "| setting | expected tau | a_k |", "|---|---|---|"]
     for t in temps:
         r = res[f"T={t:g}"]
-        lines.append(f"| teacher-forced T={t:g} | {R._fmt(r['expected_tau'])} | {R._fmt(r['accept_rate_per_position'])} |")
+        lines.append(f"| teacher-forced T={t:g} | {fmt(r['expected_tau'])} | {fmt(r['accept_rate_per_position'])} |")
     if res.get("bench"):
         b = res["bench"]
-        lines.append(f"| eval.bench {b['method']} (T={b['temperature']}) | {R._fmt(b['tau'])} | "
-                     f"{R._fmt(b['accept_rate_per_position'])} |")
-    R.atomic_write_text(out / "acceptance.md", "\n".join(lines) + "\n")
-    print(json.dumps(R._jsonable({k: v for k, v in res.items() if k != "meta"})))
+        lines.append(f"| eval.bench {b['method']} (T={b['temperature']}) | {fmt(b['tau'])} | "
+                     f"{fmt(b['accept_rate_per_position'])} |")
+    atomic_write_text(out / "acceptance.md", "\n".join(lines) + "\n")
+    print(json.dumps(jsonable({k: v for k, v in res.items() if k != "meta"})))
     return 0
 
 

@@ -4,8 +4,9 @@
         --temperature 0 --max-new-tokens 128 --repeats 3 --out results/smollm2-t0
 
 Methods (mtp.bench.make_method): hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K],
-heads:<checkpoint dir>[:K]; "name=spec" gives a method a custom name (e.g. "copy=vanilla").
-Methods run interleaved per prompt (order rotated per repeat) after warm-up. Every finished
+heads:<checkpoint dir>[:K][:tree<N>], pld+heads:<dir>; "name=spec" gives a method a custom name
+(e.g. "copy=vanilla"). The runner is mtp.bench.SuiteRun: methods interleaved per prompt (order
+rotated per repeat) after warm-up. Every finished
 (method, prompt, turn, repeat) cell is appended to samples.jsonl at once; rerunning with the same
 --out skips finished cells, and Ctrl-C keeps them (the summary is written on the way out).
 The last stdout line is the overall summary as JSON.
@@ -15,13 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import zlib
 from pathlib import Path
 
-from eval._common import add_model_args, collect_meta, init_wandb, load_target, log_table
-from mtp import results as R
+from eval._common import add_model_args, init_wandb, load_target, log_table
+from mtp import results
+from mtp.bench import MethodSpecError, SuiteRun, context_method, make_method
 from mtp.cli import cli_main
-from mtp.suites import LENGTH_MIXES, encode_turn, load_suite, suite_names, with_lengths
+from mtp.io import atomic_write_json, jsonable
+from mtp.runinfo import collect_meta
+from mtp.suites import LENGTH_MIXES, load_suite, suite_names, with_lengths
 
 # Config fields that must match to resume into an existing folder.
 RESUME_KEYS = ("model", "suite", "num_prompts", "temperature", "top_k", "top_p", "max_new_tokens", "lengths",
@@ -83,19 +86,6 @@ def parse_methods(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def cell_seed(base: int, prompt_id: str, turn: int, repeat: int) -> int:
-    """Every method gets the same seed for a cell; stable across runs (crc32, not hash())."""
-    return (base * 1_000_003 + zlib.crc32(f"{prompt_id}/{turn}/{repeat}".encode())) % (2**31)
-
-
-def context_method(names: list[str]) -> str:
-    """Whose turn-i answers later turns carry: the kit's plain loop, else hf, else the first."""
-    for m in ("vanilla", "hf"):
-        if m in names:
-            return m
-    return names[0]
-
-
 def _config(args, methods) -> dict:
     c = {k: getattr(args, k) for k in ("model", "suite", "num_prompts", "temperature", "top_k", "top_p",
                                        "max_new_tokens", "repeats", "warmup", "seed", "dtype", "device", "threads",
@@ -106,43 +96,25 @@ def _config(args, methods) -> dict:
     return c
 
 
-def _check_resume(out: Path, config: dict, overwrite: bool) -> None:
-    meta_path = out / "meta.json"
-    if overwrite:
-        for name in ("samples.jsonl", "summary.json", "summary.csv", "report.md"):
-            (out / name).unlink(missing_ok=True)
-        return
-    if meta_path.exists() and (out / "samples.jsonl").exists():
-        old = json.loads(meta_path.read_text()).get("config", {})
-        diff = {k: (old.get(k), config.get(k)) for k in RESUME_KEYS if old.get(k) != config.get(k)}
-        if diff:
-            raise SystemExit(f"{out} holds a run with a different config {diff}; use another --out or --overwrite")
+def build_methods(specs: list[tuple[str, str]], model, tok) -> list:
+    """mtp.bench methods named as on the command line; a bad spec exits with its error."""
+    methods = []
+    for name, spec in specs:
+        try:
+            m = make_method(spec, model, tok)
+        except MethodSpecError as e:
+            raise SystemExit(f"error: {e}") from None
+        m.name = name
+        methods.append(m)
+    return methods
 
 
-def finalize(out: Path, samples: list[dict], names: list[str], greedy: bool, model=None,
-             prompts: dict | None = None, plots: bool = True) -> dict:
-    """Summary (+ logit gaps of greedy mismatches), summary.csv, plots and report.md."""
-    summary = R.summarize(samples, names, greedy=greedy)
-    if greedy and summary["mismatches"] and model is not None and prompts:
-        from mtp.bench import logit_gap_at_divergence
-
-        cells = {R.cell_key(s): s for s in samples}
-        gaps = {}
-        for mm in summary["mismatches"]:
-            key = (mm["method"], mm["prompt_id"], mm["turn"], mm["repeat"])
-            ref = cells.get((mm["baseline"], mm["prompt_id"], mm["turn"], mm["repeat"])) or \
-                cells.get((mm["baseline"], mm["prompt_id"], mm["turn"], 0))
-            pids = prompts.get((mm["prompt_id"], mm["turn"]))
-            if ref is None or pids is None:
-                continue
-            pos, gap = logit_gap_at_divergence(model, pids, cells[key]["output_ids"], ref["output_ids"])
-            gaps[key] = gap if pos is not None else None
-        summary = R.summarize(samples, names, greedy=greedy, baseline=summary["baseline"], mismatch_gaps=gaps)
-    R.write_summary(out, summary)
-    if plots:
-        R.write_plots(out)
-    R.write_report(out)
-    return summary
+def load_items(args, config: dict) -> list:
+    items = load_suite(args.suite, args.num_prompts)
+    if args.lengths:
+        items = with_lengths(items, config["lengths"], long_input_tokens=args.long_input_tokens,
+                             short_output_tokens=args.max_new_tokens, long_output_tokens=args.long_output_tokens)
+    return items
 
 
 def run(args) -> int:
@@ -150,107 +122,46 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     methods_spec = parse_methods(args.methods)
     config = _config(args, methods_spec)
-    _check_resume(out, config, args.overwrite)
-
-    from mtp.bench import MethodSpecError, make_method
-
+    results.check_resume(out, config, RESUME_KEYS, args.overwrite)
     model, tok = load_target(args)
-    methods = []
-    for name, spec in methods_spec:
-        try:
-            m = make_method(spec, model, tok)
-        except MethodSpecError as e:
-            raise SystemExit(f"error: {e}") from None
-        m.name = name
-        methods.append(m)
-    names = [m.name for m in methods]
-    keys = {m.name: m.key for m in methods}
-    items = load_suite(args.suite, args.num_prompts)
-    if args.lengths:
-        items = with_lengths(items, config["lengths"], long_input_tokens=args.long_input_tokens,
-                             short_output_tokens=args.max_new_tokens, long_output_tokens=args.long_output_tokens)
+    methods = build_methods(methods_spec, model, tok)
+    items = load_items(args, config)
     meta = collect_meta(config, model)
     meta["num_items"] = len(items)
-    R.atomic_write_json(out / "meta.json", meta)
-
-    samples_path = out / "samples.jsonl"
-    R.repair_jsonl(samples_path)
-    all_samples = R.read_jsonl(samples_path)
-    # A cell is reused only when the same method (spec, and heads weights) produced it.
-    stale = [s for s in all_samples if s["method"] in keys and s.get("method_key") != keys[s["method"]]]
-    if stale:
-        changed = sorted({s["method"] for s in stale})
-        print(f"[bench] {len(stale)} cells of {changed} were made by another spec or other head weights: "
-              "dropped, they run again", file=sys.stderr)
-        keep = [s for s in all_samples if s not in stale]
-        R.atomic_write_text(samples_path, "".join(json.dumps(R._jsonable(s)) + "\n" for s in keep))
-        all_samples = keep
-    samples = [s for s in all_samples if s["method"] in names]
-    done = {R.cell_key(s) for s in samples}
-    todo = sum(len(it.turns) for it in items) * args.repeats * len(methods) - len(done)
-    print(f"[bench] {len(items)} prompts x {args.repeats} repeats x {len(methods)} methods; "
-          f"{len(done)} cells done, {todo} to run -> {out}", file=sys.stderr)
-    gen = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    ctx_name = config["context_method"]
-    prompts: dict[tuple[str, int], list[int]] = {}
-    interrupted = False
+    atomic_write_json(out / "meta.json", meta)
+    bench = SuiteRun(out, methods, items, tok, repeats=args.repeats, warmup=args.warmup,
+                     max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                     top_p=args.top_p, seed=args.seed)
     wb = init_wandb(args.wandb, args.wandb_project, meta, out, name=out.name)
+    interrupted = False
     try:
-        if todo > 0 and items:
-            warm_ids = encode_turn(tok, items[0], 0)
-            for _ in range(args.warmup):
-                for m in methods:
-                    m.run(warm_ids, max_new_tokens=min(16, args.max_new_tokens), seed=args.seed, **gen)
-        n_run = 0
-        for it in items:
-            answers: list[str] = []
-            for t in range(len(it.turns)):
-                pids = encode_turn(tok, it, t, answers)
-                prompts[(it.id, t)] = pids
-                for r in range(args.repeats):
-                    order = methods[r % len(methods):] + methods[: r % len(methods)]
-                    for m in order:
-                        if (m.name, it.id, t, r) in done:
-                            continue
-                        rec = m.run(pids, max_new_tokens=it.max_new_tokens or args.max_new_tokens,
-                                    seed=cell_seed(args.seed, it.id, t, r), **gen)
-                        s = {"method": m.name, "method_key": m.key, "prompt_id": it.id, "category": it.category, "turn": t, "repeat": r,
-                             "output_ids": rec.output_ids, "new_tokens": rec.new_tokens,
-                             "wall_time_s": rec.wall_time_s, "target_forwards": rec.target_forwards,
-                             "accept_lengths": rec.accept_lengths, "draft_lengths": rec.draft_lengths,
-                             "draft_depths": rec.draft_depths, "draft_time_s": rec.draft_time_s,
-                             "length": it.length, "prompt_tokens": len(pids),
-                             "max_new_tokens": it.max_new_tokens or args.max_new_tokens}
-                        R.append_jsonl(samples_path, s)
-                        samples.append(s)
-                        done.add(R.cell_key(s))
-                        n_run += 1
-                        if n_run % 20 == 0:
-                            print(f"[bench] {n_run}/{todo} cells", file=sys.stderr)
-                if t + 1 < len(it.turns):  # later turns carry the context method's own answer
-                    prev = next(s for s in samples if R.cell_key(s) == (ctx_name, it.id, t, 0))
-                    answers.append(tok.decode(prev["output_ids"], skip_special_tokens=True))
+        bench.run()
     except KeyboardInterrupt:
         interrupted = True
         print("[bench] interrupted: summarizing the finished cells", file=sys.stderr)
     except Exception:
         print("[bench] a method failed: summarizing the finished cells before re-raising", file=sys.stderr)
-        finalize(out, samples, names, args.temperature <= 0, plots=False)
+        bench.finalize(plots=False)
         raise
-    summary = finalize(out, samples, names, args.temperature <= 0, model, prompts, plots=not args.no_plots)
-    overall = {m: {k: e["overall"][k] for k in R.SUMMARY_KEYS} for m, e in summary["methods"].items()}
+    summary = bench.finalize(model, plots=not args.no_plots)
+    overall = {m: {k: e["overall"][k] for k in results.SUMMARY_KEYS} for m, e in summary["methods"].items()}
     wb.log({f"{m}/{k}": v for m, d in overall.items() for k, v in d.items() if isinstance(v, (int, float))})
-    log_table(wb, "summary", R.summary_rows(summary))
+    log_table(wb, "summary", results.summary_rows(summary))
     wb.finish()
-    print(json.dumps(R._jsonable({"out": str(out), "baseline": summary["baseline"], "overall": overall})))
+    print(json.dumps(jsonable({"out": str(out), "baseline": summary["baseline"], "overall": overall})))
     if interrupted:
         return 130
-    if args.strict_exact is not None:
-        bad = [mm for mm in summary["mismatches"] if mm["logit_gap"] is None or abs(mm["logit_gap"]) > args.strict_exact]
-        if bad:
-            print(f"[bench] {len(bad)} greedy mismatches above logit gap {args.strict_exact}: {bad[:5]}",
-                  file=sys.stderr)
-            return 1
+    return strict_exact_rc(summary, args.strict_exact)
+
+
+def strict_exact_rc(summary: dict, max_gap: float | None) -> int:
+    """1 when a greedy mismatch has a logit gap above max_gap (or none measured), else 0."""
+    if max_gap is None:
+        return 0
+    bad = [mm for mm in summary["mismatches"] if mm["logit_gap"] is None or abs(mm["logit_gap"]) > max_gap]
+    if bad:
+        print(f"[bench] {len(bad)} greedy mismatches above logit gap {max_gap}: {bad[:5]}", file=sys.stderr)
+        return 1
     return 0
 
 

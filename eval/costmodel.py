@@ -7,7 +7,10 @@ Measures C(m), one target forward over m = 1..64 new tokens after a cached prefi
 bench's median prompt length + half the output), the prefill, and each method's drafter time per
 decode step; then predicts each method's speedup over the kit's plain loop (mtp.costmodel) from
 the bench's measured acceptance, and reports it next to the measured speedup with the gap.
-Chains only (tree drafting: later). The last stdout line is JSON.
+Tree methods (`:tree<N>`, prompt lookup with branches) are charged the tree-verify curve (one
+forward over the pending token and N nodes under a tree mask), measured the same way. Every row
+also splits the method's measured time into prefill, verify, drafting (measured in the bench) and
+the rest of the decode loop. The last stdout line is JSON.
 """
 from __future__ import annotations
 
@@ -17,10 +20,14 @@ import statistics
 import sys
 from pathlib import Path
 
-from eval._common import add_model_args, collect_meta, load_target
-from mtp import costmodel as CM
-from mtp import results as R
+from eval._common import add_model_args, load_target
+from mtp import costmodel, results
+from mtp.bench import make_method
 from mtp.cli import cli_main
+from mtp.io import atomic_write_json, atomic_write_text, jsonable
+from mtp.report import markdown_table, write_report
+from mtp.runinfo import collect_meta
+from mtp.suites import encode_turn, load_suite
 
 
 def parse_args(argv=None):
@@ -59,35 +66,56 @@ def _positive_ints(p, flag: str, text: str) -> list[int]:
     return vals
 
 
-def _nominal_k(method) -> int:
-    if getattr(method, "drafter", None) is not None:
-        return int(method.k if method.k is not None else method.drafter.num_draft_tokens)
-    return int(getattr(method, "pld", None) or 0)
+def bench_config(bench: Path | None) -> tuple[dict, list[dict], dict]:
+    """(config, samples, summary) of an eval.bench folder (empty without one)."""
+    if bench is None:
+        return {}, [], {}
+    summary = json.loads((bench / "summary.json").read_text()) if (bench / "summary.json").exists() else {}
+    config = json.loads((bench / "meta.json").read_text())["config"]
+    return config, results.read_samples(bench / "samples.jsonl"), summary
 
 
-def time_drafter(method, model, prompts: list[list[int]], max_new_tokens: int, temperature: float) -> tuple[float, str]:
-    """Seconds per decode step spent drafting, measured inside the engine. HF prompt lookup is
-    timed with the kit's prompt-lookup drafter (same algorithm); plain methods cost 0."""
-    from mtp.drafters import PromptLookupDrafter
-    from mtp.engine import generate
+COLS = ["method", "K", "tau", "alpha_iid", "draft_step_ms", "verify_ms", "decode_ms", "predicted_speedup_chain",
+        "predicted_speedup", "measured_speedup", "measured_speedup_spread", "gap", "predicted_tokens_per_s",
+        "measured_tokens_per_s", "draft_step_ms_in_bench", "prefill_share", "verify_share", "draft_share",
+        "other_share"]
+NOTES = ("predicted = speedup over the kit's plain loop from per-step draft lengths, measured C(m) and drafter time "
+         "per step (prefill included); predicted_speedup_chain = Leviathan's formula with tau = 1 + sum a_k and "
+         "C(K+1) in place of a constant verify cost; measured = bench speedup vs measured_against; gap = predicted "
+         "/ measured - 1; tree methods use the tree-verify cost. *_share: measured wall time split into prefill, verify "
+         "(from the cost curves), drafting (measured in the bench) and the rest of the decode loop.")
 
-    drafter, note = getattr(method, "drafter", None), ""
-    if drafter is None and getattr(method, "pld", None):
-        drafter, note = PromptLookupDrafter(num_draft_tokens=method.pld), "draft cost of the kit's PLD drafter"
-    if drafter is None:
-        return 0.0, note
-    timed = CM.TimedDrafter(drafter)
-    for i, p in enumerate(prompts):
-        generate(model, p, drafter=timed, num_draft_tokens=_nominal_k(method) or None, max_new_tokens=max_new_tokens,
-                 temperature=temperature, seed=i)
-    return timed.step_s, note
+
+def write_outputs(out: Path, result: dict, title: str) -> None:
+    """costmodel.json / .csv / .md / .png, and the folder's report.md (which links them)."""
+    from mtp.plots import plot_costmodel, pyplot
+
+    atomic_write_json(out / "costmodel.json", result)
+    rows, costs = result["methods"], {v["tokens"]: v["ms"] for v in result["verify_cost"]}
+    results.write_csv(out / "costmodel.csv", rows, COLS)
+    md = [f"# Cost model: {title}", "",
+          f"Verify cost at prefix {result['prefix_len']} (ms, median); prefill of {result['prefill_tokens']} tokens "
+          f"{result['prefill_ms']:.1f} ms.", "",
+          markdown_table([{"tokens": m, "ms": ms, "x C(1)": ms / costs[min(costs)]} for m, ms in costs.items()],
+                         ["tokens", "ms", "x C(1)"]), "",
+          f"Predicted vs measured (measured against {result['measured_against']}):", "",
+          markdown_table(rows, COLS), "", NOTES, "", "![costmodel](costmodel.png)"]
+    pyplot().close(plot_costmodel(results.load(out), out / "costmodel.png"))
+    atomic_write_text(out / "costmodel.md", "\n".join(md) + "\n")
+    write_report(out)
+
+
+def _drafts_trees(method) -> bool:
+    d = getattr(method, "drafter", None)
+    d = getattr(d, "fallback", d)  # pld+heads: the heads' shape
+    return getattr(d, "tree", None) is not None or getattr(d, "branches", 1) > 1
 
 
 @cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     bench = Path(args.bench) if args.bench else None
-    cfg = json.loads((bench / "meta.json").read_text())["config"] if bench else {}
+    cfg, samples, summary = bench_config(bench)
     for k in ("model", "dtype", "device", "threads"):
         if getattr(args, k) is None and cfg.get(k) is not None:
             setattr(args, k, cfg[k])
@@ -98,93 +126,48 @@ def main(argv=None) -> int:
                     else list(cfg.get("methods", {}).items()))
     max_new = args.max_new_tokens or cfg.get("max_new_tokens") or 64
     temperature = args.temperature if args.temperature is not None else cfg.get("temperature", 0.0)
-    samples = R.read_jsonl(bench / "samples.jsonl") if bench else []
-
-    from mtp.bench import make_method
-    from mtp.suites import encode_turn, load_suite
 
     model, tok = load_target(args)
-    prompt_lens = [s["prompt_tokens"] for s in samples if "prompt_tokens" in s]
-    items = load_suite(args.suite or cfg.get("suite") or "spec", args.draft_prompts)
-    prompts = [encode_turn(tok, it, 0) for it in items]
-    median_prompt = int(statistics.median(prompt_lens or [len(p) for p in prompts]))
+    prompts = [encode_turn(tok, it, 0) for it in load_suite(args.suite or cfg.get("suite") or "spec",
+                                                            args.draft_prompts)]
+    median_prompt = int(statistics.median([s["prompt_tokens"] for s in samples if "prompt_tokens" in s]
+                                          or [len(p) for p in prompts]))
     prefix = args.prefix_len or median_prompt + max_new // 2
-    tokens = args.tokens or list(CM.DEFAULT_TOKENS)
+    tokens = args.tokens or list(costmodel.DEFAULT_TOKENS)
     print(f"[costmodel] forward cost at prefix {prefix} for m in {tokens}", file=sys.stderr)
-    costs = CM.measure_forward_cost(model, prefix, tokens, repeats=args.repeats)
-    C = CM.interpolate(costs)
-    prefill = CM.measure_prefill_cost(model, median_prompt)
-
-    summary = json.loads((bench / "summary.json").read_text()) if bench and (bench / "summary.json").exists() else {}
-    names = [n for n, _ in methods_spec]
-    plain_ref = "vanilla" if "vanilla" in names else None
+    costs = costmodel.measure_forward_cost(model, prefix, tokens, repeats=args.repeats)
+    C = costmodel.interpolate(costs)
+    prefill = costmodel.measure_prefill_cost(model, median_prompt)
+    reference = "vanilla" if any(n == "vanilla" for n, _ in methods_spec) else summary.get("baseline")
+    built = [(name, spec, make_method(spec, model, tok)) for name, spec in methods_spec]
+    C_tree = None
+    if any(_drafts_trees(m) for _, _, m in built):
+        print("[costmodel] tree-verify cost", file=sys.stderr)
+        C_tree = costmodel.interpolate(costmodel.measure_forward_cost(model, prefix, tokens, repeats=args.repeats,
+                                                                      tree=True))
     rows = []
-    for name, spec in methods_spec:
-        m = make_method(spec, model, tok)
-        step_s, note = time_drafter(m, model, prompts, max_new, temperature)
-        K = _nominal_k(m)
-        row = {"method": name, "spec": spec, "K": K, "draft_step_ms": 1e3 * step_s, "verify_ms": 1e3 * C(K + 1),
-               "decode_ms": 1e3 * C(1), "note": note}
-        ms = [s for s in samples if s["method"] == name]
-        if ms:
-            st = R.spec_stats(ms)
-            pp = st.per_position_acceptance()
-            tau_step = 1.0 + sum(pp)
-            row.update(tau=st.tau, tau_step=tau_step, alpha_iid=CM.implied_alpha(tau_step, K) if K else float("nan"),
-                       predicted_speedup_chain=CM.predict_chain(pp, K, C, step_s) if K else 1.0,
-                       **CM.predict_stepwise(ms, C, step_s, prefill))
-            row["predicted_speedup"] = row["predicted_speedup"] if K else 1.0
-            row["measured_tokens_per_s"] = R.tokens_per_s(ms)[0]
-            ref = plain_ref or summary.get("baseline")
-            row["measured_against"] = ref
-            if ref:
-                row["measured_speedup"], row["measured_speedup_spread"] = R.speedup(
-                    ms, [s for s in samples if s["method"] == ref])
-            row["measured_speedup_vs_baseline"] = summary.get("methods", {}).get(name, {}).get("overall", {}).get("speedup")
-            ps, mm = row.get("predicted_speedup"), row.get("measured_speedup")
-            row["gap"] = ps / mm - 1 if ps and mm and mm == mm else float("nan")
+    for name, spec, m in built:
+        step_s, note = costmodel.time_drafter(m, model, prompts, max_new, temperature)
+        row = costmodel.method_row(name, costmodel.nominal_k(m), samples, C, step_s, prefill, reference,
+                                   C_tree if _drafts_trees(m) else None)
+        row.update(spec=spec, note=note, measured_speedup_vs_baseline=summary.get("methods", {}).get(name, {})
+                   .get("overall", {}).get("speedup"))
         rows.append(row)
         print(f"[costmodel] {name}: " + ", ".join(f"{k}={v:.3g}" for k, v in row.items() if isinstance(v, float)),
               file=sys.stderr)
-
     meta = collect_meta({"bench": str(bench) if bench else None, "model": args.model, "prefix_len": prefix,
                          "tokens": tokens, "repeats": args.repeats, "median_prompt_tokens": median_prompt,
                          "max_new_tokens": max_new, "temperature": temperature}, model)
+    if bench is None:
+        atomic_write_json(out / "meta.json", meta)
     result = {"meta": meta, "prefix_len": prefix, "prefill_ms": 1e3 * prefill, "prefill_tokens": median_prompt,
               "verify_cost": [{"tokens": m, "ms": 1e3 * s, "ms_per_token": 1e3 * s / m} for m, s in costs.items()],
-              "methods": rows,
-              "notes": "predicted = speedup over the kit's plain loop from per-step draft lengths, measured C(m) "
-                       "and drafter time per step (prefill included); predicted_speedup_chain = Leviathan's "
-                       "formula with tau = 1 + sum a_k and C(K+1) in place of a constant verify cost; measured = "
-                       "bench speedup vs measured_against; gap = predicted / measured - 1. Chains only."}
-    R.atomic_write_json(out / "costmodel.json", result)
-    cols = ["method", "K", "tau", "alpha_iid", "draft_step_ms", "verify_ms", "decode_ms", "predicted_speedup_chain",
-            "predicted_speedup", "measured_speedup", "measured_speedup_spread", "gap", "predicted_tokens_per_s",
-            "measured_tokens_per_s"]
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    R.atomic_write_text(out / "costmodel.csv", buf.getvalue())
-    md = [f"# Cost model: {args.model}", "",
-          f"Verify cost at prefix {prefix} (ms, median of {args.repeats}); prefill of {median_prompt} tokens "
-          f"{1e3 * prefill:.1f} ms.", "",
-          R.markdown_table([{"tokens": m, "ms": 1e3 * s, "x C(1)": s / costs[min(costs)]} for m, s in costs.items()],
-                           ["tokens", "ms", "x C(1)"]), "",
-          f"Predicted vs measured (measured against {plain_ref or summary.get('baseline')}):", "",
-          R.markdown_table(rows, cols), "", result["notes"], ""]
-    import matplotlib.pyplot as plt
-
-    plt.close(R.plot_costmodel(R.load(out), out / "costmodel.png"))
-    md.append("![costmodel](costmodel.png)")
-    R.atomic_write_text(out / "costmodel.md", "\n".join(md) + "\n")
-    print(json.dumps(R._jsonable({"out": str(out), "prefix_len": prefix,
-                                  "verify_ms": {m: round(1e3 * s, 3) for m, s in costs.items()},
-                                  "methods": [{k: r.get(k) for k in ("method", "predicted_speedup", "measured_speedup",
-                                                                     "gap")} for r in rows]})))
+              "methods": rows, "measured_against": reference, "notes": NOTES}
+    write_outputs(out, result, args.model)
+    print(json.dumps(jsonable({"out": str(out), "prefix_len": prefix,
+                               "verify_ms": {m: round(1e3 * s, 3) for m, s in costs.items()},
+                               "methods": [{k: r.get(k) for k in ("method", "predicted_speedup", "measured_speedup",
+                                                                  "gap")} for r in rows]})))
     return 0
 
 

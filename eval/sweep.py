@@ -5,7 +5,8 @@ draft lengths (the shape of NVIDIA's DeepSeek-R1 MTP charts).
         --batch-sizes 1,2,4,8 --max-new-tokens 64 --out results/sweep
 
 Each point is one `mtp.engine.generate` call over a batch of B suite prompts (EOS ignored so every
-row makes max_new_tokens tokens), median over repeats, points interleaved per repeat.
+row makes max_new_tokens tokens), median over repeats, points interleaved per repeat (the one batch
+sweep, mtp.sweep.batch_sweep). The folder gets sweep.json/csv/png, meta.json and report.md.
 interactivity = tokens per row / wall time; throughput = all tokens / wall time.
 Methods are kit methods (vanilla, pld[:K], draft:<model>[:K], heads:<dir>[:K]); one without :K is
 swept over --draft-lengths. HF `generate` is not swept (batch-1 runner only).
@@ -13,15 +14,20 @@ swept over --draft-lengths. HF `generate` is not swept (batch-1 runner only).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
-from eval._common import add_model_args, collect_meta, load_target
-from mtp import results as R
+from eval._common import add_model_args, load_target
+from mtp import results
+from mtp.bench import make_method
 from mtp.cli import cli_main
+from mtp.io import atomic_write_json, jsonable
+from mtp.report import SWEEP_COLS, write_report
+from mtp.runinfo import collect_meta
+from mtp.suites import encode_turn, load_suite
+from mtp.sweep import batch_sweep
 
 
 def parse_args(argv=None):
@@ -67,96 +73,53 @@ def expand(methods: list[str], ks: list[int]) -> list[str]:
     return out
 
 
-@cli_main
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    import torch
-
-    from mtp.bench import make_method
-    from mtp.engine import generate
-    from mtp.suites import encode_turn, load_suite
-
-    model, tok = load_target(args)
-    batches = [int(b) for b in args.batch_sizes.split(",")]
-    specs = expand([m.strip() for m in args.methods.split(",") if m.strip()],
-                   [int(k) for k in args.draft_lengths.split(",")])
-    variants = []
+def variants(specs: list[str], model, tok) -> list[tuple[str, object, int | None]]:
+    """(label, drafter, K) of each kit method; HF methods are batch-1 only (eval.bench)."""
+    out = []
     for spec in specs:
         if spec.startswith("hf"):
             print(f"[sweep] skipping {spec}: HF generate is only run at batch 1 by eval.bench", file=sys.stderr)
             continue
         m = make_method(spec, model, tok)
-        variants.append((spec, getattr(m, "drafter", None), getattr(m, "k", None)))
-    items = load_suite(args.suite, max(batches))
+        out.append((spec, getattr(m, "drafter", None), getattr(m, "k", None)))
+    return out
+
+
+def sweep_prompts(args, tok, n: int) -> list[list[int]]:
+    items = load_suite(args.suite, n)
     if args.input_tokens:
-        import dataclasses
-
         items = [dataclasses.replace(it, min_input_tokens=args.input_tokens) for it in items]
-    prompts = [encode_turn(tok, it, 0) for it in items]
-    prompts = [prompts[i % len(prompts)] for i in range(max(batches))]
+    return [encode_turn(tok, it, 0) for it in items]
 
-    def one(drafter, k, B, seed):
-        torch.manual_seed(seed)
-        t0 = time.perf_counter()
-        o = generate(model, prompts[:B], drafter=drafter, num_draft_tokens=k, max_new_tokens=args.max_new_tokens,
-                     temperature=args.temperature, seed=seed, ignore_eos=True)
-        if next(model.parameters()).device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0, o
 
-    for _, d, k in variants:  # warm-up
-        one(d, k, 1, args.seed)
-    runs: dict[tuple[str, int], list] = {}
-    skipped = {}
-    for r in range(args.repeats):
-        for B in batches:
-            for spec, d, k in variants:
-                if (spec, B) in skipped:
-                    continue
-                try:
-                    dt, o = one(d, k, B, args.seed + r)
-                except NotImplementedError as e:
-                    skipped[(spec, B)] = str(e)
-                    continue
-                runs.setdefault((spec, B), []).append((dt, o))
-        print(f"[sweep] repeat {r + 1}/{args.repeats} done", file=sys.stderr)
-    points = []
-    for (spec, B), rs in runs.items():
-        per_seq = [statistics.fmean(len(t) for t in o.tokens) / dt for dt, o in rs]
-        total = [sum(len(t) for t in o.tokens) / dt for dt, o in rs]
-        k = spec.rpartition(":")[2] if ":" in spec else "0"
-        points.append({"label": spec, "method": spec.rpartition(":")[0] if k.isdigit() and ":" in spec else spec,
-                       "K": int(k) if k.isdigit() else 0, "batch_size": B,
-                       "tokens_per_s_per_seq": statistics.median(per_seq), "tokens_per_s_total": statistics.median(total),
-                       "tokens_per_s_total_spread": max(total) - min(total),
-                       "tau": statistics.median(o.stats.tau for _, o in rs), "wall_s": statistics.median(dt for dt, _ in rs)})
-    pts = [(p["tokens_per_s_per_seq"], p["tokens_per_s_total"]) for p in points]
-    for i in R.pareto_front(pts):
-        points[i]["pareto"] = True
-    meta = collect_meta(vars(args), model)
-    R.atomic_write_json(out / "sweep.json", {"meta": meta, "points": points,
-                                             "skipped": [{"label": s, "batch_size": b, "reason": e}
-                                                         for (s, b), e in skipped.items()]})
-    import csv
-    import io
+def write_outputs(out: Path, meta: dict, points: list[dict], skipped: list[dict], title: str) -> None:
+    """sweep.json / .csv / .png, meta.json and report.md: a results folder mtp.results loads."""
+    from mtp.plots import plot_sweep, pyplot
 
-    buf = io.StringIO()
-    cols = ["label", "method", "K", "batch_size", "tokens_per_s_per_seq", "tokens_per_s_total",
-            "tokens_per_s_total_spread", "tau", "wall_s", "pareto"]
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(points)
-    R.atomic_write_text(out / "sweep.csv", buf.getvalue())
-    import matplotlib.pyplot as plt
+    atomic_write_json(out / "meta.json", meta)
+    atomic_write_json(out / "sweep.json", {"meta": meta, "points": points, "skipped": skipped})
+    results.write_csv(out / "sweep.csv", points, SWEEP_COLS)
+    pyplot().close(plot_sweep(results.load(out).sweep, out / "sweep.png", title=title))
+    write_report(out)
 
-    res = R.load(out)
-    plt.close(R.plot_sweep(res.sweep, out / "sweep.png",
-                           title=f"{args.model}: throughput vs interactivity (T={args.temperature}, "
-                                 f"{args.max_new_tokens} new tokens)"))
-    print(json.dumps(R._jsonable({"out": str(out), "points": [{k: p.get(k) for k in ("label", "batch_size",
-                                  "tokens_per_s_per_seq", "tokens_per_s_total", "tau")} for p in points]})))
+
+@cli_main
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, tok = load_target(args)
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    specs = expand([m.strip() for m in args.methods.split(",") if m.strip()],
+                   [int(k) for k in args.draft_lengths.split(",")])
+    points, skipped = batch_sweep(model, variants(specs, model, tok), sweep_prompts(args, tok, max(batches)), batches,
+                                  repeats=args.repeats, max_new_tokens=args.max_new_tokens,
+                                  temperature=args.temperature, seed=args.seed)
+    config = {**vars(args), "title": f"Throughput vs interactivity: {args.model}"}
+    write_outputs(out, collect_meta(config, model), points, skipped,
+                  f"{args.model}: throughput vs interactivity (T={args.temperature}, {args.max_new_tokens} new tokens)")
+    print(json.dumps(jsonable({"out": str(out), "points": [{k: p.get(k) for k in ("label", "batch_size",
+                               "tokens_per_s_per_seq", "tokens_per_s_total", "tau")} for p in points]})))
     return 0
 
 

@@ -1,24 +1,36 @@
-"""Method runners for benchmarks: every way of generating (HF `generate`, the kit's loop, prompt
-lookup, draft models, MTP heads) behind one interface, measured by the same code.
+"""The one benchmark runner: every way of generating (HF `generate`, the kit's loop, prompt lookup,
+draft models, MTP heads) behind one interface, measured by the same code into one sample schema.
 
-Both arms of a comparison are timed here, in the same process, interleaved per prompt, after
-warm-up; the CLI scripts in `eval/` aggregate the records.
+- `Method.run`: one timed generation at batch 1 (device-synchronised), a `RunRecord`, whose
+  `as_sample` is the one line format of a results folder's samples.jsonl;
+- `make_method`: a method from its spec string;
+- `SuiteRun`: methods over a prompt suite into a results folder (mtp.results): warm-up, repeats,
+  methods interleaved per prompt with their order rotated each repeat, multi-turn prompts, resume;
+  `write_results` then writes the summary, plots and report.md.
+The batch sweep (throughput vs interactivity) is mtp.sweep, the verify-cost timer mtp.costmodel.
+Every script in `eval/` (and train.figures) is a thin consumer of these.
 """
 from __future__ import annotations
 
 import copy
+import os
+import sys
 import time
+import zlib
 from dataclasses import dataclass, field
-from typing import Iterator
+from pathlib import Path
 
 import torch
 
-from mtp.engine import generate
+from mtp import results
+from mtp.engine import generate, sync
+from mtp.suites import encode_turn
 
 
 @dataclass
 class RunRecord:
-    """One generation (batch 1). accept_lengths/draft_lengths: one entry per speculative step."""
+    """One generation (batch 1). accept_lengths/draft_lengths: one entry per speculative step.
+    Metrics (tau, tokens/s) come from mtp.results over its samples, never from here."""
 
     method: str
     output_ids: list[int]
@@ -30,31 +42,18 @@ class RunRecord:
     draft_depths: list[int] = field(default_factory=list)
     draft_time_s: float = 0.0  # time spent drafting (kit methods)
 
-    @property
-    def tokens_per_s(self) -> float:
-        return self.new_tokens / self.wall_time_s if self.wall_time_s > 0 else float("nan")
-
-    @property
-    def tau(self) -> float:
-        """As mtp.stats.SpecStats.tau: tokens per decode-step forward (the prefill excluded)."""
-        return (self.new_tokens - 1) / (self.target_forwards - 1) if self.target_forwards > 1 else float("nan")
-
-    def as_sample(self, prompt_id, repeat: int, turn: int = 0, category: str = "") -> dict:
-        """This record as one line of a results folder's samples.jsonl (see mtp.results)."""
+    def as_sample(self, prompt_id, repeat: int, turn: int = 0, category: str = "", **extra) -> dict:
+        """This record as one line of a results folder's samples.jsonl (the one sample schema, see
+        mtp.results); `extra`: method_key, length, prompt_tokens, max_new_tokens."""
         return {"method": self.method, "prompt_id": str(prompt_id), "category": category, "turn": turn,
                 "repeat": repeat, "output_ids": self.output_ids, "new_tokens": self.new_tokens,
                 "wall_time_s": self.wall_time_s, "target_forwards": self.target_forwards,
                 "accept_lengths": self.accept_lengths, "draft_lengths": self.draft_lengths,
-                "draft_depths": self.draft_depths, "draft_time_s": self.draft_time_s}
+                "draft_depths": self.draft_depths, "draft_time_s": self.draft_time_s, **extra}
 
 
 def _device(model) -> torch.device:
     return next(model.parameters()).device
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class _ForwardCounter:
@@ -93,11 +92,11 @@ class Method:
             top_p: float | None = None, seed: int | None = None, ignore_eos: bool = False) -> RunRecord:
         """Generate for one prompt and time it (synchronised on CUDA). ignore_eos: always run
         max_new_tokens (for fixed output lengths)."""
-        _sync(self.device)
+        sync(self.device)
         t0 = time.perf_counter()
         rec = self._run(prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                         seed=seed, ignore_eos=ignore_eos)
-        _sync(self.device)
+        sync(self.device)
         rec.wall_time_s = time.perf_counter() - t0
         return rec
 
@@ -163,8 +162,8 @@ class MethodSpecError(ValueError):
     """A method spec that does not parse; the message lists the valid forms."""
 
 
-METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K][:tree<N>], "
-                "pld+heads:<checkpoint dir>[:K][:tree<N>]")
+METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K|:auto][:tree<N>], "
+                "pld+heads:<checkpoint dir>[:K|:auto][:tree<N>]")
 
 
 def _k(spec: str, text: str) -> int:
@@ -197,7 +196,7 @@ def heads_fingerprint(path) -> str:
     return h.hexdigest()[:16]
 
 
-def make_method(spec: str, model, tokenizer) -> Method:
+def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     """Build a method from its spec string (parsed strictly; MethodSpecError names the problem).
 
     hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K][:tree<N>] | <checkpoint dir>
@@ -206,6 +205,8 @@ def make_method(spec: str, model, tokenizer) -> Method:
     ":tree<N>": the heads draft EAGLE-2 dynamic trees of N nodes, depth K, top-4 expansion.
     "pld+heads:...": prompt lookup (10 tokens, 2-3-gram match) where the context repeats, the heads
     elsewhere (mtp.drafters.combined.LookupFirstDrafter).
+    ":auto": the chain length the cost model predicts fastest at `batch_size` on this machine, from
+    the acceptance the trainer measured on held-out data (mtp.shape.auto_draft_length).
     `method.key` identifies what runs (the spec, plus a weights fingerprint for heads).
     """
     import os
@@ -239,6 +240,9 @@ def make_method(spec: str, model, tokenizer) -> Method:
         if sep and tail.startswith("tree"):  # EAGLE-2 dynamic tree of N nodes, depth K
             n = _k(spec, tail[len("tree"):])
             body, tree = head_part, n
+        auto = body.endswith(":auto")
+        if auto:
+            body = body[: -len(":auto")]
         base, k = _split_k(spec, body, 0)
         if not os.path.isdir(base):
             if explicit:
@@ -249,6 +253,10 @@ def make_method(spec: str, model, tokenizer) -> Method:
         from mtp.heads import load_heads
 
         heads = load_heads(base, model)
+        if auto:
+            if tree is not None:
+                raise MethodSpecError(f"method {spec!r}: :auto chooses a chain length; give trees an explicit depth")
+            k = _auto_k(spec, base, heads, model, batch_size)
         if tree is not None:
             from mtp.tree import DynamicTreeConfig
 
@@ -259,28 +267,25 @@ def make_method(spec: str, model, tokenizer) -> Method:
         if lookup_first:
             from mtp.drafters.combined import LookupFirstDrafter
 
-            drafter, k = LookupFirstDrafter(drafter), 0
-        m = KitMethod(spec, model, tokenizer, drafter, k or None)
-        m.key = f"{spec}#{heads_fingerprint(base)}"
+            drafter = LookupFirstDrafter(drafter)
+        m = KitMethod(spec, model, tokenizer, drafter, None if lookup_first else k or None)
+        m.key = f"{spec}#{heads_fingerprint(base)}" + (f"#k{k}" if auto else "")
         return m
     m.key = spec
     return m
 
 
-def interleaved(methods: list[Method], prompts: list[list[int]], *, repeats: int = 3, warmup: int = 1,
-                **gen_kwargs) -> Iterator[tuple[int, int, RunRecord]]:
-    """Yield (prompt_index, repeat, record) with the methods interleaved per prompt and their order
-    rotated each repeat; `warmup` untimed runs of every method come first."""
-    if not prompts:
-        raise ValueError("no prompts to run")
-    for _ in range(warmup):
-        for m in methods:
-            m.run(prompts[0], **gen_kwargs)
-    for i, p in enumerate(prompts):
-        for r in range(repeats):
-            order = methods[r % len(methods):] + methods[: r % len(methods)]
-            for m in order:
-                yield i, r, m.run(p, **gen_kwargs)
+def _auto_k(spec: str, base: str, heads, model, batch_size: int) -> int:
+    from mtp.shape import auto_draft_length, heldout_acceptance
+
+    a = heldout_acceptance(base)
+    if not a:
+        raise MethodSpecError(f"method {spec!r}: no held-out acceptance recorded next to {base} (metrics.jsonl and "
+                              f"{os.path.basename(base)}.json of a train.heads run); give the draft length instead")
+    k, table = auto_draft_length(model, heads.as_drafter(), a, batch_size=batch_size)
+    print(f"[bench] {spec}: held-out a_k {[round(x, 3) for x in a]}, predicted speedup by K at batch {batch_size}: "
+          + ", ".join(f"{j}: {v:.2f}" for j, v in table.items()) + f" -> K={max(k, 1)}", file=sys.stderr)
+    return max(k, 1)  # K=0 (do not draft) is reported; the method still drafts one token
 
 
 @torch.no_grad()
@@ -294,3 +299,155 @@ def logit_gap_at_divergence(model, prompt_ids: list[int], ids_a: list[int], ids_
     ids = torch.tensor([list(prompt_ids) + list(ids_a[:i])], device=_device(model))
     logits = model(ids, logits_to_keep=1).logits[0, -1].float()
     return i, float(logits[ids_a[i]] - logits[ids_b[i]])
+
+
+# ------------------------------------------------------------------------------------------------
+# The runner: methods over a prompt suite into a results folder
+# ------------------------------------------------------------------------------------------------
+
+
+def _log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def rotated(methods: list, repeat: int) -> list:
+    """The methods' order in a repeat: rotated by one each repeat, so no method always runs first."""
+    r = repeat % len(methods)
+    return methods[r:] + methods[:r]
+
+
+def cell_seed(base: int, prompt_id: str, turn: int, repeat: int) -> int:
+    """Every method gets the same seed for a cell; stable across runs (crc32, not hash())."""
+    return (base * 1_000_003 + zlib.crc32(f"{prompt_id}/{turn}/{repeat}".encode())) % (2**31)
+
+
+def context_method(names: list[str]) -> str:
+    """Whose turn-i answers later turns carry: the kit's plain loop, else hf, else the first."""
+    for m in ("vanilla", "hf"):
+        if m in names:
+            return m
+    return names[0]
+
+
+class SuiteRun:
+    """Methods over suite items (mtp.data.Prompt) into `out`/samples.jsonl.
+
+    Per item and turn, every repeat runs the methods interleaved, their order rotated each repeat,
+    after `warmup` untimed runs of every method. Each finished (method, prompt, turn, repeat) cell
+    is appended to samples.jsonl at once. Resume: cells already there that the same method
+    (`method.key`: spec, plus the heads' weights) produced are skipped; those of a method whose key
+    changed are dropped and run again. Turn i's prompt carries the context method's own (repeat 0)
+    answers to the earlier turns. Exceptions (Ctrl-C too) propagate with `samples` kept; call
+    `finalize` to write the summary, plots and report.md.
+    """
+
+    def __init__(self, out: str | Path, methods: list[Method], items: list, tokenizer, *, repeats: int = 3,
+                 warmup: int = 1, max_new_tokens: int = 128, temperature: float = 0.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int = 0) -> None:
+        if not methods:
+            raise ValueError("no methods to run")
+        self.out, self.methods, self.items, self.tokenizer = Path(out), methods, items, tokenizer
+        self.repeats, self.warmup, self.max_new_tokens, self.seed = repeats, warmup, max_new_tokens, seed
+        self.gen = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+        self.context = context_method(self.names)
+        self.samples_path = self.out / "samples.jsonl"
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.samples = self._resume()
+        self.done = {results.cell_key(s) for s in self.samples}
+        self.prompts: dict[tuple[str, int], list[int]] = {}  # (prompt_id, turn) -> prompt ids
+        self.todo = sum(len(it.turns) for it in items) * repeats * len(methods) - len(self.done)
+        self.ran = 0
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.methods]
+
+    @property
+    def greedy(self) -> bool:
+        return self.gen["temperature"] <= 0
+
+    def _resume(self) -> list[dict]:
+        results.repair_jsonl(self.samples_path)
+        found = results.read_samples(self.samples_path)
+        keys = {m.name: m.key for m in self.methods}
+        stale = [s for s in found if s["method"] in keys and s.get("method_key") != keys[s["method"]]]
+        if stale:
+            _log(f"{len(stale)} cells of {sorted({s['method'] for s in stale})} were made by another spec or "
+                 "other head weights: dropped, they run again")
+            found = [s for s in found if s not in stale]
+            results.atomic_write_text(self.samples_path, "".join(results.json_line(s) for s in found))
+        return [s for s in found if s["method"] in keys]
+
+    def run(self) -> list[dict]:
+        """Run every cell not yet in the folder; returns all samples of these methods."""
+        _log(f"{len(self.items)} prompts x {self.repeats} repeats x {len(self.methods)} methods; "
+             f"{len(self.done)} cells done, {self.todo} to run -> {self.out}")
+        if self.todo > 0 and self.items:
+            warm = encode_turn(self.tokenizer, self.items[0], 0)
+            for _ in range(self.warmup):
+                for m in self.methods:
+                    m.run(warm, max_new_tokens=min(16, self.max_new_tokens), seed=self.seed, **self.gen)
+        for it in self.items:
+            self._run_item(it)
+        return self.samples
+
+    def _run_item(self, it) -> None:
+        answers: list[str] = []
+        for t in range(len(it.turns)):
+            pids = encode_turn(self.tokenizer, it, t, answers)
+            self.prompts[(it.id, t)] = pids
+            for r in range(self.repeats):
+                for m in rotated(self.methods, r):
+                    if (m.name, it.id, t, r) not in self.done:
+                        self._run_cell(m, it, t, r, pids)
+            if t + 1 < len(it.turns):  # later turns carry the context method's own answer
+                prev = next(s for s in self.samples if results.cell_key(s) == (self.context, it.id, t, 0))
+                answers.append(self.tokenizer.decode(prev["output_ids"], skip_special_tokens=True))
+
+    def _run_cell(self, m: Method, it, turn: int, repeat: int, pids: list[int]) -> None:
+        max_new = it.max_new_tokens or self.max_new_tokens
+        rec = m.run(pids, max_new_tokens=max_new, seed=cell_seed(self.seed, it.id, turn, repeat), **self.gen)
+        s = rec.as_sample(it.id, repeat, turn, it.category, method_key=m.key, length=it.length,
+                          prompt_tokens=len(pids), max_new_tokens=max_new)
+        results.append_jsonl(self.samples_path, s)
+        self.samples.append(s)
+        self.done.add(results.cell_key(s))
+        self.ran += 1
+        if self.ran % 20 == 0:
+            _log(f"{self.ran}/{self.todo} cells")
+
+    def finalize(self, model=None, *, plots: bool = True, baseline: str | None = None) -> dict:
+        """summary.json/csv (greedy mismatches with the target's logit gap when `model` is given),
+        plots and report.md; returns the summary."""
+        return write_results(self.out, self.samples, self.names, greedy=self.greedy, model=model,
+                             prompts=self.prompts, plots=plots, baseline=baseline)
+
+
+def write_results(out: str | Path, samples: list[dict], names: list[str], *, greedy: bool, model=None,
+                  prompts: dict | None = None, plots: bool = True, baseline: str | None = None) -> dict:
+    """A results folder's summary.json/csv, plots and report.md from its samples; with `model` and
+    `prompts` ({(prompt_id, turn): ids}) each greedy mismatch gets the target's logit gap at the
+    first differing token. Returns the summary."""
+    from mtp.report import write_report
+
+    summary = results.summarize(samples, names, greedy=greedy, baseline=baseline)
+    if greedy and summary["mismatches"] and model is not None and prompts:
+        cells = {results.cell_key(s): s for s in samples}
+        gaps = {}
+        for mm in summary["mismatches"]:
+            key = (mm["method"], mm["prompt_id"], mm["turn"], mm["repeat"])
+            ref = cells.get((mm["baseline"], mm["prompt_id"], mm["turn"], mm["repeat"])) or \
+                cells.get((mm["baseline"], mm["prompt_id"], mm["turn"], 0))
+            pids = prompts.get((mm["prompt_id"], mm["turn"]))
+            if ref is None or pids is None:
+                continue
+            pos, gap = logit_gap_at_divergence(model, pids, cells[key]["output_ids"], ref["output_ids"])
+            gaps[key] = gap if pos is not None else None
+        summary = results.summarize(samples, names, greedy=greedy, baseline=summary["baseline"], mismatch_gaps=gaps)
+    results.write_summary(out, summary)
+    if plots:
+        from mtp.plots import write_plots
+
+        write_plots(out)
+    write_report(out)
+    return summary

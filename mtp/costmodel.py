@@ -8,8 +8,9 @@ time / target step time. Here both parts are measured instead of assumed:
   over m new tokens at a fixed prefix length (not the constant C(1));
 - the draft step costs what the drafter's propose + observe took per step in the engine.
 `predict_stepwise` also charges each step its own draft length (prompt lookup often drafts fewer
-than K tokens, or none) and the prefill. Chains only: tree drafting needs C(tree size) and
-tau = 1 + sum over nodes of P(path accepted); not implemented yet.
+than K tokens, or none) and the prefill. `method_row` puts a benchmark method's measured costs,
+predicted and measured speedup side by side (eval.costmodel). Chains only: tree drafting needs
+C(tree size) and tau = 1 + sum over nodes of P(path accepted); not implemented yet.
 """
 from __future__ import annotations
 
@@ -21,37 +22,41 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from mtp.drafters.base import Draft, DraftContext, Drafter, TargetFeedback
+from mtp.engine import sync
 from mtp.kv import KVState
 
 DEFAULT_TOKENS = tuple(range(1, 17)) + (20, 24, 32, 40, 48, 64)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.no_grad()
 def measure_forward_cost(model, prefix_len: int, tokens: Sequence[int] = DEFAULT_TOKENS, repeats: int = 7,
-                         warmup: int = 2, seed: int = 0) -> dict[int, float]:
-    """{m: median seconds of one target forward over m new tokens after a cached prefix of
-    prefix_len tokens} (logits at every new position, as verification computes them)."""
+                         warmup: int = 2, seed: int = 0, tree: bool = False, batch_size: int = 1) -> dict[int, float]:
+    """{m: median seconds of one target forward over m new tokens per row, for `batch_size` rows,
+    after a cached prefix of prefix_len tokens} (logits at every new position, as verification
+    computes them). The verify cost of every benchmark. tree: through the tree-verify path
+    (`KVState.forward_tree`, a 4-D mask over the pending token and m - 1 nodes; chain-shaped, the
+    cost depends on m, not the shape)."""
     device = next(model.parameters()).device
     V = model.config.vocab_size
     g = torch.Generator().manual_seed(seed)
-    kv = KVState(model, 1, device)
-    kv.forward(torch.randint(0, V, (1, prefix_len), generator=g).to(device), logits_to_keep=1)
-    base = torch.tensor([prefix_len], device=device)
+    B = batch_size
+    kv = KVState(model, B, device)
+    kv.forward(torch.randint(0, V, (B, prefix_len), generator=g).to(device), logits_to_keep=1)
+    base = torch.full((B,), prefix_len, device=device)
     times: dict[int, list[float]] = {int(m): [] for m in tokens}
     # Rounds over every m (not all repeats of one m in a row), so a burst of load on a shared
     # machine spreads over the points instead of bending one of them.
     for i in range(warmup + repeats):
         for m in times:
-            ids = torch.randint(0, V, (1, m), generator=g).to(device)
-            _sync(device)
+            ids = torch.randint(0, V, (B, m), generator=g).to(device)
+            parents = torch.arange(-1, m - 2, device=device)[None].expand(B, -1)  # node i's parent is node i-1
+            sync(device)
             t0 = time.perf_counter()
-            kv.forward(ids)
-            _sync(device)
+            if tree:
+                kv.forward_tree(ids, parents, torch.full((B,), m - 1, device=device))
+            else:
+                kv.forward(ids)
+            sync(device)
             if i >= warmup:
                 times[m].append(time.perf_counter() - t0)
             kv.truncate(base)
@@ -67,10 +72,10 @@ def measure_prefill_cost(model, prompt_len: int, repeats: int = 3, seed: int = 0
     times = []
     for _ in range(repeats + 1):
         kv = KVState(model, 1, device)
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         kv.forward(ids, logits_to_keep=1)
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times[1:])
 
@@ -111,14 +116,14 @@ class TimedDrafter(Drafter):
     def observe(self, feedback: TargetFeedback) -> None:
         t0 = time.perf_counter()
         self.inner.observe(feedback)
-        _sync(feedback.num_accepted.device)
+        sync(feedback.num_accepted.device)
         if not feedback.is_prefill:
             self.observe_s += time.perf_counter() - t0
 
     def propose(self, ctx: DraftContext) -> Draft:
         t0 = time.perf_counter()
         d = self.inner.propose(ctx)
-        _sync(ctx.device)
+        sync(ctx.device)
         self.propose_s += time.perf_counter() - t0
         self.proposals += 1
         return d
@@ -163,18 +168,21 @@ def predict_chain(per_position: Sequence[float], gamma: int, C: Callable[[int], 
 
 
 def predict_stepwise(samples: Iterable[dict], C: Callable[[int], float], draft_step_s: float,
-                     prefill_s: float = 0.0) -> dict:
+                     prefill_s: float = 0.0, verify_cost: Callable[[int], float] | None = None) -> dict:
     """Predicted time of each recorded generation from its own steps, against plain decoding of
     the same tokens: plain = prefill + (n - 1) C(1); method = prefill + sum over decode forwards
-    of (draft step + C(drafted + 1)) (forwards without drafts cost C(1), plus the drafter's call).
-    Returns predicted speedup (ratio of summed times) and predicted tokens/s."""
+    of (draft step + V(drafted + 1)) (forwards without drafts cost C(1), plus the drafter's call).
+    V is the verify cost: C for chains, the tree-verify curve for tree drafts (`verify_cost`; a
+    tree step's draft length is its node count). Returns predicted speedup (ratio of summed
+    times) and predicted tokens/s."""
+    V = verify_cost or C
     t_plain = t_method = 0.0
     tokens = 0
     for s in samples:
         drafts = list(s.get("draft_lengths") or [])
         decode = int(s["target_forwards"]) - 1  # the first forward is the prefill
         plain_steps = max(decode - len(drafts), 0)
-        t_method += prefill_s + plain_steps * C(1) + sum(C(d + 1) for d in drafts)
+        t_method += prefill_s + plain_steps * C(1) + sum(V(d + 1) if d else C(1) for d in drafts)
         if draft_step_s == draft_step_s and draft_step_s > 0:
             t_method += decode * draft_step_s
         t_plain += prefill_s + max(int(s["new_tokens"]) - 1, 0) * C(1)
@@ -182,3 +190,89 @@ def predict_stepwise(samples: Iterable[dict], C: Callable[[int], float], draft_s
     return {"predicted_speedup": t_plain / t_method if t_method > 0 else float("nan"),
             "predicted_tokens_per_s": tokens / t_method if t_method > 0 else float("nan"),
             "predicted_plain_tokens_per_s": tokens / t_plain if t_plain > 0 else float("nan")}
+
+
+# ------------------------------------------------------------------------------------------------
+# Measured costs of a benchmark's methods, and their predicted vs measured speedup
+# ------------------------------------------------------------------------------------------------
+
+
+def nominal_k(method) -> int:
+    """The draft length a mtp.bench method asks for (0 for plain decoding)."""
+    if getattr(method, "drafter", None) is not None:
+        return int(method.k if method.k is not None else method.drafter.num_draft_tokens)
+    return int(getattr(method, "pld", None) or 0)
+
+
+def time_drafter(method, model, prompts: list[list[int]], max_new_tokens: int,
+                 temperature: float) -> tuple[float, str]:
+    """(seconds per decode step spent drafting, note), measured inside the engine. HF prompt lookup
+    is timed with the kit's prompt-lookup drafter (same algorithm); plain methods cost 0."""
+    from mtp.drafters import PromptLookupDrafter
+    from mtp.engine import generate
+
+    drafter, note = getattr(method, "drafter", None), ""
+    if drafter is None and getattr(method, "pld", None):
+        drafter, note = PromptLookupDrafter(num_draft_tokens=method.pld), "draft cost of the kit's PLD drafter"
+    if drafter is None:
+        return 0.0, note
+    timed = TimedDrafter(drafter)
+    for i, p in enumerate(prompts):
+        generate(model, p, drafter=timed, num_draft_tokens=nominal_k(method) or None, max_new_tokens=max_new_tokens,
+                 temperature=temperature, seed=i)
+    return timed.step_s, note
+
+
+def time_breakdown(samples: list[dict], C: Callable[[int], float], prefill_s: float,
+                   verify_cost: Callable[[int], float] | None = None) -> dict:
+    """Where one method's measured time went, summed over its bench samples: prefill and verify
+    forwards (from the measured cost curves and each step's draft length), drafting (measured in
+    the bench itself, `draft_time_s`), and the rest (the decode loop's own work: acceptance,
+    cache bookkeeping, Python). Shares of the measured wall time."""
+    V = verify_cost or C
+    wall = sum(float(s["wall_time_s"]) for s in samples)
+    prefill = prefill_s * len(samples)
+    verify = 0.0
+    for s in samples:
+        drafts = list(s.get("draft_lengths") or [])
+        decode = int(s["target_forwards"]) - 1
+        verify += max(decode - len(drafts), 0) * C(1) + sum(V(d + 1) if d else C(1) for d in drafts)
+    draft = sum(float(s.get("draft_time_s") or 0.0) for s in samples)
+    other = wall - prefill - verify - draft
+    share = (lambda x: x / wall) if wall > 0 else (lambda x: float("nan"))
+    return {"prefill_share": share(prefill), "verify_share": share(verify), "draft_share": share(draft),
+            "other_share": share(other)}
+
+
+def method_row(name: str, K: int, samples: list[dict], C: Callable[[int], float], step_s: float, prefill_s: float,
+               reference: str | None, verify_cost: Callable[[int], float] | None = None) -> dict:
+    """One method's costs, and with its bench samples (the whole folder's `samples`): measured tau
+    and a_k, predicted speedup (stepwise and Leviathan's chain formula) next to the measured one
+    against `reference`, gap = predicted / measured - 1, and the time breakdown. `verify_cost`:
+    the tree-verify curve for a method that drafts trees (K is then its depth)."""
+    from mtp import results
+
+    V = verify_cost or C
+    row = {"method": name, "K": K, "draft_step_ms": 1e3 * step_s, "verify_ms": 1e3 * V(K + 1), "decode_ms": 1e3 * C(1)}
+    ms = [s for s in samples if s["method"] == name]
+    if not ms:
+        return row
+    st = results.spec_stats(ms)
+    pp = st.per_position_acceptance()
+    tau_step = 1.0 + sum(pp)
+    row.update(tau=st.tau, tau_step=tau_step, alpha_iid=implied_alpha(tau_step, K) if K else float("nan"),
+               predicted_speedup_chain=predict_chain(pp, K, C, step_s) if K else 1.0,
+               **predict_stepwise(ms, C, step_s, prefill_s, verify_cost))
+    if any("draft_time_s" in s for s in ms):
+        row["draft_step_ms_in_bench"] = 1e3 * sum(float(s.get("draft_time_s") or 0) for s in ms) / max(
+            1, sum(int(s["target_forwards"]) - 1 for s in ms))
+    row.update(time_breakdown(ms, C, prefill_s, verify_cost))
+    row["predicted_speedup"] = row["predicted_speedup"] if K else 1.0
+    row["measured_tokens_per_s"] = results.tokens_per_s(ms)[0]
+    row["measured_against"] = reference
+    if reference:
+        row["measured_speedup"], row["measured_speedup_spread"] = results.speedup(
+            ms, [s for s in samples if s["method"] == reference])
+    ps, mm = row.get("predicted_speedup"), row.get("measured_speedup")
+    row["gap"] = ps / mm - 1 if ps and mm and mm == mm else float("nan")
+    return row

@@ -159,7 +159,8 @@ def _has_sliding_window(model) -> bool:
         "sliding_attention" in (getattr(cfg, "layer_types", None) or []) or getattr(cfg, "use_sliding_window", True))
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA) so that a wall-clock timer measures it; no-op on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -301,7 +302,7 @@ def generate(
             t0 = time.perf_counter()
             draft = drafter.propose(DraftContext(sequences=seqs, max_tokens=k_step, sampling=cfg,
                                                  generator=generator, active=active, device=device))
-            _sync(device)
+            sync(device)
             dt = time.perf_counter() - t0
             for r in range(B):
                 if active[r]:
@@ -349,7 +350,7 @@ def generate(
         feedback(out, inputs, valid, positions, n_acc, committed, False)
         pending = nxt
 
-    _sync(device)
+    sync(device)
     elapsed = time.perf_counter() - t_start
     for s in stats:
         s.wall_time_s = elapsed / B

@@ -1,4 +1,5 @@
-"""Tables and plots over several results folders: the demo's report and the README's table.
+"""Report text: a results folder's report.md (`write_report`), and tables and plots over several
+results folders (the demo's report, the README's table).
 
 A "run" is a folder holding eval.bench folders named t0, t1, ... (one per temperature), as
 `python -m train.demo` writes them. Every number comes from their summary.json files (computed by
@@ -12,9 +13,92 @@ import json
 from pathlib import Path
 
 from mtp.io import atomic_write_text
-from mtp.results import markdown_table
+from mtp.results import load
 
 BEGIN, END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
+
+
+def fmt(x, nd=3) -> str:
+    """A table cell: NaN / None as "-", floats to nd decimals, lists shortened."""
+    if x is None or (isinstance(x, float) and x != x):
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    if isinstance(x, list):
+        return "[" + ", ".join(f"{v:.2f}" for v in x[:8]) + (", ..." if len(x) > 8 else "") + "]"
+    return str(x)
+
+
+def markdown_table(rows: list[dict], cols: list[str]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(path: str | Path) -> str:
+    """report.md of a results folder: what it holds (the benchmark's definitions, overall,
+    per-category and per-length tables, greedy mismatches; the cost model; the batch sweep) and
+    its plots. Returns the markdown."""
+    path = Path(path)
+    res = load(path)
+    meta = res.meta
+    cfg = meta.get("config", {})
+    title = cfg.get("title") or f"Benchmark: {cfg.get('model', '?')} on {cfg.get('suite', '?')}"
+    lines = [f"# {title}", "",
+             f"temperature {cfg.get('temperature')}, max_new_tokens {cfg.get('max_new_tokens')}, "
+             f"repeats {cfg.get('repeats')}, dtype {meta.get('dtype')}, threads {meta.get('threads')}, "
+             f"device {meta.get('device')}, git {meta.get('git', {}).get('hash', '?')[:10]}"
+             f"{' (dirty)' if meta.get('git', {}).get('dirty') else ''}", ""]
+    if res.raw_summary.get("methods"):
+        lines += _bench_lines(res.raw_summary)
+    if res.verify_cost is not None and len(res.verify_cost):
+        lines += ["## Verify cost", "", "One target forward over m new tokens after a cached prefix (median ms):", "",
+                  markdown_table(res.verify_cost.to_dict("records"), list(res.verify_cost.columns)), ""]
+    if (path / "costmodel.md").exists():
+        lines += ["Predicted vs measured speedup: [costmodel.md](costmodel.md).", ""]
+    if res.sweep is not None and len(res.sweep):
+        lines += ["## Throughput vs interactivity", "", markdown_table(res.sweep.to_dict("records"), SWEEP_COLS), ""]
+    from mtp.plots import BENCH_PLOTS
+
+    pngs = [n for n in (*BENCH_PLOTS, "costmodel.png", "sweep.png") if (path / n).exists()]
+    lines += ["## Plots", ""] + [f"![{n}]({n})" for n in pngs]
+    lines += ["", "Timings on a shared machine are noisy; compare the spread before reading small differences."]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(path / "report.md", text)
+    return text
+
+
+SWEEP_COLS = ["label", "method", "K", "batch_size", "tokens_per_s_per_seq", "tokens_per_s_total",
+              "tokens_per_s_total_spread", "tau", "wall_s", "pareto"]
+
+
+def _bench_lines(s: dict) -> list[str]:
+    """The benchmark part of report.md, from summary.json."""
+    lines = [f"Baseline for speedup: **{s.get('baseline')}**.", "",
+             "Definitions: tau = tokens per decode-step target forward incl. the bonus token (the prefill forward "
+             "excluded; tokens_per_forward includes it); a_k = P(>= k drafts accepted) over the steps that drafted "
+             ">= k; draft acceptance = accepted / drafted; draft cost = drafting time per step / target step time; "
+             "tokens/s = mean over prompts (turns summed), "
+             "median over repeats; speedup = ratio of mean per-prompt tokens/s vs the baseline per repeat, median "
+             "over repeats, spread = max - min.", ""]
+    cols = ["method", "tau", "tokens_per_forward", "draft_acceptance_rate", "accept_rate_per_position", "draft_cost",
+            "tokens_per_s", "speedup", "speedup_spread", "exact_match", "num_prompts", "repeats"]
+    rows = [dict(method=m, **e["overall"]) for m, e in s.get("methods", {}).items()]
+    lines += ["## Overall", "", markdown_table(rows, cols), ""]
+    for scope in ("category", "length"):
+        rows = [dict(method=m, group=g, **v) for m, e in s.get("methods", {}).items() for g, v in e[scope].items()]
+        if rows:
+            rows.sort(key=lambda r: (r["group"], r["method"]))
+            lines += [f"## Per {scope}", "", markdown_table(rows, ["group", "method", "tau", "draft_acceptance_rate",
+                                                                   "tokens_per_s", "speedup", "exact_match"]), ""]
+    mm = s.get("mismatches", [])
+    if s.get("greedy"):
+        lines += ["## Greedy exact match", "",
+                  f"{len(mm)} mismatching cells (first differing position, target logit gap there; "
+                  "a gap near 0 is a near tie that numerics can flip)." if mm else "Every output equals the baseline's.", ""]
+        if mm:
+            lines += [markdown_table(mm[:30], ["method", "prompt_id", "turn", "repeat", "first_diff", "logit_gap"]), ""]
+    return lines
 
 
 def temperature_folders(run: str | Path) -> dict[float, Path]:
@@ -121,9 +205,9 @@ def reproduce_lines(runs: list[str | Path]) -> list[str]:
 
 def plot_positions(runs: list[str | Path], out: str | Path):
     """Per-position acceptance a_k of every drafting method (T=0, and T=1 dashed when present)."""
-    from mtp.results import _plt
+    from mtp.plots import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for run in runs:
         for t, p in temperature_folders(run).items():

@@ -1,4 +1,5 @@
-"""Benchmark results: the metrics (defined once), the files of a results folder, and the plots.
+"""Benchmark results: the metrics (defined once), the files of a results folder, and the folder as
+DataFrames (plots: mtp.plots; report.md: mtp.report; the runner that writes samples: mtp.bench).
 
 Definitions (REFERENCES.md; per-step counts come from `mtp.stats.SpecStats`):
 - tau: tokens emitted per target forward, bonus/correction token included (plain decoding: 1).
@@ -11,12 +12,16 @@ Definitions (REFERENCES.md; per-step counts come from `mtp.stats.SpecStats`):
 - exact_match (greedy runs only): share of (prompt, turn, repeat) cells whose output equals the
   baseline's output for the same cell.
 
-Folder contract (written by `python -m eval.bench`):
-    samples.jsonl   one line per (method, prompt, turn, repeat): SAMPLE_KEYS (+ draft_lengths, length)
+Folder contract (written through `mtp.bench.SuiteRun` by eval.bench, eval.bench_foundation,
+eval.bench_trees and train.figures; eval.costmodel and eval.sweep add their tables):
+    samples.jsonl   one line per (method, prompt, turn, repeat): SAMPLE_KEYS (+ method_key,
+                    draft_lengths, draft_depths, draft_time_s, length, prompt_tokens, max_new_tokens)
     summary.json    {"baseline", "greedy", "methods": {m: {"overall": M, "category": {c: M},
                      "length": {mix: M}}}, "mismatches": [...]} with M holding SUMMARY_KEYS and extras
     summary.csv     the same, one row per (method, scope, group)
-    meta.json       config, git hash, versions, hardware
+    meta.json       config, git hash, versions, hardware (mtp.runinfo.collect_meta)
+    costmodel.json  verify-cost curve and predicted vs measured speedup (eval.costmodel)
+    sweep.json      throughput vs interactivity points over batch sizes (eval.sweep)
     report.md, *.png
 """
 from __future__ import annotations
@@ -30,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from mtp.io import atomic_write_json, atomic_write_text, jsonable as _jsonable  # noqa: F401
+from mtp.io import atomic_write_json, atomic_write_text, jsonable, read_jsonl
 from mtp.stats import SpecStats
 
 SAMPLE_KEYS = ("method", "prompt_id", "category", "turn", "repeat", "output_ids", "new_tokens", "wall_time_s",
@@ -44,33 +49,23 @@ BASELINE_CANDIDATES = ("hf", "vanilla")
 # ------------------------------------------------------------------------------------------------
 
 
+def json_line(record: dict) -> str:
+    """One JSONL line (NaN / inf as null)."""
+    return json.dumps(jsonable(record)) + "\n"
+
+
 def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one line and flush it to disk (a crash loses at most the line being written)."""
     with open(path, "a") as f:
-        f.write(json.dumps(_jsonable(record)) + "\n")
+        f.write(json_line(record))
         f.flush()
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """All complete lines; a torn last line (killed mid-write) is ignored."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    from mtp.data.prompts import DataError
-
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.endswith("\n"):
-                break  # torn write
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno}); fix or delete "
-                                    "the line (its cell runs again)") from None
-    return out
+def read_samples(path: str | Path) -> list[dict]:
+    """The records of a results folder's append-only samples.jsonl ([] when there is none yet); a
+    torn last line (a run killed mid-write) is ignored, a malformed line raises DataError."""
+    return read_jsonl(path, tolerant_tail=True, hint="fix or delete the line (its cell runs again)")
 
 
 def _read_json(path: Path):
@@ -288,20 +283,40 @@ def summary_rows(summary: dict) -> list[dict]:
     return rows
 
 
-def write_summary(out_dir: str | Path, summary: dict) -> None:
+def write_csv(path: str | Path, rows: list[dict], cols: list[str] | None = None) -> None:
+    """rows as CSV (columns: cols, else the first row's keys; NaN as an empty cell), atomically."""
     import csv
     import io
 
-    out_dir = Path(out_dir)
-    atomic_write_json(out_dir / "summary.json", summary)
-    rows = summary_rows(summary)
     buf = io.StringIO()
     if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w = csv.DictWriter(buf, fieldnames=cols or list(rows[0]), extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if isinstance(x, float) and x != x else x) for k, x in r.items()})
-    atomic_write_text(out_dir / "summary.csv", buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
+
+
+def write_summary(out_dir: str | Path, summary: dict) -> None:
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / "summary.json", summary)
+    write_csv(out_dir / "summary.csv", summary_rows(summary))
+
+
+def check_resume(out: Path, config: dict, keys: tuple[str, ...], overwrite: bool) -> None:
+    """Before a run writes into `out`: with overwrite, delete the old samples and what was made
+    from them; else refuse (SystemExit) a folder whose samples came from a config that differs in
+    any of `keys`."""
+    out = Path(out)
+    if overwrite:
+        for name in ("samples.jsonl", "summary.json", "summary.csv", "report.md"):
+            (out / name).unlink(missing_ok=True)
+        return
+    if (out / "meta.json").exists() and (out / "samples.jsonl").exists():
+        old = _read_json(out / "meta.json").get("config", {})
+        diff = {k: (old.get(k), config.get(k)) for k in keys if old.get(k) != config.get(k)}
+        if diff:
+            raise SystemExit(f"{out} holds a run with a different config {diff}; use another --out or --overwrite")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -338,7 +353,7 @@ def load(path: str | Path) -> Results:
 
     path = Path(path)
     meta = _read_json(path / "meta.json") if (path / "meta.json").exists() else {}
-    samples = pd.DataFrame(read_jsonl(path / "samples.jsonl"))
+    samples = pd.DataFrame(read_samples(path / "samples.jsonl"))
     if len(samples):
         samples["tokens_per_s"] = samples["new_tokens"] / samples["wall_time_s"]
         samples["tau"] = (samples["new_tokens"] - 1) / (samples["target_forwards"] - 1)  # as SpecStats.tau
@@ -369,113 +384,8 @@ def load(path: str | Path) -> Results:
 
 
 # ------------------------------------------------------------------------------------------------
-# Plots (matplotlib, imported lazily; each returns the figure and saves it when `out` is given)
+# Throughput sweeps
 # ------------------------------------------------------------------------------------------------
-
-
-def _plt():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg",) and not os.environ.get("MPLBACKEND") and \
-            "inline" not in matplotlib.get_backend().lower():
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, out):
-    if out is not None:
-        fig.savefig(out, dpi=110, bbox_inches="tight")
-    return fig
-
-
-def plot_acceptance_by_position(res: Results, out=None):
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    df = res.positions
-    for m, g in (df[df.scope == "overall"].groupby("method", sort=False) if len(df) else []):
-        ax.plot(g.position, g.rate, marker="o", label=m)
-    ax.set(xlabel="draft position k", ylabel="a_k = P(>= k accepted)", ylim=(0, 1.02),
-           title="Acceptance by position")
-    if len(df):
-        ax.legend()
-    return _save(fig, out)
-
-
-def _bars(ax, table, ylabel, title):
-    """table: {group: {method: value}} as grouped bars."""
-    groups = list(table)
-    methods = list(dict.fromkeys(m for g in groups for m in table[g]))
-    w = 0.8 / max(len(methods), 1)
-    for i, m in enumerate(methods):
-        ax.bar([x + i * w for x in range(len(groups))], [table[g].get(m, float("nan")) for g in groups], w, label=m)
-    ax.set_xticks([x + w * (len(methods) - 1) / 2 for x in range(len(groups))], groups, rotation=30, ha="right")
-    ax.set(ylabel=ylabel, title=title)
-    if methods:
-        ax.legend(fontsize=8)
-
-
-def plot_tau_by_category(res: Results, out=None):
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    df = res.summary
-    table: dict = {}
-    if len(df):
-        for _, r in df[df.scope.isin(["category", "overall"])].iterrows():
-            table.setdefault(r.group, {})[r.method] = r.tau
-    _bars(ax, table, "tau (tokens / target forward)", "tau by category")
-    return _save(fig, out)
-
-
-def plot_speedup(res: Results, out=None):
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    df = res.summary
-    if len(df):
-        o = df[df.scope == "overall"]
-        lo = (o.speedup - o.speedup_min).fillna(0).clip(lower=0)
-        hi = (o.speedup_max - o.speedup).fillna(0).clip(lower=0)
-        ax.bar(o.method, o.speedup, yerr=[lo, hi], capsize=4, color="tab:blue")
-        ax.axhline(1.0, color="k", lw=0.8, ls="--")
-        ax.tick_params(axis="x", rotation=30)
-    base = res.raw_summary.get("baseline")
-    ax.set(ylabel=f"speedup vs {base} (median, min-max over repeats)", title="Speedup by method")
-    return _save(fig, out)
-
-
-def plot_accept_histograms(res: Results, out=None):
-    plt = _plt()
-    df = res.histogram
-    methods = list(dict.fromkeys(df.method)) if len(df) else []
-    methods = [m for m in methods if df[df.method == m].steps.sum() > 0]
-    n = max(len(methods), 1)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3), squeeze=False)
-    for ax, m in zip(axes[0], methods):
-        g = df[df.method == m]
-        ax.bar(g.accepted, g.steps / g.steps.sum())
-        ax.set(title=m, xlabel="drafts accepted per step", ylabel="share of steps")
-    if not methods:
-        axes[0][0].set_title("no speculative steps")
-    fig.tight_layout()
-    return _save(fig, out)
-
-
-def plot_speedup_vs_tau(res: Results, out=None):
-    """Measured tau against measured speedup: the gap to the diagonal is drafting + verify overhead."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 4))
-    df = res.summary
-    if len(df):
-        o = df[df.scope == "overall"]
-        ax.scatter(o.tau, o.speedup)
-        for _, r in o.iterrows():
-            ax.annotate(r.method, (r.tau, r.speedup), fontsize=8)
-        top = max(float(o.tau.max()), float(o.speedup.max()), 1.0) * 1.1
-        ax.plot([0, top], [0, top], "k:", lw=0.8, label="speedup = tau")
-        ax.legend(fontsize=8)
-    ax.set(xlabel="tau", ylabel="speedup", title="Speedup vs tau")
-    return _save(fig, out)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -485,126 +395,3 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
         if not any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
             idx.append(i)
     return sorted(idx, key=lambda i: points[i][0])
-
-
-def plot_sweep(sweep, out=None, title: str = "Throughput vs interactivity"):
-    """Per method (and draft length) a curve over batch sizes: tokens/s per sequence (x) vs total
-    tokens/s (y); the dashed line is the Pareto front over every point."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 5))
-    if sweep is not None and len(sweep):
-        for label, g in sweep.groupby("label", sort=False):
-            g = g.sort_values("batch_size")
-            ax.plot(g.tokens_per_s_per_seq, g.tokens_per_s_total, marker="o", label=label)
-            for _, r in g.iterrows():
-                ax.annotate(f"b{int(r.batch_size)}", (r.tokens_per_s_per_seq, r.tokens_per_s_total), fontsize=7)
-        pts = list(zip(sweep.tokens_per_s_per_seq, sweep.tokens_per_s_total))
-        front = pareto_front(pts)
-        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
-        ax.legend(fontsize=8)
-    ax.set(xlabel="tokens/s per sequence (interactivity)", ylabel="total tokens/s (throughput)", title=title)
-    return _save(fig, out)
-
-
-def plot_costmodel(res: Results, out=None):
-    """Left: verify cost vs tokens verified. Right: predicted vs measured speedup."""
-    plt = _plt()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    if res.verify_cost is not None and len(res.verify_cost):
-        v = res.verify_cost
-        a.plot(v.tokens, v.ms, marker="o")
-        a.set(xscale="log", xlabel="tokens verified in one forward", ylabel="ms (median)",
-              title="Target forward cost")
-    if res.costmodel is not None and len(res.costmodel):
-        c = res.costmodel
-        x = range(len(c))
-        b.bar([i - 0.2 for i in x], c.predicted_speedup, 0.4, label="predicted")
-        b.bar([i + 0.2 for i in x], c.measured_speedup, 0.4, label="measured")
-        b.set_xticks(list(x), c.method, rotation=30, ha="right")
-        b.axhline(1.0, color="k", lw=0.8, ls="--")
-        b.set(ylabel="speedup", title="Cost model: predicted vs measured")
-        b.legend()
-    return _save(fig, out)
-
-
-BENCH_PLOTS = {
-    "acceptance_by_position.png": plot_acceptance_by_position,
-    "tau_by_category.png": plot_tau_by_category,
-    "speedup.png": plot_speedup,
-    "accept_hist.png": plot_accept_histograms,
-    "speedup_vs_tau.png": plot_speedup_vs_tau,
-}
-
-
-def write_plots(path: str | Path) -> list[str]:
-    """Draw every plot the folder has data for; returns the file names written."""
-    plt = _plt()
-    res = load(path)
-    written = []
-    if len(res.summary):
-        for name, fn in BENCH_PLOTS.items():
-            plt.close(fn(res, Path(path) / name))
-            written.append(name)
-    if res.costmodel is not None:
-        plt.close(plot_costmodel(res, Path(path) / "costmodel.png"))
-        written.append("costmodel.png")
-    if res.sweep is not None:
-        plt.close(plot_sweep(res.sweep, Path(path) / "sweep.png"))
-        written.append("sweep.png")
-    return written
-
-
-def _fmt(x, nd=3) -> str:
-    if x is None or (isinstance(x, float) and x != x):
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{nd}f}"
-    if isinstance(x, list):
-        return "[" + ", ".join(f"{v:.2f}" for v in x[:8]) + (", ..." if len(x) > 8 else "") + "]"
-    return str(x)
-
-
-def markdown_table(rows: list[dict], cols: list[str]) -> str:
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def write_report(path: str | Path) -> None:
-    """report.md for a bench folder: definitions, overall and per-category tables, mismatches, plots."""
-    path = Path(path)
-    res = load(path)
-    s, meta = res.raw_summary, res.meta
-    cfg = meta.get("config", {})
-    lines = [f"# Benchmark: {cfg.get('model', '?')} on {cfg.get('suite', '?')}", "",
-             f"temperature {cfg.get('temperature')}, max_new_tokens {cfg.get('max_new_tokens')}, "
-             f"repeats {cfg.get('repeats')}, dtype {meta.get('dtype')}, threads {meta.get('threads')}, "
-             f"device {meta.get('device')}, git {meta.get('git', {}).get('hash', '?')[:10]}"
-             f"{' (dirty)' if meta.get('git', {}).get('dirty') else ''}", "",
-             f"Baseline for speedup: **{s.get('baseline')}** (the faster of hf and vanilla in this run).", "",
-             "Definitions: tau = tokens per decode-step target forward incl. the bonus token (the prefill forward "
-             "excluded; tokens_per_forward includes it); a_k = P(>= k drafts accepted) over the steps that drafted "
-             ">= k; draft acceptance = accepted / drafted; draft cost = drafting time per step / target step time; "
-             "tokens/s = mean over prompts (turns summed), "
-             "median over repeats; speedup = ratio of mean per-prompt tokens/s vs the baseline per repeat, median "
-             "over repeats, spread = max - min.", ""]
-    cols = ["method", "tau", "tokens_per_forward", "draft_acceptance_rate", "accept_rate_per_position", "draft_cost",
-            "tokens_per_s", "speedup", "speedup_spread", "exact_match", "num_prompts", "repeats"]
-    rows = [dict(method=m, **e["overall"]) for m, e in s.get("methods", {}).items()]
-    lines += ["## Overall", "", markdown_table(rows, cols), ""]
-    for scope in ("category", "length"):
-        rows = [dict(method=m, group=g, **v) for m, e in s.get("methods", {}).items() for g, v in e[scope].items()]
-        if rows:
-            rows.sort(key=lambda r: (r["group"], r["method"]))
-            lines += [f"## Per {scope}", "", markdown_table(rows, ["group", "method", "tau", "draft_acceptance_rate",
-                                                                   "tokens_per_s", "speedup", "exact_match"]), ""]
-    mm = s.get("mismatches", [])
-    if s.get("greedy"):
-        lines += ["## Greedy exact match", "",
-                  f"{len(mm)} mismatching cells (first differing position, target logit gap there; "
-                  "a gap near 0 is a near tie that numerics can flip)." if mm else "Every output equals the baseline's.", ""]
-        if mm:
-            lines += [markdown_table(mm[:30], ["method", "prompt_id", "turn", "repeat", "first_diff", "logit_gap"]), ""]
-    lines += ["## Plots", ""] + [f"![{n}]({n})" for n in BENCH_PLOTS if (path / n).exists()]
-    lines += ["", "Timings on a shared machine are noisy; compare the spread before reading small differences."]
-    atomic_write_text(path / "report.md", "\n".join(lines) + "\n")

@@ -27,13 +27,14 @@ class SuiteError(DataError):
 
 
 def suite_names() -> list[str]:
-    return ["spec", *CATEGORIES, "humaneval", "humaneval-raw"]
+    return ["spec", *CATEGORIES, "foundation", "humaneval", "humaneval-raw"]
 
 
-def _kit_items() -> list[Prompt]:
-    from mtp.eval_suites import kit_v1
+def _kit_items(name: str = "kit_v1") -> list[Prompt]:
+    import importlib
 
-    return [Prompt(id=d["id"], turns=list(d["turns"]), category=d["category"]) for d in kit_v1.build()]
+    module = importlib.import_module(f"mtp.eval_suites.{name}")
+    return [Prompt(id=d["id"], turns=list(d["turns"]), category=d["category"]) for d in module.build()]
 
 
 def _humaneval_items(raw: bool) -> list[Prompt]:
@@ -78,7 +79,7 @@ def balanced(items: list[Prompt], n: int | None) -> list[Prompt]:
 
 
 def load_suite(name_or_path: str, num_prompts: int | None = None) -> list[Prompt]:
-    """A built-in suite ("spec" = all six categories, one category name, "humaneval",
+    """A built-in suite ("spec" = all six categories, one category name, "foundation", "humaneval",
     "humaneval-raw") or a JSONL file; num_prompts keeps a category-balanced subset."""
     p = Path(name_or_path)
     if p.is_file():
@@ -87,6 +88,8 @@ def load_suite(name_or_path: str, num_prompts: int | None = None) -> list[Prompt
         items = _kit_items()
     elif name_or_path in CATEGORIES:
         items = [it for it in _kit_items() if it.category == name_or_path]
+    elif name_or_path == "foundation":  # eval.bench_foundation's short chat prompts
+        items = _kit_items("foundation")
     elif name_or_path in ("humaneval", "humaneval-raw"):
         items = _humaneval_items(raw=name_or_path.endswith("raw"))
     else:

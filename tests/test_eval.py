@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import eval  # noqa: F401  (sets OMP_WAIT_POLICY for subprocesses; torch is already loaded here)
-from mtp import costmodel as CM
-from mtp import results as R
+from mtp import costmodel
+from mtp import results
 
 
 def S(method, pid, repeat, new, wall, forwards=None, acc=(), drafts=(), turn=0, cat="c", out=None):
@@ -28,7 +28,7 @@ def S(method, pid, repeat, new, wall, forwards=None, acc=(), drafts=(), turn=0, 
 
 def test_acceptance_metrics_hand_computed():
     # Steps accepted 0, 2, 3 of 3 drafts each (+ a plain prefill): 1 + 0+1 + 2+1 + 3+1 = 9 tokens, 4 forwards.
-    st = R.spec_stats([S("m", "p", 0, 9, 1.0, forwards=4, acc=[0, 2, 3], drafts=[3, 3, 3])])
+    st = results.spec_stats([S("m", "p", 0, 9, 1.0, forwards=4, acc=[0, 2, 3], drafts=[3, 3, 3])])
     # tau is over the 3 decode steps (8 tokens); the prefill's token and forward are a separate figure
     assert st.tau == pytest.approx(8 / 3) and st.tokens_per_forward == pytest.approx(9 / 4)
     assert st.tau == pytest.approx(1 + sum(st.per_position_acceptance()))  # the identity REFERENCES states
@@ -36,7 +36,7 @@ def test_acceptance_metrics_hand_computed():
     assert st.draft_acceptance_rate == pytest.approx(5 / 9)
     assert st.accept_length_histogram() == [1, 0, 1, 1]
     # a_k only counts steps that drafted at least k: a last step drafting 1 token says nothing about k = 2, 3
-    st = R.spec_stats([S("m", "p", 0, 11, 1.0, forwards=5, acc=[0, 2, 3, 1], drafts=[3, 3, 3, 1])])
+    st = results.spec_stats([S("m", "p", 0, 11, 1.0, forwards=5, acc=[0, 2, 3, 1], drafts=[3, 3, 3, 1])])
     assert st.per_position_acceptance() == pytest.approx([3 / 4, 2 / 3, 1 / 3])
 
 
@@ -44,26 +44,26 @@ def test_tokens_per_s_sums_turns_and_speedup_is_ratio_of_means():
     base = [S("b", "p1", 0, 10, 1.0), S("b", "p2", 0, 10, 1.0)]  # 10 and 10 tok/s
     # p1: two turns, 10 + 20 tokens in 1 + 1 s -> 15 tok/s (not the mean of 10 and 20 per turn... equal here)
     m = [S("m", "p1", 0, 10, 1.0), S("m", "p1", 0, 20, 1.0, turn=1), S("m", "p2", 0, 45, 1.0)]
-    per = R.per_prompt_tokens_per_s(m)
+    per = results.per_prompt_tokens_per_s(m)
     assert per[0] == pytest.approx({"p1": 15.0, "p2": 45.0})
     # ratio of means: (15 + 45)/2 / 10 = 3.0 ; the mean of ratios would be (1.5 + 4.5)/2 = 3.0 too, so skew p2:
     m2 = [S("m", "p1", 0, 10, 1.0), S("m", "p2", 0, 40, 2.0)]  # 10 and 20 tok/s
     base2 = [S("b", "p1", 0, 10, 2.0), S("b", "p2", 0, 10, 0.5)]  # 5 and 20 tok/s
-    assert R.speedup_per_repeat(m2, base2) == {0: pytest.approx(15 / 12.5)}  # mean of ratios would be 1.5
-    assert R.speedup_per_repeat(m, base) == {0: pytest.approx(3.0)}
+    assert results.speedup_per_repeat(m2, base2) == {0: pytest.approx(15 / 12.5)}  # mean of ratios would be 1.5
+    assert results.speedup_per_repeat(m, base) == {0: pytest.approx(3.0)}
 
 
 def test_median_and_spread_over_repeats():
     base = [S("b", "p", r, 10, 1.0) for r in range(3)]
     m = [S("m", "p", r, n, 1.0) for r, n in enumerate([12, 20, 15])]
-    sp, spread = R.speedup(m, base)
+    sp, spread = results.speedup(m, base)
     assert sp == pytest.approx(1.5) and spread == pytest.approx(0.8)
-    assert R.tokens_per_s(m) == (pytest.approx(15.0), pytest.approx(8.0))
+    assert results.tokens_per_s(m) == (pytest.approx(15.0), pytest.approx(8.0))
 
 
 def test_speedup_of_a_method_against_itself_is_one():
     m = [S("vanilla", f"p{i}", r, 10 + i, 0.5 + 0.1 * r) for i in range(3) for r in range(3)]
-    s = R.summarize(m, ["vanilla"], greedy=True)
+    s = results.summarize(m, ["vanilla"], greedy=True)
     o = s["methods"]["vanilla"]["overall"]
     assert o["speedup"] == pytest.approx(1.0) and o["speedup_spread"] == pytest.approx(0.0)
     assert o["exact_match"] == 1.0 and s["mismatches"] == []
@@ -73,51 +73,52 @@ def test_exact_match_catches_a_planted_mismatch():
     base = [S("vanilla", "p", r, 5, 1.0, out=[1, 2, 3, 4, 5]) for r in range(2)]
     good = [S("pld", "p", 0, 5, 1.0, out=[1, 2, 3, 4, 5])]
     bad = [S("pld", "p", 1, 5, 1.0, out=[1, 2, 9, 4, 5])]
-    rate, mm = R.exact_match(good + bad, base)
+    rate, mm = results.exact_match(good + bad, base)
     assert rate == 0.5
     assert mm == [{"method": "pld", "prompt_id": "p", "turn": 0, "repeat": 1, "first_diff": 2}]
-    assert R.first_difference([1, 2], [1, 2, 3]) == 2 and R.first_difference([1], [1]) is None
-    s = R.summarize(base + good + bad, ["vanilla", "pld"], greedy=True, mismatch_gaps={("pld", "p", 0, 1): 0.5})
+    assert results.first_difference([1, 2], [1, 2, 3]) == 2 and results.first_difference([1], [1]) is None
+    s = results.summarize(base + good + bad, ["vanilla", "pld"], greedy=True, mismatch_gaps={("pld", "p", 0, 1): 0.5})
     assert s["methods"]["pld"]["overall"]["exact_match"] == 0.5
     assert [(m["first_diff"], m["baseline"]) for m in s["mismatches"]] == [(2, "vanilla")]
     # sampled runs report no exact match
-    assert math.isnan(R.summarize(base + bad, greedy=False)["methods"]["pld"]["overall"]["exact_match"])
+    assert math.isnan(results.summarize(base + bad, greedy=False)["methods"]["pld"]["overall"]["exact_match"])
 
 
 def test_baseline_is_the_faster_of_hf_and_vanilla():
     samples = [S("hf", "p", 0, 10, 1.0), S("vanilla", "p", 0, 10, 0.8), S("pld", "p", 0, 10, 0.5)]
-    assert R.choose_baseline(samples, ["hf", "vanilla", "pld"]) == "vanilla"
-    assert R.choose_baseline(samples, ["pld"]) == "pld"
+    assert results.choose_baseline(samples, ["hf", "vanilla", "pld"]) == "vanilla"
+    assert results.choose_baseline(samples, ["pld"]) == "pld"
 
 
 def test_jsonl_tolerates_a_torn_line(tmp_path):
     p = tmp_path / "s.jsonl"
-    R.append_jsonl(p, {"a": 1})
+    results.append_jsonl(p, {"a": 1})
     with open(p, "a") as f:
         f.write('{"a": 2')  # killed mid-write
-    assert R.read_jsonl(p) == [{"a": 1}]
-    R.repair_jsonl(p)
-    R.append_jsonl(p, {"a": 3})
-    assert R.read_jsonl(p) == [{"a": 1}, {"a": 3}]
+    assert results.read_samples(p) == [{"a": 1}]
+    results.repair_jsonl(p)
+    results.append_jsonl(p, {"a": 3})
+    assert results.read_samples(p) == [{"a": 1}, {"a": 3}]
+    assert results.read_samples(tmp_path / "none.jsonl") == []
 
 
 def test_pareto_front():
     pts = [(1, 10), (2, 8), (1.5, 7), (3, 3), (0.5, 11)]
-    assert R.pareto_front(pts) == [4, 0, 1, 3]
+    assert results.pareto_front(pts) == [4, 0, 1, 3]
 
 
 def test_costmodel_formulas():
-    assert CM.leviathan_tau(0.5, 2) == pytest.approx(1.75)
-    assert CM.leviathan_speedup(0.5, 2, 0.25) == pytest.approx(1.75 / 1.5)
-    assert CM.implied_alpha(1.75, 2) == pytest.approx(0.5, abs=1e-6)
-    C = CM.interpolate({1: 1.0, 3: 2.0, 8: 4.0})
+    assert costmodel.leviathan_tau(0.5, 2) == pytest.approx(1.75)
+    assert costmodel.leviathan_speedup(0.5, 2, 0.25) == pytest.approx(1.75 / 1.5)
+    assert costmodel.implied_alpha(1.75, 2) == pytest.approx(0.5, abs=1e-6)
+    C = costmodel.interpolate({1: 1.0, 3: 2.0, 8: 4.0})
     assert (C(1), C(2), C(3), C(16)) == (1.0, 1.5, 2.0, 8.0)
     # Leviathan with measured parts: (1 + 0.5 + 0.25) * C(1) / (t_draft + C(3)) = 1.75 / (0.5 + 2)
-    assert CM.predict_chain([0.5, 0.25], 2, C, 0.5) == pytest.approx(1.75 / 2.5)
+    assert costmodel.predict_chain([0.5, 0.25], 2, C, 0.5) == pytest.approx(1.75 / 2.5)
     # stepwise: prefill + steps: drafts [2, 2] (C(3) each) + 1 plain step, 3 decode draft calls at 0.1;
     # plain decoding of the same 7 tokens: prefill + 6 * C(1)
     s = {"new_tokens": 7, "target_forwards": 4, "draft_lengths": [2, 2], "accept_lengths": [2, 1]}
-    p = CM.predict_stepwise([s], C, 0.1, prefill_s=1.0)
+    p = costmodel.predict_stepwise([s], C, 0.1, prefill_s=1.0)
     assert p["predicted_speedup"] == pytest.approx((1 + 6) / (1 + 2 * 2 + 1 + 3 * 0.1))
 
 
@@ -205,14 +206,14 @@ def test_bench_writes_the_documented_files(bench_dir):
     for name in ("samples.jsonl", "summary.json", "summary.csv", "meta.json", "report.md", "speedup.png",
                  "acceptance_by_position.png", "tau_by_category.png", "accept_hist.png", "speedup_vs_tau.png"):
         assert (bench_dir / name).is_file(), name
-    samples = R.read_jsonl(bench_dir / "samples.jsonl")
+    samples = results.read_jsonl(bench_dir / "samples.jsonl")
     assert len(samples) == 4 * 3 * 4  # (2 + 1 + 1 turns) x 3 repeats x 4 methods
-    assert all(set(R.SAMPLE_KEYS) <= set(s) for s in samples)
-    assert len({R.cell_key(s) for s in samples}) == len(samples)
+    assert all(set(results.SAMPLE_KEYS) <= set(s) for s in samples)
+    assert len({results.cell_key(s) for s in samples}) == len(samples)
     summary = json.loads((bench_dir / "summary.json").read_text())
     assert summary["baseline"] in ("hf", "vanilla")
     for m, e in summary["methods"].items():
-        assert set(R.SUMMARY_KEYS) <= set(e["overall"])
+        assert set(results.SUMMARY_KEYS) <= set(e["overall"])
         assert set(e["category"]) == {"multi-turn", "rag", "qa"}
         assert e["overall"]["exact_match"] == 1.0, m  # lossless methods reproduce greedy output
     assert summary["methods"]["vanilla"]["overall"]["tau"] == 1.0
@@ -220,16 +221,17 @@ def test_bench_writes_the_documented_files(bench_dir):
     assert self_draft["draft_acceptance_rate"] > 0.9 and self_draft["tau"] > 2.5
     # the same method under two names: the same cells (outputs, forwards), timed separately
     def cells(method):
-        return sorted((R.cell_key(s)[1:], s["output_ids"], s["target_forwards"]) for s in samples if s["method"] == method)
+        return sorted((results.cell_key(s)[1:], s["output_ids"], s["target_forwards"]) for s in samples
+                      if s["method"] == method)
 
     assert cells("copy") == cells("vanilla")
-    assert R.speedup([s for s in samples if s["method"] == "copy"],
-                     [s for s in samples if s["method"] == "vanilla"])[0] > 0
+    assert results.speedup([s for s in samples if s["method"] == "copy"],
+                           [s for s in samples if s["method"] == "vanilla"])[0] > 0
     meta = json.loads((bench_dir / "meta.json").read_text())
     assert {"config", "git", "versions", "cpu", "threads", "dtype"} <= set(meta)
     header = (bench_dir / "summary.csv").read_text().splitlines()[0].split(",")
-    assert {"method", "scope", "group", *R.SUMMARY_KEYS} <= set(header)
-    res = R.load(bench_dir)
+    assert {"method", "scope", "group", *results.SUMMARY_KEYS} <= set(header)
+    res = results.load(bench_dir)
     assert len(res.samples) == len(samples) and set(res.summary.scope) == {"overall", "category"}
     # turn 2 of the chat prompt carries vanilla's own turn-1 answer
     t1 = [s for s in samples if s["prompt_id"] == "chat" and s["turn"] == 1]
@@ -243,7 +245,7 @@ def test_bench_resumes_and_keeps_cells_on_ctrl_c(tmp_path, monkeypatch, one_thre
     suite, out = _suite(tmp_path), tmp_path / "run"
     args = ["--model", "tiny-llama", "--threads", "1", "--methods", "vanilla,pld:3", "--max-new-tokens", "6",
             "--repeats", "2", "--warmup", "0", "--no-plots", "--suite", str(suite), "--out", str(out)]
-    real_append, calls = R.append_jsonl, []
+    real_append, calls = results.append_jsonl, []
 
     def flaky_append(path, rec):
         if len(calls) == 5:
@@ -251,19 +253,19 @@ def test_bench_resumes_and_keeps_cells_on_ctrl_c(tmp_path, monkeypatch, one_thre
         calls.append(rec)
         real_append(path, rec)
 
-    monkeypatch.setattr(R, "append_jsonl", flaky_append)
+    monkeypatch.setattr(results, "append_jsonl", flaky_append)
     assert bench.main(args) == 130
-    assert len(R.read_jsonl(out / "samples.jsonl")) == 5
+    assert len(results.read_jsonl(out / "samples.jsonl")) == 5
     assert (out / "summary.json").exists()  # written on the way out
-    monkeypatch.setattr(R, "append_jsonl", real_append)
+    monkeypatch.setattr(results, "append_jsonl", real_append)
     ran = []
-    monkeypatch.setattr(R, "append_jsonl", lambda p, rec: (ran.append(rec), real_append(p, rec)))
+    monkeypatch.setattr(results, "append_jsonl", lambda p, rec: (ran.append(rec), real_append(p, rec)))
     assert bench.main(args) == 0
     assert len(ran) == 4 * 2 * 2 - 5  # only the missing cells ran
     assert bench.main(args) == 0 and len(ran) == 11  # nothing left to run
     assert bench.main(args[:-5] + ["--repeats", "3"] + args[-4:]) == 0 and len(ran) == 11 + 8
-    samples = R.read_jsonl(out / "samples.jsonl")
-    assert len({R.cell_key(s) for s in samples}) == len(samples) == 24
+    samples = results.read_jsonl(out / "samples.jsonl")
+    assert len({results.cell_key(s) for s in samples}) == len(samples) == 24
     with pytest.raises(SystemExit):  # a different config is refused
         bench.main(args[:-2] + ["--temperature", "1"] + args[-2:])
 
@@ -276,9 +278,9 @@ def test_changed_method_reruns_its_cells_and_bad_specs_are_refused(tmp_path, one
     base = ["--model", "tiny-llama", "--threads", "1", "--max-new-tokens", "5", "--repeats", "1", "--warmup", "0",
             "--no-plots", "--suite", str(suite), "--out", str(out), "--methods"]
     assert bench.main(base + ["vanilla,x=pld:8"]) == 0
-    n = len(R.read_jsonl(out / "samples.jsonl"))
+    n = len(results.read_jsonl(out / "samples.jsonl"))
     assert bench.main(base + ["vanilla,x=hf-pld:2"]) == 0  # same name, another method: x runs again
-    samples = R.read_jsonl(out / "samples.jsonl")
+    samples = results.read_jsonl(out / "samples.jsonl")
     assert len(samples) == n and {s["method_key"] for s in samples if s["method"] == "x"} == {"hf-pld:2"}
     model, tok = tiny_llama
     for bad in ("pld:abc", "pld:-1", "pld:0", "pldx", "hf-pldzzz", "draft:", "nonsense"):
@@ -301,7 +303,7 @@ def test_costmodel_cli(bench_dir, one_thread):
     assert set(rows) == {"hf", "vanilla", "copy", "self"}
     assert rows["self"]["K"] == 3 and rows["self"]["draft_step_ms"] > 0
     assert {"predicted_speedup", "measured_speedup", "gap"} <= set(rows["self"])
-    assert (bench_dir / "costmodel.png").exists() and R.load(bench_dir).costmodel is not None
+    assert (bench_dir / "costmodel.png").exists() and results.load(bench_dir).costmodel is not None
 
 
 def test_sweep_cli(tmp_path, one_thread):

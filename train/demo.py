@@ -6,7 +6,9 @@
 Stages (each is also a command of its own, printed as it runs, and skipped when already done, so a
 killed demo run again picks up where it stopped):
   1. prompts  python -m train.prompts   the target writes user turns itself (Magpie), deduplicated
-  2. distill  python -m train.distill   the target answers them (and the built-in set), greedy
+  2. distill  python -m train.distill   the target answers them (and the built-in set), greedy; then
+              python -m train.prompts --passages-from   passage tasks (summarise, RAG, translate, ...)
+              built from those answers, which the target answers too (mtp.data.passages)
   3. cache    python -m train.cache     hidden states + top-k logits the heads train on
   4. train    python -m train.heads     one run per family; best/ chosen on held-out distilled data
   5. bench    python -m eval.bench      hf, vanilla, pld and every head, at T=0 and T=1, kit's suite
@@ -33,6 +35,7 @@ from pathlib import Path
 @dataclass
 class Preset:
     self_prompts: int = 0  # self-written prompts added to the built-in set (0: built-in only)
+    passage_prompts: int = 0  # passage tasks built from the distilled answers, then distilled too (0: none)
     builtin_prompts: int = 0  # 0: all 438
     max_new_tokens: int = 128  # distillation response length
     distill_batch: int = 32
@@ -59,12 +62,12 @@ class Preset:
 
 PRESETS = {
     # ~25 minutes after install on 2 CPU cores (smollm2-135m)
-    "quick": Preset(steps=240, eval_every=80),
+    "quick": Preset(passage_prompts=120, steps=240, eval_every=80),
     # the README table: every family, more data and steps (hours on CPU)
-    "full": Preset(self_prompts=1200, families=("eagle3", "eagle", "hydra", "medusa", "parallel", "deepseek"),
+    "full": Preset(self_prompts=1200, passage_prompts=900, families=("eagle3", "eagle", "hydra", "medusa", "parallel", "deepseek"),
                    num_heads=4, steps=800, eval_every=200, lr=6e-4, bench_prompts=48, bench_prompts_sampled=24),
     # one GPU: 10x the CPU data, minutes
-    "gpu": Preset(self_prompts=12000, distill_batch=256, num_heads=5, steps=4000, batch_size=32, eval_every=500,
+    "gpu": Preset(self_prompts=12000, passage_prompts=6000, distill_batch=256, num_heads=5, steps=4000, batch_size=32, eval_every=500,
                   bench_prompts=None, bench_prompts_sampled=None, bench_repeats=3),
     # tests: tiny-llama, seconds
     "tiny": Preset(builtin_prompts=24, max_new_tokens=16, distill_batch=8, num_heads=2, draft_vocab=64,
@@ -100,7 +103,7 @@ def _call(module: str, argv: list[str]) -> None:
                          "above and run the demo again (finished stages are skipped)")
 
 
-def recipe(model: str, family: str, p: Preset, data: Path, cache: Path, runs: Path) -> dict:
+def recipe(model: str, family: str, p: Preset, data: Path | str, cache: Path, runs: Path) -> dict:
     args = {"num_heads": p.num_heads, **FAMILY_ARGS.get(family, lambda _: {})(p)}
     return {
         "name": family, "out_dir": str(runs), "seed": 0, "mixed_precision": p.mixed_precision,
@@ -156,12 +159,26 @@ def run(a: argparse.Namespace) -> int:
     t0 = _stage(2, n, "self-distillation (greedy)", ["train.distill", *cmd])
     _call("train.distill", cmd)
     _done(t0)
+    train_data = str(data / "distill")
+    if p.passage_prompts:
+        qfile = data / "passages.jsonl"
+        cmd = ["--model", a.model, "--out", str(qfile), "--num-prompts", str(p.passage_prompts),
+               "--passages-from", str(data / "distill"), "--questions", prompts, "--dtype", p.dtype]
+        t0 = _stage(2, n, "passage tasks from the distilled answers", ["train.prompts", *cmd])
+        _call("train.prompts", cmd)
+        cmd = ["--model", a.model, "--prompts", str(qfile), "--out", str(data / "distill-passages"),
+               "--batch-size", str(p.distill_batch), "--max-new-tokens", str(p.max_new_tokens), "--dtype", p.dtype,
+               "--on-long-prompt", "skip"]
+        print(f"[demo]   $ python -m train.distill {' '.join(cmd)}", file=sys.stderr, flush=True)
+        _call("train.distill", cmd)
+        _done(t0)
+        train_data += f",{data / 'distill-passages'}"
     # 3-4. per family: cache, train ----------------------------------------------------------------
     heads = {}
     for fam in p.families:
         cfg_path = runs / "configs" / f"{fam}.yaml"
         cache = data / f"cache-{fam}"
-        cfg = recipe(a.model, fam, p, data / "distill", cache, runs)
+        cfg = recipe(a.model, fam, p, train_data, cache, runs)
         from mtp.io import atomic_write_text
 
         atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
@@ -183,8 +200,10 @@ def run(a: argparse.Namespace) -> int:
             _done(t0)
         heads[fam] = best
     # 5. benchmarks ---------------------------------------------------------------------------------
-    methods = ["hf", "vanilla", "pld"] + [f"{fam}=heads:{path}" + (f":{p.draft_tokens}" if p.draft_tokens else "")
-                                          for fam, path in heads.items()]
+    k = f":{p.draft_tokens}" if p.draft_tokens else ""
+    methods = ["hf", "vanilla", "pld"] + [f"{fam}=heads:{path}{k}" for fam, path in heads.items()]
+    # prompt lookup where the context repeats, the heads elsewhere (mtp.drafters.LookupFirstDrafter)
+    methods += [f"pld+{fam}=pld+heads:{path}{k}" for fam, path in heads.items()]
     for i, temp in enumerate(p.temperatures):
         out = results / f"t{temp:g}"
         cmd = ["--model", a.model, "--dtype", p.dtype, "--methods", ",".join(methods), "--suite", a.suite,

@@ -1,0 +1,106 @@
+"""Draft length from measurement: the chain length the cost model predicts to be fastest, per batch size.
+
+A chain of K drafts pays when the tokens it adds outweigh what it costs: with per-position
+acceptance a_k (P(at least k drafts accepted)), a verify forward over m tokens costing C(m) and a
+draft step of K tokens costing D(K), the predicted speedup over plain decoding is
+
+    S(K) = (1 + a_1 + ... + a_K) * C(1) / (C(K + 1) + D(K)),        S(0) = 1 (no drafting).
+
+C grows with the batch size (a batch of B rows verifies B(K+1) tokens per forward), so the best K
+shrinks as the batch grows; `auto_draft_length` measures C and D on this machine at the batch size
+asked for and picks K. The acceptance comes from held-out data (`heldout_acceptance` reads what the
+trainer measured on its held-out split at the chosen checkpoint), never from the evaluation suite.
+
+    a = heldout_acceptance("runs/full/eagle3/best")            # [a_1, ..., a_K]
+    K, table = auto_draft_length(model, heads.as_drafter(), a, batch_size=4)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+
+def predicted_speedup(per_position: Sequence[float], k: int, verify_cost: Callable[[int], float],
+                      draft_cost: Callable[[int], float]) -> float:
+    """S(K) above; S(0) = 1."""
+    if k == 0:
+        return 1.0
+    return (1.0 + sum(per_position[:k])) * verify_cost(1) / (verify_cost(k + 1) + draft_cost(k))
+
+
+def choose_chain_length(per_position: Sequence[float], verify_cost: Callable[[int], float],
+                        draft_cost: Callable[[int], float], max_k: int | None = None) -> tuple[int, dict[int, float]]:
+    """(K with the largest predicted speedup, {K: predicted speedup} for K = 0..max_k). K = 0 means
+    drafting is predicted not to pay at all."""
+    max_k = len(per_position) if max_k is None else min(max_k, len(per_position))
+    table = {k: predicted_speedup(per_position, k, verify_cost, draft_cost) for k in range(max_k + 1)}
+    return max(table, key=lambda k: (table[k], -k)), table
+
+
+def heldout_acceptance(heads_dir: str | Path) -> list[float] | None:
+    """[a_1, ..., a_K] that the trainer measured on held-out data at the step this checkpoint was
+    saved (from the run folder's metrics.jsonl and best.json / final.json); None when the folder is
+    not inside a trainer's run folder or no evaluation was logged."""
+    d = Path(heads_dir)
+    run = d.parent
+    marker = run / f"{d.name}.json"
+    metrics = run / "metrics.jsonl"
+    if not (marker.is_file() and metrics.is_file()):
+        return None
+    try:
+        step = json.loads(marker.read_text()).get("step")
+        rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+    except ValueError:
+        return None
+    evals = [r for r in rows if "eval/a_1" in r and (step is None or r.get("step") == step)]
+    if not evals:
+        return None
+    r = evals[-1]
+    out, k = [], 1
+    while f"eval/a_{k}" in r:
+        out.append(float(r[f"eval/a_{k}"]))
+        k += 1
+    return out
+
+
+@torch.no_grad()
+def measure_draft_cost(model, drafter, lengths: Sequence[int], *, batch_size: int = 1, prompt_len: int = 64,
+                       new_tokens: int = 24, seed: int = 0) -> dict[int, float]:
+    """{K: seconds per decode step spent in the drafter (propose + observe)} for chains of K, from
+    short generations on random prompts (the drafter runs as in the engine, cache and all)."""
+    from mtp.costmodel import TimedDrafter
+    from mtp.engine import generate
+
+    g = torch.Generator().manual_seed(seed)
+    V = model.config.vocab_size
+    prompts = [torch.randint(3, V, (prompt_len,), generator=g).tolist() for _ in range(batch_size)]
+    out = {}
+    for k in lengths:
+        for rep in range(2):  # the first run warms up
+            timed = TimedDrafter(drafter)
+            generate(model, prompts, drafter=timed, num_draft_tokens=k, max_new_tokens=new_tokens, ignore_eos=True)
+        out[int(k)] = timed.step_s
+    return out
+
+
+def auto_draft_length(model, drafter, per_position: Sequence[float], *, batch_size: int = 1, prefix_len: int = 128,
+                      max_k: int | None = None) -> tuple[int, dict[int, float]]:
+    """Measure this machine's verify cost at `batch_size` and the drafter's cost per chain length,
+    then choose_chain_length. Returns (K, {K: predicted speedup})."""
+    from mtp.costmodel import interpolate, measure_forward_cost
+
+    max_k = len(per_position) if max_k is None else min(max_k, len(per_position))
+    if max_k < 1:
+        return 0, {0: 1.0}
+    C = interpolate(measure_forward_cost(model, prefix_len, tuple(range(1, max_k + 2)), repeats=5,
+                                         batch_size=batch_size))
+    ks = sorted({1, max_k})
+    d = measure_draft_cost(model, drafter, ks, batch_size=batch_size)
+    if len(ks) == 1:
+        D = lambda k: d[ks[0]]  # noqa: E731
+    else:  # linear in K between the two measured lengths
+        D = lambda k: d[1] + (d[max_k] - d[1]) * (k - 1) / (max_k - 1)  # noqa: E731
+    return choose_chain_length(per_position, C, D, max_k)

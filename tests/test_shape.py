@@ -1,0 +1,61 @@
+"""Draft length from the cost model: the choice follows the costs, and :auto runs end to end."""
+import json
+
+import pytest
+import torch
+
+from mtp.shape import choose_chain_length, heldout_acceptance, predicted_speedup
+
+
+def test_choice_follows_acceptance_and_costs():
+    a = [0.8, 0.6, 0.4, 0.2]
+    flat = lambda m: 1.0  # noqa: E731  verification as cheap at any width (a small batch on a GPU)
+    free = lambda k: 0.0  # noqa: E731
+    k, table = choose_chain_length(a, flat, free)
+    assert k == 4 and table[0] == 1.0 and table[4] == pytest.approx(1 + sum(a))
+    # verification cost linear in width (a large batch): every draft costs a full token's compute
+    k, table = choose_chain_length(a, lambda m: float(m), free)
+    assert table[1] == pytest.approx(1.8 / 2) and k == 0
+    # an expensive drafter shortens the chain
+    k_cheap, _ = choose_chain_length(a, lambda m: 1 + 0.05 * m, lambda k: 0.02 * k)
+    k_dear, _ = choose_chain_length(a, lambda m: 1 + 0.05 * m, lambda k: 0.5 * k)
+    assert k_cheap == 4 and k_dear == 1
+    assert predicted_speedup(a, 2, flat, lambda k: 0.5) == pytest.approx(2.4 / 1.5)
+
+
+def test_heldout_acceptance_reads_the_checkpoint_step(tmp_path):
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    rows = [{"step": 10, "eval/a_1": 0.4, "eval/a_2": 0.1}, {"step": 20, "train/loss": 1.0},
+            {"step": 20, "eval/a_1": 0.5, "eval/a_2": 0.2, "eval/a_3": 0.1}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "best.json").write_text(json.dumps({"step": 10}))
+    assert heldout_acceptance(run / "best") == [0.4, 0.1]
+    (run / "best.json").write_text(json.dumps({"step": 20}))
+    assert heldout_acceptance(run / "best") == [0.5, 0.2, 0.1]
+    assert heldout_acceptance(tmp_path / "elsewhere") is None
+
+
+def test_auto_draft_length_on_a_trained_run(tmp_path, tiny_llama):
+    from mtp.bench import MethodSpecError, make_method
+    from mtp.heads import build_head
+    from mtp.heads.checkpoint import save_head
+
+    model, tok = tiny_llama
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    save_head(build_head("eagle3", model, num_heads=3), run / "best")
+    with pytest.raises(MethodSpecError, match="no held-out acceptance"):
+        make_method(f"heads:{run / 'best'}:auto", model, tok)
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 5, "eval/a_1": 0.9, "eval/a_2": 0.8, "eval/a_3": 0.7}) + "\n")
+    (run / "best.json").write_text(json.dumps({"step": 5}))
+    from mtp.engine import generate
+
+    plain = generate(model, [5, 6, 7, 8, 5, 6], max_new_tokens=8, ignore_eos=True).tokens[0]
+    for spec in (f"heads:{run / 'best'}:auto", f"pld+heads:{run / 'best'}:auto"):
+        m = make_method(spec, model, tok, batch_size=2)
+        assert "#k" in m.key
+        k = int(m.key.rsplit("#k", 1)[1])
+        assert 1 <= k <= 3
+        rec = m.run([5, 6, 7, 8, 5, 6], max_new_tokens=8, temperature=0.0, seed=0, ignore_eos=True)
+        assert rec.new_tokens == 8 and rec.output_ids[-8:] == plain
