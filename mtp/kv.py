@@ -112,12 +112,14 @@ class KVState:
         parents: torch.Tensor,
         num_nodes: torch.Tensor,
         *,
+        depths: torch.Tensor | None = None,
         output_hidden_states: bool = False,
     ):
         """Run the model on [pending, node_0..node_{N-1}] (input_ids [B, N+1]) where each node
         attends to the committed context, the pending token and its own ancestors (parents [B, N],
         see mtp.tree). A 4-D additive mask and explicit positions (depth in the tree) go through
-        the stock transformers model. Call `keep` afterwards."""
+        the stock transformers model. depths: [B, N] `node_depths(parents)` when the caller has
+        them already. Call `keep` afterwards."""
         from mtp.tree import ancestor_matrix, node_depths
 
         B, m = input_ids.shape
@@ -125,7 +127,9 @@ class KVState:
         dtype = next(self.model.parameters()).dtype
         anc = ancestor_matrix(parents.to(dev), num_nodes.to(dev))  # [B, m, m]
         allowed = torch.cat([self.mask.bool()[:, None, :].expand(B, m, self.num_slots), anc], dim=2)
-        depth = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=dev), node_depths(parents.to(dev))], 1)
+        if depths is None:
+            depths = node_depths(parents.to(dev))
+        depth = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=dev), depths.to(dev)], 1)
         positions = self.lengths[:, None] + depth
         self.mask = torch.cat([self.mask, torch.ones(B, m, dtype=self.mask.dtype, device=dev)], dim=1)
         self.slot_pos = torch.cat([self.slot_pos, positions], dim=1)

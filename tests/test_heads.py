@@ -335,12 +335,12 @@ def test_drafting_matches_training_forward(tiny_llama, trained, data, family):
     d = head.as_drafter()
     d.reset([s[:p] for s, p in zip(seqs, P)])
     none = torch.zeros(2, dtype=torch.long)
-    d.observe(TargetFeedback(input_ids=torch.zeros(2, m, dtype=torch.long), valid=valid, position_ids=None,
+    d.observe(TargetFeedback(input_ids=torch.zeros(2, m, dtype=torch.long), valid=valid,
                              hidden_states=pre, logits=None, new_tokens=[[s[p]] for s, p in zip(seqs, P)],
                              num_accepted=none, is_prefill=True))
     ver = {i: torch.stack([hs[i][r, p: p + 3] for r, p in zip(rows, P)]) for i in layers}
     vvalid = torch.arange(3)[None, :] < torch.tensor(n_valid)[:, None]
-    d.observe(TargetFeedback(input_ids=torch.zeros(2, 3, dtype=torch.long), valid=vvalid, position_ids=None,
+    d.observe(TargetFeedback(input_ids=torch.zeros(2, 3, dtype=torch.long), valid=vvalid,
                              hidden_states=ver, logits=None,
                              new_tokens=[s[p + 1: p + 1 + n] for s, p, n in zip(seqs, P, n_valid)],
                              num_accepted=torch.tensor(n_valid) - 1, is_prefill=False))

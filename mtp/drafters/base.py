@@ -95,7 +95,6 @@ class TargetFeedback:
     valid: [B, m] bool, inputs that are now part of the committed context (prompt tokens at
         prefill; the first num_accepted+1 inputs at chain verify; the pending token and the
         accepted path's nodes at tree verify — in increasing index order, which is path order).
-    position_ids: [B, m] positions of the inputs.
     hidden_states: {layer: [B, m, H]} for the drafter's `hidden_layers` (indices into HF's
         `output_hidden_states` tuple: 0 = embeddings, -1 = last, post final norm).
     logits: [B, m, V] at verify; at prefill [B, 1, V] (last position).
@@ -106,7 +105,6 @@ class TargetFeedback:
 
     input_ids: torch.Tensor
     valid: torch.Tensor
-    position_ids: torch.Tensor
     hidden_states: dict[int, torch.Tensor]
     logits: torch.Tensor | None
     new_tokens: list[list[int]]
