@@ -29,6 +29,7 @@ from torch import nn
 from mtp.data.cache import normalize_layer, open_cache
 from mtp.data.dataset import Example, collate, global_batches, load_examples, split_examples
 from mtp.data.prompts import DataError
+from mtp.io import atomic_write_text
 from mtp.training.config import ConfigError, TrainConfig, config_diff, save_config
 from mtp.training.losses import (TargetDist, expected_tau, head_counts, mtp_losses, position_weights,
                                  target_next_token_loss)
@@ -124,12 +125,6 @@ def _wandb_mode(cfg: TrainConfig) -> str:
     return cfg.log.wandb or os.environ.get("WANDB_MODE", "") or "offline"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    from mtp.io import atomic_write_text
-
-    atomic_write_text(path, text)
-
-
 def _metrics_step(line: str) -> float:
     """The step of a metrics.jsonl line; a torn or malformed line (a killed write) counts as after any step."""
     try:
@@ -156,40 +151,50 @@ def _checkpoint_problem(path: Path) -> str | None:
     return None
 
 
-def _save_head_atomic(head, directory: Path) -> None:
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    head.save_pretrained(tmp)
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, head_factory=None, target=None,
                  tokenizer=None) -> None:
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+        from accelerate.utils import set_seed
 
         self.cfg = cfg
         self.run_dir = cfg.run_dir
-        mode = _wandb_mode(cfg)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        mode = self._setup_accelerator()
+        self._prepare_run_dir(resume)
+        set_seed(cfg.seed)
+        self._setup_target(target, tokenizer)
+        self._setup_data()
+        self._setup_head(head_factory)
+        self._setup_cache()
+        self._setup_optimisation()
+        self.state = {"step": 0, "best_tau": -1.0, "best_step": -1, "epoch": 0, "batch_in_epoch": 0, "tokens": 0}
+        self.acc.register_for_checkpointing(self.scheduler)
+        if resume:
+            self._load_latest()
+        if self.acc.is_main_process:
+            self._write_run_files(resume)
+        self._setup_trackers(mode)
+
+    # ---- setup ----------------------------------------------------------------------------------
+    def _setup_accelerator(self) -> str:
+        """The Accelerator (wandb tracking unless disabled); returns the wandb mode."""
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        mode = _wandb_mode(self.cfg)
         os.environ["WANDB_MODE"] = mode  # before any wandb.init
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
             # `accelerate launch --multi_gpu` on a machine without GPUs: DDP over gloo on CPU
             # (otherwise every process would silently train alone).
             os.environ.setdefault("ACCELERATE_USE_CPU", "1")
-        self.acc = Accelerator(mixed_precision=cfg.mixed_precision, log_with=None if mode == "disabled" else "wandb",
+        self.acc = Accelerator(mixed_precision=self.cfg.mixed_precision,
+                               log_with=None if mode == "disabled" else "wandb",
                                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-        acc = self.acc
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self._prepare_run_dir(resume)
-        set_seed(cfg.seed)
+        return mode
 
-        # ---- target and head ---------------------------------------------------------------
+    def _setup_target(self, target, tokenizer) -> None:
+        """The target (loaded from model.name unless given), trainable only in joint training."""
+        cfg, acc = self.cfg, self.acc
         if target is None:
             from mtp.models import load_model
 
@@ -198,8 +203,10 @@ class Trainer:
         self.joint = cfg.joint.enabled
         self.target.requires_grad_(self.joint)
         self.target.train(self.joint)
-        # ---- data ----------------------------------------------------------------------------
-        d = cfg.data
+
+    def _setup_data(self) -> None:
+        """Train / eval examples and indices, the global batch, and the response-token counts."""
+        cfg, d, tokenizer = self.cfg, self.cfg.data, self.tokenizer
         if not d.train:
             raise ConfigError("data.train is empty: point it at a distillation folder or a JSONL file")
         V = int(self.target.config.vocab_size)
@@ -217,7 +224,7 @@ class Trainer:
             tr, he = split_examples(examples, d.eval_fraction, cfg.seed)
             self.train_idx = [ids[id(e)] for e in tr]
             self.eval_examples, self.eval_idx = examples, [ids[id(e)] for e in he]
-        self.world = acc.num_processes
+        self.world = self.acc.num_processes
         self.global_batch = d.batch_size * self.world * cfg.optim.grad_accum
         if len(self.train_idx) < self.global_batch:
             raise DataError(f"{len(self.train_idx)} training examples are fewer than one global batch "
@@ -229,30 +236,39 @@ class Trainer:
             counts += torch.bincount(torch.tensor([t for t, m in zip(e.input_ids, e.loss_mask) if m], dtype=torch.long),
                                      minlength=V)
         self.token_counts = counts
-        head = (head_factory or build_head_for)(cfg, self.target, counts)
+
+    def _setup_head(self, head_factory) -> None:
+        """The head (built or loaded by head_factory), checked against the target; per-position loss weights."""
+        cfg = self.cfg
+        head = (head_factory or build_head_for)(cfg, self.target, self.token_counts)
         check_head_fits(head, self.target)
-        self.head = head.to(acc.device)
+        self.head = head.to(self.acc.device)
         self.K = head.config.num_heads
         self.layers = list(head.config.hidden_layers)
         try:
             self.pos_w = position_weights(cfg.loss.position_weights, self.K, head.loss_weights())
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+    def _setup_cache(self) -> None:
+        """The hidden-state cache (data.cache), checked against the target and the examples."""
+        cfg = self.cfg
         self.cache = None
-        if d.cache:
-            self.cache = open_cache(d.cache)
-            self.cache.check(self.target, examples, self.layers, cfg.loss.kl_topk)
+        if cfg.data.cache:
+            self.cache = open_cache(cfg.data.cache)
+            self.cache.check(self.target, self.examples, self.layers, cfg.loss.kl_topk)
             if cfg.loss.kl_weight > 0 and cfg.loss.kl_topk <= 0:
                 raise ConfigError("training from a hidden-state cache with loss.kl_weight > 0 needs loss.kl_topk > 0 "
                                   f"(the cache holds the target's top-{self.cache.topk})")
             if self.joint:
                 raise ConfigError("joint training updates the target, so its hidden states cannot come from a cache")
-        if not d.eval:
+        if not cfg.data.eval:
             self.eval_cache = self.cache
 
-        # ---- optimisation --------------------------------------------------------------------
+    def _setup_optimisation(self) -> None:
+        """TrainModule, AdamW (head; joint: target too), the warmup-cosine schedule; accelerate-prepared."""
+        cfg, o = self.cfg, self.cfg.optim
         self.module = TrainModule(self.head, self.target, self.joint)
-        o = cfg.optim
         groups = [{"params": [p for p in self.head.parameters() if p.requires_grad], "lr": o.lr}]
         if self.joint:
             groups.append({"params": list(self.target.parameters()), "lr": cfg.joint.target_lr})
@@ -261,21 +277,21 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, betas=tuple(o.betas), weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(o.warmup_steps, o.max_steps, o.min_lr_ratio))
-        self.module, self.optimizer = acc.prepare(self.module, self.optimizer)
-        self.state = {"step": 0, "best_tau": -1.0, "best_step": -1, "epoch": 0, "batch_in_epoch": 0, "tokens": 0}
-        acc.register_for_checkpointing(self.scheduler)
-        if resume:
-            self._load_latest()
-        if acc.is_main_process:
-            save_config(cfg, self.run_dir)
-            mpath = self.run_dir / "metrics.jsonl"
-            if mpath.is_file():  # drop what a killed run logged after its last checkpoint (or a stale log)
-                keep = [x for x in mpath.read_text().splitlines() if resume and _metrics_step(x) <= self.state["step"]]
-                _atomic_write(mpath, "".join(k + "\n" for k in keep))
+        self.module, self.optimizer = self.acc.prepare(self.module, self.optimizer)
+
+    def _write_run_files(self, resume: bool) -> None:
+        """config.yaml / config.json, and metrics.jsonl cut back to the resumed step (main process)."""
+        save_config(self.cfg, self.run_dir)
+        mpath = self.run_dir / "metrics.jsonl"
+        if mpath.is_file():  # drop what a killed run logged after its last checkpoint (or a stale log)
+            keep = [x for x in mpath.read_text().splitlines() if resume and _metrics_step(x) <= self.state["step"]]
+            atomic_write_text(mpath, "".join(k + "\n" for k in keep))
+
+    def _setup_trackers(self, mode: str) -> None:
         self._trackers = False
         if mode != "disabled":
-            acc.init_trackers(cfg.log.project, config=cfg.to_dict(),
-                              init_kwargs={"wandb": {"name": cfg.name, "dir": str(self.run_dir)}})
+            self.acc.init_trackers(self.cfg.log.project, config=self.cfg.to_dict(),
+                                   init_kwargs={"wandb": {"name": self.cfg.name, "dir": str(self.run_dir)}})
             self._trackers = True
 
     # ---- run folder / resume --------------------------------------------------------------------
@@ -351,7 +367,7 @@ class Trainer:
                         os.fsync(fh.fileno())
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            _atomic_write(self.ckpt_dir / "latest", name + "\n")
+            atomic_write_text(self.ckpt_dir / "latest", name + "\n")
             ckpts = sorted(p for p in self.ckpt_dir.glob("step-*") if p.is_dir())
             for old in ckpts[: max(0, len(ckpts) - max(1, self.cfg.ckpt.keep))]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -394,25 +410,11 @@ class Trainer:
     # ---- training loop --------------------------------------------------------------------------
     def train(self, stop_after: int | None = None) -> dict:
         """Train to optim.max_steps (or stop after `stop_after` steps, as if killed there)."""
-        cfg, acc, o = self.cfg, self.acc, self.cfg.optim
-        bs, rank = cfg.data.batch_size, acc.process_index
-        lw = cfg.loss
-        module = self.module
-        module.train()
-        epoch_batches: dict[int, list[list[int]]] = {}
-
-        def batch_for(step: int) -> list[int]:
-            per_epoch = len(self.lengths) // self.global_batch  # global_batches drops the incomplete one
-            epoch, pos = divmod(step, per_epoch)
-            if epoch not in epoch_batches:
-                epoch_batches.clear()
-                epoch_batches[epoch] = global_batches(self.lengths, self.global_batch, seed=cfg.seed, epoch=epoch,
-                                                      bucket=cfg.data.bucket)
-            self.state["epoch"], self.state["batch_in_epoch"] = epoch, pos
-            return [self.train_idx[i] for i in epoch_batches[epoch][pos]]
-
+        cfg, o = self.cfg, self.cfg.optim
+        self.module.train()
+        self._epoch_batches: dict[int, list[list[int]]] = {}
         bar = None
-        if cfg.log.progress and acc.is_local_main_process:
+        if cfg.log.progress and self.acc.is_local_main_process:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=o.max_steps, initial=self.state["step"], desc=f"train {cfg.head.family}", unit="step")
@@ -422,55 +424,13 @@ class Trainer:
         while self.state["step"] < o.max_steps:
             if stop_after is not None and steps_run >= stop_after:
                 break
-            gidx = batch_for(self.state["step"])
-            N, Nntl = self._global_counts(gidx)
-            self.state["tokens"] += sum(len(self.examples[i].input_ids) for i in gidx)
-            N = N.to(acc.device)
-            for m in range(o.grad_accum):
-                lo = (m * self.world + rank) * bs
-                idx = gidx[lo: lo + bs]
-                sync = m == o.grad_accum - 1
-                ctx = acc.no_sync(module) if not sync else _nullctx()
-                with ctx:
-                    stats, aux, metrics, ntl, lmask, ntok = self._forward(module, idx, self.examples, self.cache, train=True)
-                    mtp = sum(self.pos_w[j] * (lw.ce_weight * s["ce"] + lw.kl_weight * s["kl"]) / N[j]
-                              for j, s in enumerate(stats))
-                    frac = head_counts(lmask, self.K)[0] / N[0]  # this micro-batch's share, for mean-valued aux losses
-                    if aux:
-                        mtp = mtp + lw.aux_weight * frac * sum(aux.values())
-                    loss = mtp
-                    if self.joint:
-                        loss = cfg.joint.mtp_weight * mtp + ntl[0] / Nntl
-                    if not torch.isfinite(loss.detach()).all():
-                        raise NonFiniteLossError(
-                            f"the training loss is {float(loss.detach())} at step {self.state['step'] + 1}: stopped, and "
-                            "no checkpoint of these weights was saved. Check the settings (loss.kl_temperature, "
-                            "optim.lr, mixed_precision) and the data / hidden-state cache for NaN values.")
-                    acc.backward(loss * self.world)  # DDP averages over processes; the loss is a global mean
-                tok_log += ntok
-                _accum(log_sums, stats, aux, ntl, metrics)
-            if o.grad_clip > 0:
-                gn = acc.clip_grad_norm_(module.parameters(), o.grad_clip)
-                _add(log_sums, "grad_norm", torch.as_tensor(gn, dtype=torch.float32).detach().cpu().reshape(()))
-                _add(log_sums, "grad_norm_n", torch.ones(()))
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.state["step"] += 1
+            tok_log += self._train_step(self._batch_for(self.state["step"]), log_sums)
             steps_run += 1
             step = self.state["step"]
             if bar is not None:
                 bar.update(1)
             if step % cfg.log.every == 0 or step == o.max_steps:
-                dt = time.perf_counter() - t_log
-                logs = self._reduce_logs(log_sums, prefix="train")
-                logs["train/tokens_per_s"] = self._sum_scalar(tok_log) / max(dt, 1e-9)
-                logs["train/lr"] = self.scheduler.get_last_lr()[0]
-                self.log(logs, step)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{logs.get('train/loss', float('nan')):.3f}",
-                                    tau=f"{logs.get('train/expected_tau', float('nan')):.2f}",
-                                    tok_s=f"{logs['train/tokens_per_s']:.0f}")
+                self._log_train(log_sums, time.perf_counter() - t_log, tok_log, step, bar)
                 log_sums, t_log, tok_log = {}, time.perf_counter(), 0
             evaluate_now = cfg.eval.every > 0 and step % cfg.eval.every == 0
             if evaluate_now or step == o.max_steps:
@@ -488,6 +448,70 @@ class Trainer:
             self._save_head("final")
         return dict(self.state)
 
+    def _batch_for(self, step: int) -> list[int]:
+        """The global batch (example indices) of optimizer step `step`, a pure function of (seed, step)."""
+        cfg = self.cfg
+        per_epoch = len(self.lengths) // self.global_batch  # global_batches drops the incomplete one
+        epoch, pos = divmod(step, per_epoch)
+        if epoch not in self._epoch_batches:
+            self._epoch_batches.clear()
+            self._epoch_batches[epoch] = global_batches(self.lengths, self.global_batch, seed=cfg.seed, epoch=epoch,
+                                                        bucket=cfg.data.bucket)
+        self.state["epoch"], self.state["batch_in_epoch"] = epoch, pos
+        return [self.train_idx[i] for i in self._epoch_batches[epoch][pos]]
+
+    def _train_step(self, gidx: list[int], log_sums: dict[str, torch.Tensor]) -> int:
+        """One optimizer step over the global batch `gidx` (this process's micro-batches, gradient
+        accumulation); adds to log_sums and returns the tokens this process saw."""
+        cfg, acc, o, lw = self.cfg, self.acc, self.cfg.optim, self.cfg.loss
+        bs, rank, module = cfg.data.batch_size, acc.process_index, self.module
+        N, Nntl = self._global_counts(gidx)
+        self.state["tokens"] += sum(len(self.examples[i].input_ids) for i in gidx)
+        N = N.to(acc.device)
+        tokens = 0
+        for m in range(o.grad_accum):
+            lo = (m * self.world + rank) * bs
+            idx = gidx[lo: lo + bs]
+            sync = m == o.grad_accum - 1
+            ctx = acc.no_sync(module) if not sync else _nullctx()
+            with ctx:
+                stats, aux, metrics, ntl, lmask, ntok = self._forward(module, idx, self.examples, self.cache, train=True)
+                mtp = sum(self.pos_w[j] * (lw.ce_weight * s["ce"] + lw.kl_weight * s["kl"]) / N[j]
+                          for j, s in enumerate(stats))
+                frac = head_counts(lmask, self.K)[0] / N[0]  # this micro-batch's share, for mean-valued aux losses
+                if aux:
+                    mtp = mtp + lw.aux_weight * frac * sum(aux.values())
+                loss = mtp
+                if self.joint:
+                    loss = cfg.joint.mtp_weight * mtp + ntl[0] / Nntl
+                if not torch.isfinite(loss.detach()).all():
+                    raise NonFiniteLossError(
+                        f"the training loss is {float(loss.detach())} at step {self.state['step'] + 1}: stopped, and "
+                        "no checkpoint of these weights was saved. Check the settings (loss.kl_temperature, "
+                        "optim.lr, mixed_precision) and the data / hidden-state cache for NaN values.")
+                acc.backward(loss * self.world)  # DDP averages over processes; the loss is a global mean
+            tokens += ntok
+            _accum(log_sums, stats, aux, ntl, metrics)
+        if o.grad_clip > 0:
+            gn = acc.clip_grad_norm_(module.parameters(), o.grad_clip)
+            _add(log_sums, "grad_norm", torch.as_tensor(gn, dtype=torch.float32).detach().cpu().reshape(()))
+            _add(log_sums, "grad_norm_n", torch.ones(()))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state["step"] += 1
+        return tokens
+
+    def _log_train(self, log_sums: dict[str, torch.Tensor], dt: float, tokens: int, step: int, bar) -> None:
+        logs = self._reduce_logs(log_sums, prefix="train")
+        logs["train/tokens_per_s"] = self._sum_scalar(tokens) / max(dt, 1e-9)
+        logs["train/lr"] = self.scheduler.get_last_lr()[0]
+        self.log(logs, step)
+        if bar is not None:
+            bar.set_postfix(loss=f"{logs.get('train/loss', float('nan')):.3f}",
+                            tau=f"{logs.get('train/expected_tau', float('nan')):.2f}",
+                            tok_s=f"{logs['train/tokens_per_s']:.0f}")
+
     def _save_head(self, which: str) -> None:
         acc = self.acc
         acc.wait_for_everyone()
@@ -497,12 +521,12 @@ class Trainer:
                 from mtp.models import model_fingerprint
 
                 head.config.base_fingerprint = model_fingerprint(self.target)
-            _save_head_atomic(head, self.run_dir / which)
+            head.save_pretrained(self.run_dir / which)  # atomic (mtp.heads.checkpoint.save_head)
             if self.joint and which == "final":
                 self.target.save_pretrained(self.run_dir / which / "target")
                 if self.tokenizer is not None:
                     self.tokenizer.save_pretrained(self.run_dir / which / "target")
-            _atomic_write(self.run_dir / f"{which}.json", json.dumps(
+            atomic_write_text(self.run_dir / f"{which}.json", json.dumps(
                 {"step": self.state["step"], "best_tau": self.state["best_tau"], "best_step": self.state["best_step"]}))
         acc.wait_for_everyone()
 
