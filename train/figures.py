@@ -35,7 +35,7 @@ def _write(out: Path, name: str, obj) -> None:
 def fig_distill(out: Path, model_name: str = "smollm2-135m", n: int = 32, bs: int = 16, new: int = 32) -> None:
     from mtp.data import DistillConfig, distill, load_prompts
     from mtp.chat import encode_chat as apply_template
-    from mtp.data.distill import _generate_hf
+    from mtp.data.distill import generate_hf
     from mtp.models import load_model
 
     model, tok = load_model(model_name, dtype="bf16")
@@ -44,12 +44,12 @@ def fig_distill(out: Path, model_name: str = "smollm2-135m", n: int = 32, bs: in
     prompts = [p for p in prompts if len(p.turns) == 1][:n]
     rows = [apply_template(tok, [{"role": "user", "content": p.turns[0]}]) for p in prompts]
     cfg = DistillConfig(max_new_tokens=new, batch_size=bs)
-    _generate_hf(model, tok, rows[:4], DistillConfig(max_new_tokens=4), 0)  # warm-up
+    generate_hf(model, tok, rows[:4], DistillConfig(max_new_tokens=4), 0)  # warm-up
     res = {"model": model_name, "dtype": "bf16", "prompts": n, "batch_size": bs, "max_new_tokens": new,
            "greedy": True, "threads": torch.get_num_threads(), "load_avg_start": os.getloadavg()[0]}
     t0, toks = time.perf_counter(), 0
     for b in range(0, n, bs):  # raw HF batched generate, no pipeline around it
-        toks += sum(len(r) for r in _generate_hf(model, tok, rows[b: b + bs], cfg, 0))
+        toks += sum(len(r) for r in generate_hf(model, tok, rows[b: b + bs], cfg, 0))
     res["hf_generate_tok_s"] = toks / (time.perf_counter() - t0)
     for backend in ("hf", "engine"):
         d = out / f"distill-{backend}"

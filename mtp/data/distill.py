@@ -127,7 +127,7 @@ def _check_meta(out_dir: Path, meta: dict) -> None:
     os.replace(tmp, path)
 
 
-def _generate_hf(model, tokenizer, rows: list[list[int]], cfg: DistillConfig, seed: int) -> list[list[int]]:
+def generate_hf(model, tokenizer, rows: list[list[int]], cfg: DistillConfig, seed: int) -> list[list[int]]:
     """Left-padded batched transformers generate; each row cut after its first EOS."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -185,7 +185,7 @@ def distill(model, tokenizer, prompts: list[Prompt], out_dir: str | Path, cfg: D
     writer = ShardWriter(out_dir, cfg.shard_size)
     todo = [p for p in prompts if p.id not in writer.done]
     ctx = context_length(model)
-    gen = _generate_hf if cfg.backend == "hf" else _generate_engine
+    gen = generate_hf if cfg.backend == "hf" else _generate_engine
     model.eval()
     bar = None
     if progress:
