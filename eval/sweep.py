@@ -8,7 +8,7 @@ Each point is one `mtp.engine.generate` call over a batch of B suite prompts (EO
 row makes max_new_tokens tokens), median over repeats, points interleaved per repeat (the one batch
 sweep, mtp.sweep.batch_sweep). The folder gets sweep.json/csv/png, meta.json and report.md.
 interactivity = tokens per row / wall time; throughput = all tokens / wall time.
-Methods are kit methods (vanilla, pld[:K], draft:<model>[:K], heads:<dir>[:K|:auto], pld+heads:...);
+Methods are kit methods, optionally named "name=spec" (vanilla, pld[:K], draft:<model>[:K], heads:<dir>[:K|:auto], pld+heads:...);
 one without :K is swept over --draft-lengths; with :auto the cost model picks K at each batch size
 (mtp.shape: this machine's verify cost at that batch size, the head's held-out acceptance). HF `generate` is not swept (batch-1 runner only).
 """
@@ -78,16 +78,20 @@ def variants(specs: list[str], model, tok, batch_sizes: list[int] = (1,)) -> lis
     """(label, drafter, K) of each kit method; HF methods are batch-1 only (eval.bench). An
     ":auto" method's K is a {batch size: K} dict, chosen by the cost model at each batch size."""
     out = []
-    for spec in specs:
+    for label in specs:
+        name, eq, spec = label.partition("=")
+        if not eq or ":" in name or "/" in name:  # "name=spec" names a method; a bare spec is its own label
+            name, spec = label, label
+        label = name
         if spec.startswith("hf"):
             print(f"[sweep] skipping {spec}: HF generate is only run at batch 1 by eval.bench", file=sys.stderr)
             continue
         if spec.endswith(":auto"):
             ms = {B: make_method(spec, model, tok, batch_size=B) for B in batch_sizes}
-            out.append((spec, {B: x.drafter for B, x in ms.items()}, {B: int(x.key.rsplit("#k", 1)[1]) for B, x in ms.items()}))
+            out.append((label, {B: x.drafter for B, x in ms.items()}, {B: int(x.key.rsplit("#k", 1)[1]) for B, x in ms.items()}))
             continue
         m = make_method(spec, model, tok)
-        out.append((spec, getattr(m, "drafter", None), getattr(m, "k", None)))
+        out.append((label, getattr(m, "drafter", None), getattr(m, "k", None)))
     return out
 
 
