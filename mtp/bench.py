@@ -330,7 +330,7 @@ def context_method(names: list[str]) -> str:
 
 
 class SuiteRun:
-    """Methods over suite items (mtp.suites.PromptItem) into `out`/samples.jsonl.
+    """Methods over suite items (mtp.data.Prompt) into `out`/samples.jsonl.
 
     Per item and turn, every repeat runs the methods interleaved, their order rotated each repeat,
     after `warmup` untimed runs of every method. Each finished (method, prompt, turn, repeat) cell

@@ -106,7 +106,6 @@ class TimedDrafter(Drafter):
         self.inner = inner
         self.num_draft_tokens = inner.num_draft_tokens
         self.hidden_layers = inner.hidden_layers
-        self.wants_prefill_logits = inner.wants_prefill_logits
         self.propose_s = 0.0
         self.observe_s = 0.0
         self.proposals = 0

@@ -284,8 +284,7 @@ def generate(
     if drafter is not None:
         drafter.reset([list(p) for p in prompts])
     ids, mask = _left_pad(prompts, pad_token_id, device)
-    want_all_logits = drafter is not None and drafter.wants_prefill_logits
-    out = kv.forward(ids, mask, output_hidden_states=bool(hidden_layers), logits_to_keep=0 if want_all_logits else 1)
+    out = kv.forward(ids, mask, output_hidden_states=bool(hidden_layers), logits_to_keep=1)
     positions = kv.slot_pos[:, -ids.shape[1]:].clone()
     no_draft = Draft.empty(B, device)
     n0, first = verify_chain(out.logits[:, -1:], no_draft.tokens, no_draft.lengths, cfg, generator=generator)

@@ -1,8 +1,8 @@
-"""Atomic file writes and JSON / JSONL helpers used by everything that reads or writes files
-(results, prompts, runs).
+"""File helpers shared by everything that reads or writes (results, prompts, data, runs).
 
 A write goes to a temporary file in the same folder, is fsynced, then renamed over the target:
 readers and a later resume never see half a file, and a killed writer leaves the old file intact.
+JSONL is read by one function, `read_jsonl`, strict by default (see its docstring).
 """
 from __future__ import annotations
 
@@ -11,6 +11,40 @@ import math
 import os
 import tempfile
 from pathlib import Path
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file (and line) and what is wrong."""
+
+
+def read_jsonl(path: str | Path, *, tolerant_tail: bool = False, hint: str = "") -> list:
+    """The records of a JSONL file, one JSON value per non-blank line.
+
+    Strict (the default): a missing file or any malformed line raises `DataError` naming
+    `file:line`. `tolerant_tail=True` is for append-only files that a killed writer may leave
+    with a torn last line (e.g. a benchmark's resumable samples.jsonl): a missing file reads as
+    empty, and a last line without its newline is ignored (the writer always ends a record with
+    one, so such a line is incomplete); a malformed complete line still raises. `hint` is added
+    to the error message (what the user should do about the bad line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        if tolerant_tail and not path.exists():
+            return []
+        raise DataError(f"no such data file: {path}")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if tolerant_tail and not line.endswith("\n"):
+                break  # torn write: the record was never finished
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})"
+                                + (f"; {hint}" if hint else "")) from None
+    return rows
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -42,32 +76,6 @@ def jsonable(x):
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(jsonable(obj), indent=2) + "\n")
-
-
-def read_jsonl(path: str | Path, *, missing_ok: bool = False, torn_tail_ok: bool = False) -> list[dict]:
-    """Every record of a JSONL file (blank lines skipped); mtp.data.DataError naming the file and
-    line of a malformed one. missing_ok: a missing file reads as []. torn_tail_ok: a last line
-    without its newline (an append-only log whose writer was killed mid-line) is ignored."""
-    from mtp.data.prompts import DataError  # lazily: mtp.data imports this module
-
-    path = Path(path)
-    if not path.is_file():
-        if missing_ok and not path.exists():
-            return []
-        raise DataError(f"no such data file: {path}")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if torn_tail_ok and not line.endswith("\n"):
-                break
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno}); fix or delete "
-                                "the line") from None
-    return rows
 
 
 def safetensors_problem(path: str | Path) -> str | None:

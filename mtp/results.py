@@ -65,7 +65,7 @@ def append_jsonl(path: str | Path, record: dict) -> None:
 def read_samples(path: str | Path) -> list[dict]:
     """The records of a results folder's append-only samples.jsonl ([] when there is none yet); a
     torn last line (a run killed mid-write) is ignored, a malformed line raises DataError."""
-    return read_jsonl(path, missing_ok=True, torn_tail_ok=True)
+    return read_jsonl(path, tolerant_tail=True, hint="fix or delete the line (its cell runs again)")
 
 
 def _read_json(path: Path):

@@ -48,6 +48,61 @@ def test_prompt_files_and_errors(tmp_path):
         load_prompts(tmp_path / "missing.jsonl")
 
 
+def test_shipped_prompt_file_is_its_generators_output():
+    from mtp.data import make_prompts
+
+    want = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in make_prompts.build())
+    assert make_prompts.OUT.read_text(encoding="utf-8") == want, \
+        "mtp/data/prompts.jsonl is stale: run python -m mtp.data.make_prompts"
+
+
+def test_training_prompts_hold_no_benchmark_text():
+    from mtp.eval_suites.passages import PASSAGES
+    from mtp.suites import load_suite
+
+    train_text = "\n".join(t for p in load_prompts("builtin") for t in p.turns)
+    for title, body in PASSAGES:
+        assert body[:80] not in train_text, title
+    for it in load_suite("spec"):
+        assert it.turns[0] not in train_text, it.id
+
+
+def test_read_jsonl_strict_and_tolerant_tail(tmp_path):
+    from mtp.io import read_jsonl
+
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"a": 1}\n\n[2]\n{"a": 3}')  # blank line skipped; last line has no newline
+    assert read_jsonl(p) == [{"a": 1}, [2], {"a": 3}]
+    assert read_jsonl(p, tolerant_tail=True) == [{"a": 1}, [2]]  # an unfinished append is dropped
+    p.write_text('{"a": 1}\n{"a": \n{"a": 3}\n')
+    for tolerant in (False, True):  # a malformed complete line is an error in both modes
+        with pytest.raises(DataError, match=r"a.jsonl:2: malformed JSON \(.* at column \d+\); fix it"):
+            read_jsonl(p, tolerant_tail=tolerant, hint="fix it")
+    assert read_jsonl(tmp_path / "none.jsonl", tolerant_tail=True) == []  # an append-only file not yet written
+    with pytest.raises(DataError, match="no such data file"):
+        read_jsonl(tmp_path / "none.jsonl")
+
+
+def test_one_encoder_for_distillation_and_benchmarks(tmp_path, tiny_llama):
+    """Distilled prompt ids are exactly what a benchmark feeds for the same prompt and history."""
+    from mtp.chat import encode_turn
+    from mtp.suites import load_suite
+
+    model, tok = tiny_llama
+    suite = tmp_path / "s.jsonl"
+    suite.write_text(json.dumps({"id": "mt", "category": "multi-turn", "turns": ["hello there", "and then?"]}) + "\n")
+    (p,) = load_suite(str(suite))
+    assert isinstance(p, Prompt) and p.format == "chat"
+    distill(model, tok, [p], tmp_path / "d", CFG, progress=False)
+    r0, r1 = _records(tmp_path / "d")
+    assert r0["prompt_ids"] == encode_turn(tok, p, 0)
+    answer0 = tok.decode(r0["response_ids"], skip_special_tokens=True)
+    assert r1["prompt_ids"] == encode_turn(tok, p, 1, [answer0])
+    assert tok.decode(r1["prompt_ids"]) == f"user: hello there\nassistant: {answer0}\nuser: and then?\nassistant: "
+    raw = Prompt(id="r", turns=["def f():"], format="raw")
+    assert encode_turn(tok, raw, 0) == tok("def f():").input_ids  # raw: the text as is, with BOS
+
+
 # ------------------------------------------------------------------------------------ self-distillation
 def _records(folder):
     return [json.loads(ln) for f in sorted(folder.glob("shard-*.jsonl")) for ln in f.read_text().splitlines()]

@@ -154,7 +154,7 @@ def test_suites():
 
     items = load_suite("spec")
     assert {it.category for it in items} == set(CATEGORIES) and len({it.id for it in items}) == len(items)
-    assert all(len(it.turns) == 2 for it in items if it.category == "multi_turn")
+    assert all(len(it.turns) == 2 for it in items if it.category == "multi-turn")
     assert [it.category for it in balanced(items, 6)] == list(CATEGORIES)
     assert len(load_suite("humaneval")) == 164
     mixed = with_lengths(items[:2], ["short-long", "long-short"], long_input_tokens=100, short_output_tokens=8,
@@ -178,7 +178,7 @@ def one_thread():
 
 def _suite(tmp: Path) -> Path:
     p = tmp / "suite.jsonl"
-    rows = [{"id": "chat", "category": "multi_turn", "turns": ["say hi", "and again"]},
+    rows = [{"id": "chat", "category": "multi-turn", "turns": ["say hi", "and again"]},
             {"id": "copy", "category": "rag", "turns": ["repeat: the cat sat on the mat. the cat sat on"]},
             {"id": "q", "category": "qa", "turns": ["why is the sky blue?"]}]
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -214,15 +214,19 @@ def test_bench_writes_the_documented_files(bench_dir):
     assert summary["baseline"] in ("hf", "vanilla")
     for m, e in summary["methods"].items():
         assert set(results.SUMMARY_KEYS) <= set(e["overall"])
-        assert set(e["category"]) == {"multi_turn", "rag", "qa"}
+        assert set(e["category"]) == {"multi-turn", "rag", "qa"}
         assert e["overall"]["exact_match"] == 1.0, m  # lossless methods reproduce greedy output
     assert summary["methods"]["vanilla"]["overall"]["tau"] == 1.0
     self_draft = summary["methods"]["self"]["overall"]  # the target drafting for itself: all accepted
     assert self_draft["draft_acceptance_rate"] > 0.9 and self_draft["tau"] > 2.5
-    # the same method measured twice: ~1 (loose: timings of a tiny model on shared cores)
-    copy_vs_vanilla = results.speedup([s for s in samples if s["method"] == "copy"],
-                                [s for s in samples if s["method"] == "vanilla"])[0]
-    assert 0.4 < copy_vs_vanilla < 2.5
+    # the same method under two names: the same cells (outputs, forwards), timed separately
+    def cells(method):
+        return sorted((results.cell_key(s)[1:], s["output_ids"], s["target_forwards"]) for s in samples
+                      if s["method"] == method)
+
+    assert cells("copy") == cells("vanilla")
+    assert results.speedup([s for s in samples if s["method"] == "copy"],
+                           [s for s in samples if s["method"] == "vanilla"])[0] > 0
     meta = json.loads((bench_dir / "meta.json").read_text())
     assert {"config", "git", "versions", "cpu", "threads", "dtype"} <= set(meta)
     header = (bench_dir / "summary.csv").read_text().splitlines()[0].split(",")
@@ -317,10 +321,8 @@ def test_sweep_cli(tmp_path, one_thread):
 
 
 def test_acceptance_cli_and_heads_bench(tmp_path, one_thread):
-    heads = pytest.importorskip("mtp.heads", reason="heads package not available")
-    if not hasattr(heads, "load_heads") or not hasattr(heads, "build_head"):
-        pytest.skip("mtp.heads has no load_heads/build_head yet")
     from eval import acceptance, bench
+    from mtp import heads
     from mtp.models import load_model
 
     model, _ = load_model("tiny-llama", dtype=torch.float32, device="cpu")

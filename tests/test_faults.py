@@ -97,10 +97,11 @@ from test_models import _save_tiny, fake_builtin  # noqa: E402,F401  (a built-in
 
 def test_corrupted_model_cache_is_rebuilt(fake_builtin, monkeypatch, capsys):
     import mtp.models as M
+    import mtp.models.fetch as F
     from mtp.models import load_model, model_fingerprint, verify_cache
 
     builds = []
-    monkeypatch.setattr(M, "_convert_gguf", lambda g, o: (builds.append(1), _save_tiny(g, o)))
+    monkeypatch.setattr(F, "_convert_gguf", lambda g, o: (builds.append(1), _save_tiny(g, o)))
     ref = model_fingerprint(load_model("tiny-llama")[0])
     load_model("fake-model")
     folder = M.model_cache_path("fake-model")

@@ -34,7 +34,8 @@ def _write(out: Path, name: str, obj) -> None:
 
 def fig_distill(out: Path, model_name: str = "smollm2-135m", n: int = 32, bs: int = 16, new: int = 32) -> None:
     from mtp.data import DistillConfig, distill, load_prompts
-    from mtp.data.distill import _generate_hf, apply_template
+    from mtp.chat import encode_chat as apply_template
+    from mtp.data.distill import _generate_hf
     from mtp.models import load_model
 
     model, tok = load_model(model_name, dtype="bf16")
@@ -142,11 +143,10 @@ def fig_engine(out: Path, family: str, model_name: str = "smollm2-135m", heads: 
     out/engine{tag}-{family}; the speculative output must equal plain decoding."""
     from mtp import results
     from mtp.bench import KitMethod, SuiteRun
-    from mtp.data import load_prompts
+    from mtp.data import Prompt, load_prompts
     from mtp.heads import load_heads
     from mtp.models import load_model
     from mtp.runinfo import collect_meta
-    from mtp.suites import PromptItem
 
     model, tok = load_model(model_name, dtype="fp32")
     ckpt = heads or f"runs/fig{tag}-{family}/best"
@@ -154,7 +154,7 @@ def fig_engine(out: Path, family: str, model_name: str = "smollm2-135m", heads: 
     done = {json.loads(x)["prompt_id"] for f in Path(DATA).glob("shard-*.jsonl") for x in f.read_text().splitlines()}
     prompts = [p for p in load_prompts("builtin") if p.id not in done and len(p.turns) == 1]
     random.Random(2).shuffle(prompts)
-    items = [PromptItem(p.id, p.category or "chat", list(p.turns)) for p in prompts[:n]]
+    items = [Prompt(id=p.id, turns=list(p.turns), category=p.category or "chat") for p in prompts[:n]]
     folder = out / f"engine{tag}-{family}"
     config = {"model": model_name, "checkpoint": ckpt, "max_new_tokens": new, "temperature": 0.0, "repeats": 1,
               "suite": "builtin (held out)", "title": f"Engine tau: {family} on {model_name}"}

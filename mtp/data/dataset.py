@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from mtp.data.distill import apply_template, load_distilled
+from mtp.chat import encode_chat
+from mtp.data.distill import load_distilled
 from mtp.data.prompts import DataError
 
 
@@ -58,7 +59,7 @@ def example_from_record(rec: dict, tokenizer=None, where: str = "") -> Example:
     if "prompt" in rec and "response" in rec:
         if tokenizer is None:
             raise DataError(f"{where}: text records need a tokenizer")
-        p = apply_template(tokenizer, [{"role": "user", "content": rec["prompt"]}])
+        p = encode_chat(tokenizer, [{"role": "user", "content": rec["prompt"]}])
         r = list(tokenizer(rec["response"], add_special_tokens=False)["input_ids"])
         if tokenizer.eos_token_id is not None:
             r.append(tokenizer.eos_token_id)

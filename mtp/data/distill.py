@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-from mtp.data.prompts import DataError, Prompt, read_jsonl
+from mtp.chat import encode_turn
+from mtp.data.prompts import DataError, Prompt
+from mtp.io import read_jsonl
 
 SHARD_FMT = "shard-{:05d}.jsonl"
 # Settings that change what is generated: a resume with other values is refused.
@@ -52,16 +54,6 @@ def check_config(cfg: DistillConfig, context: int | None = None) -> None:
     if context and cfg.max_new_tokens >= context:
         raise DataError(f"max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt in the model's "
                         f"context of {context} tokens")
-
-
-def apply_template(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of a conversation ending with a user turn, ready for the assistant's reply.
-    Uses the tokenizer's chat template when it has one, else plain text turns."""
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    text = "\n\n".join(m["content"] for m in messages) + "\n\n"
-    return list(tokenizer(text)["input_ids"])
 
 
 def context_length(model) -> int:
@@ -208,7 +200,7 @@ def distill(model, tokenizer, prompts: list[Prompt], out_dir: str | Path, cfg: D
         batch = [p for p in prompts[b: b + cfg.batch_size] if p.id not in writer.done]
         if not batch:
             continue
-        history: dict[str, list[dict]] = {p.id: [] for p in batch}
+        answers: dict[str, list[str]] = {p.id: [] for p in batch}  # the model's own replies so far
         records: list[dict] = []
         alive = list(batch)
         for turn in range(max(len(p.turns) for p in batch)):
@@ -216,8 +208,7 @@ def distill(model, tokenizer, prompts: list[Prompt], out_dir: str | Path, cfg: D
             for p in alive:
                 if turn >= len(p.turns):
                     continue
-                history[p.id].append({"role": "user", "content": p.turns[turn]})
-                ids = apply_template(tokenizer, history[p.id])
+                ids = encode_turn(tokenizer, p, turn, answers[p.id])
                 if len(ids) + cfg.max_new_tokens > ctx:
                     msg = (f"prompt {p.id!r} (turn {turn}) has {len(ids)} tokens; with max_new_tokens="
                            f"{cfg.max_new_tokens} it exceeds the model's context of {ctx} tokens")
@@ -235,8 +226,7 @@ def distill(model, tokenizer, prompts: list[Prompt], out_dir: str | Path, cfg: D
                 reason = "eos" if len(resp) < cfg.max_new_tokens or resp[-1:] == [tokenizer.eos_token_id] else "length"
                 records.append({"id": f"{p.id}#{turn}", "prompt_id": p.id, "turn": turn, "category": p.category,
                                 "prompt_ids": ids, "response_ids": resp, "finish_reason": reason})
-                history[p.id].append({"role": "assistant",
-                                      "content": tokenizer.decode(resp, skip_special_tokens=True)})
+                answers[p.id].append(tokenizer.decode(resp, skip_special_tokens=True))
             alive = [p for p in owners]
         writer.write(records)  # one atomic write per batch: a prompt is all in, or not at all
         if bar is not None:

@@ -1,31 +1,44 @@
-"""Prompt sources: the kit's built-in set, local JSONL / text files, and HF `datasets` names.
+"""The kit's one prompt type and its sources: the built-in set, local JSONL / text files, HF
+`datasets` names. Benchmark suites (`mtp.suites`) and self-distillation (`mtp.data.distill`) both
+use `Prompt`; both turn it into token ids with `mtp.chat.encode_turn`.
 
-Every source yields `Prompt(id, category, turns)`: `turns` are the user messages of a conversation
-(one for a single-turn prompt). Chat templates are applied later, by the tokenizer's own template.
+`turns` are the user messages of a conversation (one for a single-turn prompt); the assistant's
+replies between them are the model's own, generated turn by turn.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+from mtp.io import DataError, read_jsonl
 
 BUILTIN = "builtin"
 BUILTIN_PATH = Path(__file__).with_name("prompts.jsonl")
+FORMATS = ("chat", "raw")
 
-
-class DataError(ValueError):
-    """Bad input data; the message names the file (and line) and what is wrong."""
+__all__ = ["BUILTIN", "BUILTIN_PATH", "DataError", "Prompt", "load_prompts", "prompts_from_jsonl"]
 
 
 @dataclass
 class Prompt:
+    """One prompt (a conversation's user turns).
+
+    format: "chat" (the tokenizer's chat template) or "raw" (the text as is, e.g. code completion).
+    The benchmark fields: length is the length-mix name ("" when no mix is used),
+    min_input_tokens pads the first turn with reference documents up to that many tokens, and
+    max_new_tokens is a per-prompt output limit (None: the run's)."""
+
     id: str
     turns: list[str]
     category: str = ""
-    meta: dict = field(default_factory=dict)
+    format: str = "chat"
+    length: str = ""
+    min_input_tokens: int = 0
+    max_new_tokens: int | None = None
 
 
-def _prompt_from_record(rec: object, where: str, fallback_id: str) -> Prompt:
+def _prompt_from_record(rec: object, where: str, fallback_id: str, default_category: str = "") -> Prompt:
     if isinstance(rec, str):
         rec = {"prompt": rec}
     if not isinstance(rec, dict):
@@ -46,24 +59,21 @@ def _prompt_from_record(rec: object, where: str, fallback_id: str) -> Prompt:
     if (not isinstance(turns, list) or not turns
             or not all(isinstance(t, str) and t.strip() for t in turns)):
         raise DataError(f"{where}: 'turns' must be a non-empty list of non-empty strings, got {turns!r:.200}")
-    return Prompt(id=str(rec.get("id", fallback_id)), turns=list(turns), category=str(rec.get("category", "")))
+    fmt = rec.get("format", "chat")
+    if fmt not in FORMATS:
+        raise DataError(f"{where}: 'format' must be one of {list(FORMATS)}, got {fmt!r}")
+    return Prompt(id=str(rec.get("id", fallback_id)), turns=list(turns),
+                  category=str(rec.get("category", default_category)), format=fmt)
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a JSONL file; raises DataError naming the file and line of any bad line."""
+def prompts_from_jsonl(path: str | Path, *, default_category: str = "",
+                       fallback_id: Callable[[int], str] | None = None) -> list[Prompt]:
+    """The prompts of a JSONL file (record formats: see `load_prompts`). A record without an
+    "id" gets fallback_id(i) for its 0-based index i (default "<file stem>-<i>")."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"no such data file: {path}")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
-    return rows
+    fallback_id = fallback_id or (lambda i: f"{path.stem}-{i}")
+    return [_prompt_from_record(r, f"{path}:{i + 1}", fallback_id(i), default_category)
+            for i, r in enumerate(read_jsonl(path))]
 
 
 def load_prompts(source: str | Path = BUILTIN, *, split: str = "train", limit: int | None = None,
@@ -71,7 +81,8 @@ def load_prompts(source: str | Path = BUILTIN, *, split: str = "train", limit: i
     """Prompts from `source`:
 
     - "builtin": the kit's prompt set (mtp/data/prompts.jsonl);
-    - a `.jsonl` file: records with "turns" / "messages" / "prompt" (+ optional "id", "category");
+    - a `.jsonl` file: records with "turns" / "messages" / "prompt" (+ optional "id", "category",
+      "format": "chat" or "raw");
     - a `.txt` file: one prompt per non-empty line;
     - "hf:<name>[:<config>]": a Hugging Face `datasets` name (needs `datasets` and a reachable hub);
     - several of these joined by commas ("builtin,runs/data/prompts.jsonl"), concatenated.
@@ -84,8 +95,7 @@ def load_prompts(source: str | Path = BUILTIN, *, split: str = "train", limit: i
         prompts = [p for part in src.split(",") if part.strip() for p in load_prompts(part.strip(), split=split)]
         return _finish(prompts, src, categories, limit)
     if src == BUILTIN:
-        prompts = [_prompt_from_record(r, f"{BUILTIN_PATH}:{i + 1}", f"builtin-{i}")
-                   for i, r in enumerate(read_jsonl(BUILTIN_PATH))]
+        prompts = prompts_from_jsonl(BUILTIN_PATH, fallback_id=lambda i: f"builtin-{i}")
     elif src.startswith("hf:"):
         prompts = _load_hf(src[3:], split)
     else:
@@ -93,8 +103,7 @@ def load_prompts(source: str | Path = BUILTIN, *, split: str = "train", limit: i
         if not path.is_file():
             raise DataError(f"prompt source {src!r} is neither 'builtin', 'hf:<dataset>', nor an existing file")
         if path.suffix == ".jsonl" or path.suffix == ".json":
-            prompts = [_prompt_from_record(r, f"{path}:{i + 1}", f"{path.stem}-{i}")
-                       for i, r in enumerate(read_jsonl(path))]
+            prompts = prompts_from_jsonl(path)
         else:
             lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
             prompts = [Prompt(id=f"{path.stem}-{i}", turns=[ln]) for i, ln in enumerate(x for x in lines if x)]

@@ -98,8 +98,7 @@ class TargetFeedback:
     position_ids: [B, m] positions of the inputs.
     hidden_states: {layer: [B, m, H]} for the drafter's `hidden_layers` (indices into HF's
         `output_hidden_states` tuple: 0 = embeddings, -1 = last, post final norm).
-    logits: [B, m, V] at verify; at prefill [B, 1, V] (last position) unless the drafter sets
-        `wants_prefill_logits`.
+    logits: [B, m, V] at verify; at prefill [B, 1, V] (last position).
     new_tokens: per row, the tokens committed by this forward (accepted drafts then the target's
         own token, which is the new pending token). Empty for finished rows.
     num_accepted: [B] accepted drafts per row (0 at prefill).
@@ -122,8 +121,6 @@ class Drafter(abc.ABC):
     num_draft_tokens: int = 4
     #: target hidden-state layers the drafter needs in `observe` (empty: none are computed)
     hidden_layers: tuple[int, ...] = ()
-    #: whether prefill must return logits at every prompt position
-    wants_prefill_logits: bool = False
 
     def reset(self, prompts: list[list[int]]) -> None:
         """Start a new generation for these prompts (one list of ids per row, no padding)."""

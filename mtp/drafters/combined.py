@@ -32,7 +32,6 @@ class LookupFirstDrafter(Drafter):
         self.lookup_tokens, self.min_ngram, self.max_ngram = lookup_tokens, min_ngram, max_ngram
         self.num_draft_tokens = max(lookup_tokens, fallback.num_draft_tokens)
         self.hidden_layers = tuple(fallback.hidden_layers)
-        self.wants_prefill_logits = fallback.wants_prefill_logits
         #: steps drafted by lookup / by the fallback (per generation; for reports)
         self.lookup_steps = self.fallback_steps = 0
 

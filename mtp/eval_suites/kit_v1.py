@@ -115,7 +115,7 @@ def _documents(indices) -> str:
 def build() -> list[dict]:
     items: list[dict] = []
     for i, (t1, t2) in enumerate(_MULTI_TURN):
-        items.append({"id": f"multi_turn-{i:02d}", "category": "multi_turn", "turns": [t1, t2]})
+        items.append({"id": f"multi-turn-{i:02d}", "category": "multi-turn", "turns": [t1, t2]})
     for i, (lang, text) in enumerate(_TRANSLATION):
         items.append({"id": f"translation-{i:02d}", "category": "translation",
                       "turns": [f"Translate the following sentence into {lang}:\n{text}"]})

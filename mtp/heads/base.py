@@ -76,10 +76,6 @@ class TargetParts:
         layers = getattr(base, "layers", None)
         self.layer_class = type(layers[0]) if layers is not None and len(layers) else None
 
-    @property
-    def num_layers(self) -> int:
-        return int(self.config.num_hidden_layers)
-
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """The target's own unembedding of a post-norm hidden state [..., H] -> [..., V]
         (with Gemma's final logit soft-capping when the config has it)."""
