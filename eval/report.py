@@ -2,7 +2,8 @@
 
     python -m eval.report results/demo [results/demo-gemma ...] [--readme README.md] [--docs docs/results]
 Prints the markdown table. --readme replaces the table between the README's results-table markers;
---docs copies the small files behind it (summary.json/csv, report.md, png) into that folder.
+--docs copies the small files behind it (summary.json/csv, report.md, png; also the run's sweep*
+folders from eval.sweep) into that folder.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.docs:
         docs = Path(a.docs)
         for run in a.runs:
-            for t, p in temperature_folders(run).items():
+            folders = list(temperature_folders(run).values()) + sorted(Path(run).glob("sweep*"))
+            for p in folders:  # the benchmark folders, and throughput-vs-interactivity sweeps beside them
                 dst = docs / Path(run).name / p.name
                 dst.mkdir(parents=True, exist_ok=True)
                 for f in list(p.glob("*.json")) + list(p.glob("*.csv")) + list(p.glob("*.png")) + list(p.glob("*.md")):

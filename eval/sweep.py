@@ -8,8 +8,9 @@ Each point is one `mtp.engine.generate` call over a batch of B suite prompts (EO
 row makes max_new_tokens tokens), median over repeats, points interleaved per repeat (the one batch
 sweep, mtp.sweep.batch_sweep). The folder gets sweep.json/csv/png, meta.json and report.md.
 interactivity = tokens per row / wall time; throughput = all tokens / wall time.
-Methods are kit methods (vanilla, pld[:K], draft:<model>[:K], heads:<dir>[:K]); one without :K is
-swept over --draft-lengths. HF `generate` is not swept (batch-1 runner only).
+Methods are kit methods, optionally named "name=spec" (vanilla, pld[:K], draft:<model>[:K], heads:<dir>[:K|:auto], pld+heads:...);
+one without :K is swept over --draft-lengths; with :auto the cost model picks K at each batch size
+(mtp.shape: this machine's verify cost at that batch size, the head's held-out acceptance). HF `generate` is not swept (batch-1 runner only).
 """
 from __future__ import annotations
 
@@ -66,22 +67,31 @@ def expand(methods: list[str], ks: list[int]) -> list[str]:
     out = []
     for m in methods:
         tail = m.rpartition(":")[2]
-        if m == "vanilla" or (":" in m and tail.isdigit()) or m in ("hf", "hf-pld"):
+        if m == "vanilla" or (":" in m and (tail.isdigit() or tail == "auto")) or m in ("hf", "hf-pld"):
             out.append(m)
         else:
             out += [f"{m}:{k}" for k in ks]
     return out
 
 
-def variants(specs: list[str], model, tok) -> list[tuple[str, object, int | None]]:
-    """(label, drafter, K) of each kit method; HF methods are batch-1 only (eval.bench)."""
+def variants(specs: list[str], model, tok, batch_sizes: list[int] = (1,)) -> list[tuple[str, object, object]]:
+    """(label, drafter, K) of each kit method; HF methods are batch-1 only (eval.bench). An
+    ":auto" method's K is a {batch size: K} dict, chosen by the cost model at each batch size."""
     out = []
-    for spec in specs:
+    for label in specs:
+        name, eq, spec = label.partition("=")
+        if not eq or ":" in name or "/" in name:  # "name=spec" names a method; a bare spec is its own label
+            name, spec = label, label
+        label = name
         if spec.startswith("hf"):
             print(f"[sweep] skipping {spec}: HF generate is only run at batch 1 by eval.bench", file=sys.stderr)
             continue
+        if spec.endswith(":auto"):
+            ms = {B: make_method(spec, model, tok, batch_size=B) for B in batch_sizes}
+            out.append((label, {B: x.drafter for B, x in ms.items()}, {B: int(x.key.rsplit("#k", 1)[1]) for B, x in ms.items()}))
+            continue
         m = make_method(spec, model, tok)
-        out.append((spec, getattr(m, "drafter", None), getattr(m, "k", None)))
+        out.append((label, getattr(m, "drafter", None), getattr(m, "k", None)))
     return out
 
 
@@ -112,7 +122,7 @@ def main(argv=None) -> int:
     batches = [int(b) for b in args.batch_sizes.split(",")]
     specs = expand([m.strip() for m in args.methods.split(",") if m.strip()],
                    [int(k) for k in args.draft_lengths.split(",")])
-    points, skipped = batch_sweep(model, variants(specs, model, tok), sweep_prompts(args, tok, max(batches)), batches,
+    points, skipped = batch_sweep(model, variants(specs, model, tok, batches), sweep_prompts(args, tok, max(batches)), batches,
                                   repeats=args.repeats, max_new_tokens=args.max_new_tokens,
                                   temperature=args.temperature, seed=args.seed)
     config = {**vars(args), "title": f"Throughput vs interactivity: {args.model}"}

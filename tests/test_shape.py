@@ -59,3 +59,24 @@ def test_auto_draft_length_on_a_trained_run(tmp_path, tiny_llama):
         assert 1 <= k <= 3
         rec = m.run([5, 6, 7, 8, 5, 6], max_new_tokens=8, temperature=0.0, seed=0, ignore_eos=True)
         assert rec.new_tokens == 8 and rec.output_ids[-8:] == plain
+
+
+def test_sweep_picks_the_draft_length_per_batch_size(tmp_path, tiny_llama):
+    from eval import sweep
+    from mtp.heads import build_head
+    from mtp.heads.checkpoint import save_head
+
+    model, tok = tiny_llama
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    save_head(build_head("eagle3", model, num_heads=2), run / "best")
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "eval/a_1": 0.9, "eval/a_2": 0.9}) + "\n")
+    (run / "best.json").write_text(json.dumps({"step": 1}))
+    (label, drafters, ks), = sweep.variants([f"e3=heads:{run / 'best'}:auto"], model, tok, [1, 2])
+    assert label == "e3"
+    assert set(drafters) == set(ks) == {1, 2} and all(1 <= k <= 2 for k in ks.values())
+    assert all(drafters[b].num_draft_tokens == ks[b] for b in (1, 2))
+    spec = f"e3=heads:{run / 'best'}:auto"
+    assert sweep.expand([spec, "pld"], [3]) == [spec, "pld:3"]
+    points, _ = sweep.batch_sweep(model, [(label, drafters, ks)], [[5, 6, 7, 5, 6]], [1, 2], repeats=1, max_new_tokens=6)
+    assert {p["batch_size"]: p["K"] for p in points} == ks and all(p["tau"] >= 1 for p in points)

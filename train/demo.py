@@ -53,7 +53,7 @@ class Preset:
     bench_repeats: int = 1
     bench_tokens: int = 128
     temperatures: tuple[float, ...] = (0.0, 1.0)
-    draft_tokens: int = 0  # chain length at decode (0: the head's num_heads)
+    draft_tokens: int = 0  # chain length at decode (0: chosen by the cost model, heads:<dir>:auto)
     dtype: str = "bf16"  # target dtype for distillation and benchmarks
     # target dtype for the hidden-state cache and training; fp32 keeps the head's weights (built in the
     # target's dtype) and AdamW's updates in fp32, with bf16 autocast doing the compute
@@ -62,7 +62,8 @@ class Preset:
 
 PRESETS = {
     # ~25 minutes after install on 2 CPU cores (smollm2-135m)
-    "quick": Preset(passage_prompts=120, steps=240, eval_every=80),
+    # (320 of the 438 built-in prompts plus 120 passage tasks built from their answers)
+    "quick": Preset(builtin_prompts=320, passage_prompts=120, steps=220, eval_every=110),
     # the README table: every family, more data and steps (hours on CPU)
     "full": Preset(self_prompts=1200, passage_prompts=900, families=("eagle3", "eagle", "hydra", "medusa", "parallel", "deepseek"),
                    num_heads=4, steps=800, eval_every=200, lr=6e-4, bench_prompts=48, bench_prompts_sampled=24),
@@ -121,8 +122,26 @@ def recipe(model: str, family: str, p: Preset, data: Path | str, cache: Path, ru
 
 
 def run(a: argparse.Namespace) -> int:
-    import yaml
+    p = _preset(a)
+    runs, results = Path(a.runs) / a.name, Path(a.results) / a.name
+    data = runs / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    n = 4 + len(p.temperatures)
+    prompts = stage_prompts(a.model, p, data, n)
+    train_data = stage_distill(a.model, p, data, prompts, n)
+    heads = {fam: stage_train(a.model, fam, p, train_data, runs, n) for fam in p.families}
+    stage_bench(a.model, p, heads, results, a.suite, n)
+    from mtp.report import demo_report
 
+    print(demo_report(results, runs, model=a.model, preset=a.preset))
+    print(f"[demo] finished in {(time.perf_counter() - t_all) / 60:.1f} min: heads in {runs}/<family>/best, "
+          f"results in {results}", file=sys.stderr)
+    return 0
+
+
+def _preset(a: argparse.Namespace) -> Preset:
     p = PRESETS[a.preset]
     if a.families:
         p = replace(p, families=tuple(f.strip() for f in a.families.split(",") if f.strip()))
@@ -133,96 +152,93 @@ def run(a: argparse.Namespace) -> int:
     unknown = [f for f in p.families if f not in list_families()]
     if unknown:
         raise SystemExit(f"error: unknown head families {unknown}; known: {list_families()}")
-    runs, results = Path(a.runs) / a.name, Path(a.results) / a.name
-    data = runs / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    results.mkdir(parents=True, exist_ok=True)
-    t_all = time.perf_counter()
-    n = 4 + len(p.temperatures)
-    prompts = "builtin"
-    # 1. prompts ----------------------------------------------------------------------------------
-    if p.self_prompts:
-        cmd = ["--model", a.model, "--out", str(data / "prompts.jsonl"), "--num-prompts", str(p.self_prompts),
-               "--batch-size", "32", "--dtype", p.dtype]
-        t0 = _stage(1, n, "self-written prompts", ["train.prompts", *cmd])
-        _call("train.prompts", cmd)
-        _done(t0)
-        prompts = f"builtin,{data / 'prompts.jsonl'}"
-    else:
+    return p
+
+
+def stage_prompts(model: str, p: Preset, data: Path, n: int) -> str:
+    """1. Self-written prompts (when the preset asks for them); returns the distillation's --prompts."""
+    if not p.self_prompts:
         print("[demo] stage 1: no self-written prompts in this preset (built-in set only)", file=sys.stderr)
-    # 2. distillation -------------------------------------------------------------------------------
-    cmd = ["--model", a.model, "--prompts", prompts, "--shuffle", "--out", str(data / "distill"),
-           "--batch-size", str(p.distill_batch), "--max-new-tokens", str(p.max_new_tokens), "--dtype", p.dtype,
+        return "builtin"
+    cmd = ["--model", model, "--out", str(data / "prompts.jsonl"), "--num-prompts", str(p.self_prompts),
+           "--batch-size", "32", "--dtype", p.dtype]
+    t0 = _stage(1, n, "self-written prompts", ["train.prompts", *cmd])
+    _call("train.prompts", cmd)
+    _done(t0)
+    return f"builtin,{data / 'prompts.jsonl'}"
+
+
+def stage_distill(model: str, p: Preset, data: Path, prompts: str, n: int) -> str:
+    """2. Self-distillation, then passage tasks built from its answers and distilled in turn;
+    returns the training data (distillation folders joined by commas)."""
+    gen = ["--batch-size", str(p.distill_batch), "--max-new-tokens", str(p.max_new_tokens), "--dtype", p.dtype,
            "--on-long-prompt", "skip"]
+    cmd = ["--model", model, "--prompts", prompts, "--shuffle", "--out", str(data / "distill"), *gen]
     if p.builtin_prompts:
         cmd += ["--num-prompts", str(p.builtin_prompts)]
     t0 = _stage(2, n, "self-distillation (greedy)", ["train.distill", *cmd])
     _call("train.distill", cmd)
     _done(t0)
-    train_data = str(data / "distill")
-    if p.passage_prompts:
-        qfile = data / "passages.jsonl"
-        cmd = ["--model", a.model, "--out", str(qfile), "--num-prompts", str(p.passage_prompts),
-               "--passages-from", str(data / "distill"), "--questions", prompts, "--dtype", p.dtype]
-        t0 = _stage(2, n, "passage tasks from the distilled answers", ["train.prompts", *cmd])
-        _call("train.prompts", cmd)
-        cmd = ["--model", a.model, "--prompts", str(qfile), "--out", str(data / "distill-passages"),
-               "--batch-size", str(p.distill_batch), "--max-new-tokens", str(p.max_new_tokens), "--dtype", p.dtype,
-               "--on-long-prompt", "skip"]
-        print(f"[demo]   $ python -m train.distill {' '.join(cmd)}", file=sys.stderr, flush=True)
-        _call("train.distill", cmd)
-        _done(t0)
-        train_data += f",{data / 'distill-passages'}"
-    # 3-4. per family: cache, train ----------------------------------------------------------------
-    heads = {}
-    for fam in p.families:
-        cfg_path = runs / "configs" / f"{fam}.yaml"
-        cache = data / f"cache-{fam}"
-        cfg = recipe(a.model, fam, p, train_data, cache, runs)
-        from mtp.io import atomic_write_text
+    if not p.passage_prompts:
+        return str(data / "distill")
+    qfile = data / "passages.jsonl"
+    cmd = ["--model", model, "--out", str(qfile), "--num-prompts", str(p.passage_prompts),
+           "--passages-from", str(data / "distill"), "--questions", prompts, "--dtype", p.dtype]
+    t0 = _stage(2, n, "passage tasks from the distilled answers", ["train.prompts", *cmd])
+    _call("train.prompts", cmd)
+    cmd = ["--model", model, "--prompts", str(qfile), "--out", str(data / "distill-passages"), *gen]
+    print(f"[demo]   $ python -m train.distill {' '.join(cmd)}", file=sys.stderr, flush=True)
+    _call("train.distill", cmd)
+    _done(t0)
+    return f"{data / 'distill'},{data / 'distill-passages'}"
 
-        atomic_write_text(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
-        if _cache_ready(cfg_path, cache):
-            print(f"[demo] stage 3/{n}: cache for {fam}: {cache} is complete, skipped", file=sys.stderr)
-        else:
-            cmd = ["--config", str(cfg_path), "--out", str(cache), "data.cache="]
-            t0 = _stage(3, n, f"hidden-state cache for {fam}", ["train.cache", *cmd])
-            _call("train.cache", cmd)
-            _done(t0)
-        best = runs / fam / "best"
-        final = runs / fam / "final.json"
-        if final.is_file() and json.loads(final.read_text()).get("step") == p.steps and best.is_dir():
-            print(f"[demo] stage 4/{n}: {fam} heads are trained ({best}), skipped", file=sys.stderr)
-        else:
-            cmd = ["--config", str(cfg_path), "--resume"]
-            t0 = _stage(4, n, f"train {fam} heads", ["train.heads", *cmd])
-            _call("train.heads", cmd)
-            _done(t0)
-        heads[fam] = best
-    # 5. benchmarks ---------------------------------------------------------------------------------
-    k = f":{p.draft_tokens}" if p.draft_tokens else ""
+
+def stage_train(model: str, fam: str, p: Preset, train_data: str, runs: Path, n: int) -> Path:
+    """3-4. The family's hidden-state cache and training run (each skipped when done); returns best/."""
+    import yaml
+
+    from mtp.io import atomic_write_text
+
+    data = runs / "data"
+    cfg_path = runs / "configs" / f"{fam}.yaml"
+    cache = data / f"cache-{fam}"
+    atomic_write_text(cfg_path, yaml.safe_dump(recipe(model, fam, p, train_data, cache, runs), sort_keys=False))
+    if _cache_ready(cfg_path, cache):
+        print(f"[demo] stage 3/{n}: cache for {fam}: {cache} is complete, skipped", file=sys.stderr)
+    else:
+        cmd = ["--config", str(cfg_path), "--out", str(cache), "data.cache="]
+        t0 = _stage(3, n, f"hidden-state cache for {fam}", ["train.cache", *cmd])
+        _call("train.cache", cmd)
+        _done(t0)
+    best = runs / fam / "best"
+    final = runs / fam / "final.json"
+    if final.is_file() and json.loads(final.read_text()).get("step") == p.steps and best.is_dir():
+        print(f"[demo] stage 4/{n}: {fam} heads are trained ({best}), skipped", file=sys.stderr)
+    else:
+        cmd = ["--config", str(cfg_path), "--resume"]
+        t0 = _stage(4, n, f"train {fam} heads", ["train.heads", *cmd])
+        _call("train.heads", cmd)
+        _done(t0)
+    return best
+
+
+def stage_bench(model: str, p: Preset, heads: dict[str, Path], results: Path, suite: str, n: int) -> None:
+    """5. hf, vanilla, pld, every head (chain length from the cost model unless the preset fixes
+    it) and pld+head, at each temperature; one eval.bench folder per temperature."""
+    k = f":{p.draft_tokens}" if p.draft_tokens else ":auto"
     methods = ["hf", "vanilla", "pld"] + [f"{fam}=heads:{path}{k}" for fam, path in heads.items()]
     # prompt lookup where the context repeats, the heads elsewhere (mtp.drafters.LookupFirstDrafter)
     methods += [f"pld+{fam}=pld+heads:{path}{k}" for fam, path in heads.items()]
     for i, temp in enumerate(p.temperatures):
-        out = results / f"t{temp:g}"
-        cmd = ["--model", a.model, "--dtype", p.dtype, "--methods", ",".join(methods), "--suite", a.suite,
+        cmd = ["--model", model, "--dtype", p.dtype, "--methods", ",".join(methods), "--suite", suite,
                "--temperature", str(temp), "--max-new-tokens", str(p.bench_tokens), "--repeats", str(p.bench_repeats),
-               "--out", str(out)]
+               "--out", str(results / f"t{temp:g}")]
         subset = p.bench_prompts if temp == 0 else p.bench_prompts_sampled
         if subset:
             cmd += ["--num-prompts", str(subset)]
         t0 = _stage(5 + i, n, f"benchmark at T={temp:g}", ["eval.bench", *cmd])
         _call("eval.bench", cmd)
         _done(t0)
-    # 6. report -------------------------------------------------------------------------------------
-    from mtp.report import demo_report
-
-    text = demo_report(results, runs, model=a.model, preset=a.preset)
-    print(text)
-    print(f"[demo] finished in {(time.perf_counter() - t_all) / 60:.1f} min: heads in {runs}/<family>/best, "
-          f"results in {results}", file=sys.stderr)
-    return 0
 
 
 def _cache_ready(cfg_path: Path, cache: Path) -> bool:
