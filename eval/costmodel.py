@@ -22,7 +22,7 @@ from pathlib import Path
 
 from eval._common import add_model_args, load_target
 from mtp import costmodel, results
-from mtp.bench import make_method
+from mtp.methods import make_method
 from mtp.cli import cli_main
 from mtp.io import atomic_write_json, atomic_write_text, jsonable
 from mtp.report import markdown_table, write_report

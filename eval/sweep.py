@@ -22,7 +22,7 @@ from pathlib import Path
 
 from eval._common import add_model_args, load_target
 from mtp import results
-from mtp.bench import make_method
+from mtp.methods import make_method
 from mtp.cli import cli_main
 from mtp.io import atomic_write_json, jsonable
 from mtp.report import SWEEP_COLS, write_report

@@ -9,7 +9,7 @@ import sys
 
 def kit_errors() -> tuple[type[BaseException], ...]:
     """Exception classes the kit raises for things the user can fix."""
-    from mtp.bench import MethodSpecError
+    from mtp.methods import MethodSpecError
     from mtp.data.prompts import DataError
     from mtp.engine import GenerationInputError
     from mtp.heads.checkpoint import HeadCheckpointError

@@ -272,7 +272,7 @@ def test_bench_resumes_and_keeps_cells_on_ctrl_c(tmp_path, monkeypatch, one_thre
 
 def test_changed_method_reruns_its_cells_and_bad_specs_are_refused(tmp_path, one_thread, tiny_llama):
     from eval import bench
-    from mtp.bench import MethodSpecError, make_method
+    from mtp.methods import MethodSpecError, make_method
 
     suite, out = _suite(tmp_path), tmp_path / "run"
     base = ["--model", "tiny-llama", "--threads", "1", "--max-new-tokens", "5", "--repeats", "1", "--warmup", "0",

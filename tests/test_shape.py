@@ -37,7 +37,7 @@ def test_heldout_acceptance_reads_the_checkpoint_step(tmp_path):
 
 
 def test_auto_draft_length_on_a_trained_run(tmp_path, tiny_llama):
-    from mtp.bench import MethodSpecError, make_method
+    from mtp.methods import MethodSpecError, make_method
     from mtp.heads import build_head
     from mtp.heads.checkpoint import save_head
 

@@ -1,0 +1,281 @@
+"""Ways of generating behind one interface, and their spec strings.
+
+- `Method.run`: one timed generation at batch 1 (device-synchronised) -> `RunRecord`, whose
+  `as_sample` is the one line format of a results folder's samples.jsonl: `HFMethod` (HF
+  `generate`, optionally with its prompt lookup) and `KitMethod` (mtp.engine with any drafter);
+- `make_method`: a method from its spec string (hf, vanilla, pld, draft:<model>, heads:<dir>,
+  pld+heads:<dir>, with :K / :auto / :tree<N>).
+mtp.bench runs them over suites; mtp.sweep and mtp.costmodel use their drafters.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from mtp.engine import generate, sync
+
+
+@dataclass
+class RunRecord:
+    """One generation (batch 1). accept_lengths/draft_lengths: one entry per speculative step.
+    Metrics (tau, tokens/s) come from mtp.results over its samples, never from here."""
+
+    method: str
+    output_ids: list[int]
+    new_tokens: int
+    wall_time_s: float
+    target_forwards: int
+    accept_lengths: list[int] = field(default_factory=list)
+    draft_lengths: list[int] = field(default_factory=list)
+    draft_depths: list[int] = field(default_factory=list)
+    draft_time_s: float = 0.0  # time spent drafting (kit methods)
+
+    def as_sample(self, prompt_id, repeat: int, turn: int = 0, category: str = "", **extra) -> dict:
+        """This record as one line of a results folder's samples.jsonl (the one sample schema, see
+        mtp.results); `extra`: method_key, length, prompt_tokens, max_new_tokens."""
+        return {"method": self.method, "prompt_id": str(prompt_id), "category": category, "turn": turn,
+                "repeat": repeat, "output_ids": self.output_ids, "new_tokens": self.new_tokens,
+                "wall_time_s": self.wall_time_s, "target_forwards": self.target_forwards,
+                "accept_lengths": self.accept_lengths, "draft_lengths": self.draft_lengths,
+                "draft_depths": self.draft_depths, "draft_time_s": self.draft_time_s, **extra}
+
+
+def device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+class _ForwardCounter:
+    """Counts a model's forward calls and the cache length each one started from (HF methods)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.starts: list[int] = []
+        self.inputs: list[int] = []
+
+    def __enter__(self):
+        def pre_hook(module, args, kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            self.starts.append(int(cache.get_seq_length()) if cache is not None else 0)
+            self.inputs.append(int(ids.shape[1]) if ids is not None else 0)
+
+        self._h = self.model.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        self._h.remove()
+
+
+class Method:
+    """A named way to generate one prompt. Subclasses implement `_run`."""
+
+    name: str = ""
+
+    def __init__(self, name: str, model, tokenizer) -> None:
+        self.name, self.model, self.tokenizer = name, model, tokenizer
+        self.key = name  # what runs: make_method sets the spec (+ heads fingerprint)
+        self.device = device_of(model)
+
+    def run(self, prompt_ids: list[int], *, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
+            top_p: float | None = None, seed: int | None = None, ignore_eos: bool = False) -> RunRecord:
+        """Generate for one prompt and time it (synchronised on CUDA). ignore_eos: always run
+        max_new_tokens (for fixed output lengths)."""
+        sync(self.device)
+        t0 = time.perf_counter()
+        rec = self._run(prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                        seed=seed, ignore_eos=ignore_eos)
+        sync(self.device)
+        rec.wall_time_s = time.perf_counter() - t0
+        return rec
+
+    def _run(self, prompt_ids, **kw) -> RunRecord:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class HFMethod(Method):
+    """transformers `generate` (plain, or prompt lookup with prompt_lookup_num_tokens)."""
+
+    def __init__(self, name, model, tokenizer, prompt_lookup_num_tokens: int | None = None,
+                 max_matching_ngram_size: int = 2) -> None:
+        super().__init__(name, model, tokenizer)
+        self.pld = prompt_lookup_num_tokens
+        self.ngram = max_matching_ngram_size
+
+    @torch.no_grad()
+    def _run(self, prompt_ids, *, max_new_tokens, temperature, top_k, top_p, seed, ignore_eos) -> RunRecord:
+        ids = torch.tensor([prompt_ids], device=self.device)
+        kw = dict(max_new_tokens=max_new_tokens, attention_mask=torch.ones_like(ids))
+        if temperature > 0:
+            if seed is not None:
+                torch.manual_seed(seed)
+            kw.update(do_sample=True, temperature=temperature, top_k=top_k or 0, top_p=top_p or 1.0)
+        else:
+            kw.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+        if self.pld:
+            kw.update(prompt_lookup_num_tokens=self.pld, max_matching_ngram_size=self.ngram)
+        gc = copy.deepcopy(self.model.generation_config)
+        if gc.pad_token_id is None:
+            gc.pad_token_id = gc.eos_token_id if not isinstance(gc.eos_token_id, list) else gc.eos_token_id[0]
+        if ignore_eos:
+            gc.eos_token_id = None
+        for key, value in kw.items():
+            if key != "attention_mask":
+                setattr(gc, key, value)
+        with _ForwardCounter(self.model) as counter:
+            out = self.model.generate(ids, attention_mask=kw["attention_mask"], generation_config=gc)
+        new = out[0, ids.shape[1]:].tolist()
+        # HF does not report per-step acceptance; its forwards are counted (tau), its steps are not
+        # reconstructed (a guess from cache lengths was wrong in 11 of 12 prompts).
+        return RunRecord(self.name, new, len(new), 0.0, len(counter.starts))
+
+
+class KitMethod(Method):
+    """The kit's engine, with or without a drafter."""
+
+    def __init__(self, name, model, tokenizer, drafter=None, num_draft_tokens: int | None = None) -> None:
+        super().__init__(name, model, tokenizer)
+        self.drafter = drafter
+        self.k = num_draft_tokens
+
+    def _run(self, prompt_ids, *, max_new_tokens, temperature, top_k, top_p, seed, ignore_eos) -> RunRecord:
+        out = generate(self.model, prompt_ids, drafter=self.drafter, num_draft_tokens=self.k,
+                       max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                       ignore_eos=ignore_eos)
+        s = out.stats
+        return RunRecord(self.name, out.tokens[0], s.new_tokens, 0.0, s.target_forwards, list(s.accept_lengths),
+                         list(s.draft_lengths), list(s.draft_depths), s.draft_time_s)
+
+
+class MethodSpecError(ValueError):
+    """A method spec that does not parse; the message lists the valid forms."""
+
+
+METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K|:auto][:tree<N>], "
+                "pld+heads:<checkpoint dir>[:K|:auto][:tree<N>]")
+
+
+def _k(spec: str, text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise MethodSpecError(f"method {spec!r}: the draft length must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _split_k(spec: str, body: str, default: int) -> tuple[str, int]:
+    """"name:K" -> (name, K); a trailing ":<not a number>" on a path is part of the path."""
+    head, sep, tail = body.rpartition(":")
+    if sep and tail.isdigit():
+        return head, _k(spec, tail)
+    return body, default
+
+
+def heads_fingerprint(path) -> str:
+    """Short content hash of a heads checkpoint (config.json + weights): a retrained head in the
+    same folder gets a new fingerprint, so benchmark resumes do not reuse its old cells."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        f = Path(path) / name
+        if f.is_file():
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]
+
+
+def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
+    """Build a method from its spec string (parsed strictly; MethodSpecError names the problem).
+
+    hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K][:tree<N>] | <checkpoint dir>
+    | pld+heads:<checkpoint dir>[:K][:tree<N>]
+    K defaults: 10 for prompt lookup (HF's default), 4 for draft models, the head's own for heads.
+    ":tree<N>": the heads draft EAGLE-2 dynamic trees of N nodes, depth K, top-4 expansion.
+    "pld+heads:...": prompt lookup (10 tokens, 2-3-gram match) where the context repeats, the heads
+    elsewhere (mtp.drafters.combined.LookupFirstDrafter).
+    ":auto": the chain length the cost model predicts fastest at `batch_size` on this machine, from
+    the acceptance the trainer measured on held-out data (mtp.shape.auto_draft_length).
+    `method.key` identifies what runs (the spec, plus a weights fingerprint for heads).
+    """
+    import os
+
+    from mtp.drafters import DraftModelDrafter, PromptLookupDrafter
+
+    spec = spec.strip()
+    m: Method
+    if spec in ("hf", "vanilla"):
+        m = HFMethod(spec, model, tokenizer) if spec == "hf" else KitMethod(spec, model, tokenizer)
+    elif spec == "hf-pld" or spec.startswith("hf-pld:"):
+        k = _k(spec, spec.split(":", 1)[1]) if ":" in spec else 10
+        m = HFMethod(spec, model, tokenizer, prompt_lookup_num_tokens=k)
+    elif spec == "pld" or spec.startswith("pld:"):
+        k = _k(spec, spec.split(":", 1)[1]) if ":" in spec else 10
+        m = KitMethod(spec, model, tokenizer, PromptLookupDrafter(num_draft_tokens=k), k)
+    elif spec.startswith("draft:"):
+        from mtp.models import load_model
+
+        name, k = _split_k(spec, spec[len("draft:"):], 4)
+        if not name:
+            raise MethodSpecError(f"method {spec!r}: name the draft model (draft:<model>[:K])")
+        dm, _ = load_model(name, dtype=next(model.parameters()).dtype, device=device_of(model))
+        m = KitMethod(spec, model, tokenizer, DraftModelDrafter(dm, k, vocab_size=model.config.vocab_size), k)
+    else:
+        lookup_first = spec.startswith("pld+heads:")
+        explicit = lookup_first or spec.startswith("heads:")
+        body = spec.split("heads:", 1)[1] if explicit else spec
+        tree = None
+        head_part, sep, tail = body.rpartition(":")
+        if sep and tail.startswith("tree"):  # EAGLE-2 dynamic tree of N nodes, depth K
+            n = _k(spec, tail[len("tree"):])
+            body, tree = head_part, n
+        auto = body.endswith(":auto")
+        if auto:
+            body = body[: -len(":auto")]
+        base, k = _split_k(spec, body, 0)
+        if not os.path.isdir(base):
+            if explicit:
+                raise MethodSpecError(f"method {spec!r}: heads folder {base!r} not found (train heads with "
+                                      "`python -m train.heads`, then pass their best/ or final/ folder)")
+            raise MethodSpecError(f"unknown method {spec!r}: use {METHOD_FORMS}, or an existing heads checkpoint "
+                                  "folder")
+        from mtp.heads import load_heads
+
+        heads = load_heads(base, model)
+        if auto:
+            if tree is not None:
+                raise MethodSpecError(f"method {spec!r}: :auto chooses a chain length; give trees an explicit depth")
+            k = _auto_k(spec, base, heads, model, batch_size)
+        if tree is not None:
+            from mtp.tree import DynamicTreeConfig
+
+            depth = k or heads.config.num_heads
+            drafter = heads.as_drafter(tree=DynamicTreeConfig(total_tokens=tree, depth=depth, top_k=min(4, tree)))
+        else:
+            drafter = heads.as_drafter(k or None)
+        if lookup_first:
+            from mtp.drafters.combined import LookupFirstDrafter
+
+            drafter = LookupFirstDrafter(drafter)
+        m = KitMethod(spec, model, tokenizer, drafter, None if lookup_first else k or None)
+        m.key = f"{spec}#{heads_fingerprint(base)}" + (f"#k{k}" if auto else "")
+        return m
+    m.key = spec
+    return m
+
+
+def _auto_k(spec: str, base: str, heads, model, batch_size: int) -> int:
+    from mtp.shape import auto_draft_length, heldout_acceptance
+
+    a = heldout_acceptance(base)
+    if not a:
+        raise MethodSpecError(f"method {spec!r}: no held-out acceptance recorded next to {base} (metrics.jsonl and "
+                              f"{os.path.basename(base)}.json of a train.heads run); give the draft length instead")
+    k, table = auto_draft_length(model, heads.as_drafter(), a, batch_size=batch_size)
+    print(f"[bench] {spec}: held-out a_k {[round(x, 3) for x in a]}, predicted speedup by K at batch {batch_size}: "
+          + ", ".join(f"{j}: {v:.2f}" for j, v in table.items()) + f" -> K={max(k, 1)}", file=sys.stderr)
+    return max(k, 1)  # K=0 (do not draft) is reported; the method still drafts one token
