@@ -15,13 +15,10 @@ Run folder (<out_dir>/<name>):
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import os
-import shutil
 import time
-from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -30,128 +27,22 @@ from mtp.data.cache import normalize_layer, open_cache
 from mtp.data.dataset import Example, collate, global_batches, load_examples, split_examples
 from mtp.data.prompts import DataError
 from mtp.io import atomic_write_text
-from mtp.training.config import ConfigError, TrainConfig, config_diff, save_config
+from mtp.training.build import TrainModule, build_head_for, check_head_fits, lr_lambda  # noqa: F401
+from mtp.training.checkpointing import CheckpointMixin, ResumeError, metrics_step  # noqa: F401
+from mtp.training.config import ConfigError, TrainConfig, save_config
 from mtp.training.losses import (TargetDist, expected_tau, head_counts, mtp_losses, position_weights,
                                  target_next_token_loss)
-
-
-class ResumeError(RuntimeError):
-    """A resume that cannot continue the saved run."""
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; nothing of the diverged weights is saved."""
 
 
-class TrainModule(nn.Module):
-    """What DDP / FSDP wrap: the head, plus the target when it is trained jointly.
-
-    A frozen target is held outside the module's parameters (not saved, not synced)."""
-
-    def __init__(self, head: nn.Module, target: nn.Module, joint: bool) -> None:
-        super().__init__()
-        self.head = head
-        self.joint = joint
-        if joint:
-            self.target = target
-        else:
-            object.__setattr__(self, "frozen_target", target)
-
-    def run_target(self, input_ids, attention_mask):
-        tgt = self.target if self.joint else self.frozen_target
-        with torch.set_grad_enabled(self.joint and torch.is_grad_enabled()):
-            return tgt(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
-
-    def forward(self, input_ids, attention_mask, hidden_states=None):
-        """-> (draft logits list [B, T, V or Vd] x K, aux losses dict, metrics dict, target logits or None,
-        d2t of a reduced draft vocabulary or None)."""
-        target_logits = None
-        if hidden_states is None:
-            out = self.run_target(input_ids, attention_mask)
-            hidden_states = {l: out.hidden_states[l] for l in self.head.config.hidden_layers}
-            target_logits = out.logits
-        res = self.head.forward_train(hidden_states, input_ids, attention_mask)
-        return list(res.logits), dict(res.aux_losses), dict(res.metrics), target_logits, res.vocab
-
-
-def check_head_fits(head, target) -> None:
-    """ConfigError naming the mismatch when a head's sizes or layers do not fit the target."""
-    c, tc = head.config, target.config
-    if c.hidden_size and c.hidden_size != tc.hidden_size:
-        raise ConfigError(f"head hidden_size {c.hidden_size} != target hidden_size {tc.hidden_size}")
-    if c.vocab_size and c.vocab_size != tc.vocab_size:
-        raise ConfigError(f"head vocab_size {c.vocab_size} != target vocab_size {tc.vocab_size}")
-    for layer in c.hidden_layers:
-        try:
-            normalize_layer(layer, int(tc.num_hidden_layers))
-        except ValueError as e:
-            raise ConfigError(f"head.args.hidden_layers: {e}") from None
-
-
-def build_head_for(cfg: TrainConfig, target, token_counts: torch.Tensor | None = None) -> nn.Module:
-    """mtp.heads.build_head(family, target, **head.args); families that take `token_counts`
-    (eagle3's reduced draft vocabulary) get the training data's response-token counts."""
-    from mtp.heads import HEAD_FAMILIES, build_head
-
-    if cfg.head.init:
-        from mtp.heads.checkpoint import load_head, read_config
-
-        saved = read_config(cfg.head.init).get("family")
-        if saved != cfg.head.family:
-            raise ConfigError(f"head.init={cfg.head.init!r} holds a {saved!r} head; this recipe trains {cfg.head.family!r}")
-        return load_head(cfg.head.init, target, HEAD_FAMILIES)  # its own config (and draft vocabulary) are kept
-    args = dict(cfg.head.args)
-    cls = HEAD_FAMILIES.get(cfg.head.family)
-    if cls is not None and "token_counts" in getattr(cls, "build_kwargs", ()) and token_counts is not None:
-        args.setdefault("token_counts", token_counts)
-    try:
-        head = build_head(cfg.head.family, target, **args)
-    except (ValueError, TypeError, KeyError, AssertionError) as e:
-        raise ConfigError(f"head {cfg.head.family!r} with args {cfg.head.args} does not fit target "
-                          f"{cfg.model.name!r}: {e}") from e
-    return head
-
-
-def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        prog = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * prog))
-    return f
-
-
 def _wandb_mode(cfg: TrainConfig) -> str:
     return cfg.log.wandb or os.environ.get("WANDB_MODE", "") or "offline"
 
 
-def _metrics_step(line: str) -> float:
-    """The step of a metrics.jsonl line; a torn or malformed line (a killed write) counts as after any step."""
-    try:
-        return float(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return float("inf")
-
-
-def _checkpoint_problem(path: Path) -> str | None:
-    """Why a checkpoint folder cannot be resumed from (None when it looks intact): missing, no
-    readable trainer_state.json, or a safetensors file shorter or longer than its header says."""
-    if not path.is_dir():
-        return "folder missing"
-    try:
-        json.loads((path / "trainer_state.json").read_text())["step"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return f"trainer_state.json unreadable ({type(e).__name__})"
-    from mtp.io import safetensors_problem
-
-    for f in sorted(path.rglob("*.safetensors")):
-        problem = safetensors_problem(f)
-        if problem:
-            return problem
-    return None
-
-
-class Trainer:
+class Trainer(CheckpointMixin):
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, head_factory=None, target=None,
                  tokenizer=None) -> None:
         from accelerate.utils import set_seed
@@ -284,7 +175,7 @@ class Trainer:
         save_config(self.cfg, self.run_dir)
         mpath = self.run_dir / "metrics.jsonl"
         if mpath.is_file():  # drop what a killed run logged after its last checkpoint (or a stale log)
-            keep = [x for x in mpath.read_text().splitlines() if resume and _metrics_step(x) <= self.state["step"]]
+            keep = [x for x in mpath.read_text().splitlines() if resume and metrics_step(x) <= self.state["step"]]
             atomic_write_text(mpath, "".join(k + "\n" for k in keep))
 
     def _setup_trackers(self, mode: str) -> None:
@@ -295,85 +186,6 @@ class Trainer:
             self._trackers = True
 
     # ---- run folder / resume --------------------------------------------------------------------
-    def _prepare_run_dir(self, resume: bool) -> None:
-        cfg_path = self.run_dir / "config.json"
-        if resume and not cfg_path.is_file():  # nothing to resume yet (e.g. a preemptible job's first start)
-            self.acc.print(f"[train] --resume: {self.run_dir} holds no run yet; starting a new one")
-        elif resume:
-            try:
-                old = json.loads(cfg_path.read_text())
-            except ValueError as e:
-                raise ResumeError(f"--resume: {cfg_path} is malformed ({e}); restore it from config.yaml "
-                                  "or start a new run (name=...)") from None
-            diff = config_diff(old, self.cfg.to_dict())
-            if diff:
-                raise ResumeError(f"--resume: the config differs from the saved run in {diff}; resume with the same "
-                                  f"config (see {self.run_dir / 'config.yaml'}) or start a new run (name=...)")
-        elif (self.ckpt_dir / "latest").is_file():
-            raise ResumeError(f"{self.run_dir} already holds a run with checkpoints: pass --resume to continue it, "
-                              "or choose another name=... / out_dir=...")
-
-    def _load_latest(self) -> None:
-        """Load the newest intact checkpoint: the one `latest` names, else (damaged or missing) the
-        previous ones, newest first, with a message. Damaged ones are moved to checkpoints/damaged/."""
-        latest = self.ckpt_dir / "latest"
-        if not latest.is_file():
-            self.acc.print(f"[train] --resume: no checkpoint in {self.ckpt_dir} yet; starting from step 0")
-            return
-        named = self.ckpt_dir / latest.read_text().strip()
-        candidates = [named] + sorted((p for p in self.ckpt_dir.glob("step-*") if p.is_dir() and p != named),
-                                      reverse=True)
-        damaged: list[Path] = []
-        for path in candidates:
-            problem = _checkpoint_problem(path)
-            if problem is None:
-                try:
-                    self.acc.load_state(str(path))
-                    self.state = json.loads((path / "trainer_state.json").read_text())
-                except Exception as e:  # e.g. a truncated optimizer.bin
-                    problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            if problem is None:
-                break
-            self.acc.print(f"[train] --resume: checkpoint {path} is unusable ({problem}); trying the previous one")
-            if path.exists():
-                damaged.append(path)
-        else:
-            raise ResumeError(f"--resume: no intact checkpoint in {self.ckpt_dir} ({latest} names {named.name}); "
-                              "restore one, or start a new run (name=...)")
-        self.acc.wait_for_everyone()
-        if damaged and self.acc.is_main_process:
-            (self.ckpt_dir / "damaged").mkdir(exist_ok=True)
-            for d in damaged:
-                os.replace(d, self.ckpt_dir / "damaged" / f"{d.name}-{int(time.time())}")
-            self.acc.print(f"[train] moved {len(damaged)} damaged checkpoint(s) to {self.ckpt_dir / 'damaged'}")
-        self.acc.wait_for_everyone()
-        self.acc.print(f"[train] resumed from {path} at step {self.state['step']}")
-
-    def save_checkpoint(self) -> Path:
-        acc, step = self.acc, self.state["step"]
-        name = f"step-{step:07d}"
-        final, tmp = self.ckpt_dir / name, self.ckpt_dir / (".tmp-" + name)
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp), safe_serialization=not self.joint)  # every rank writes its RNG state
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            (tmp / "trainer_state.json").write_text(json.dumps(self.state, indent=2))
-            for f in tmp.rglob("*"):  # on disk before the rename makes the checkpoint visible
-                if f.is_file():
-                    with open(f, "rb") as fh:
-                        os.fsync(fh.fileno())
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            atomic_write_text(self.ckpt_dir / "latest", name + "\n")
-            ckpts = sorted(p for p in self.ckpt_dir.glob("step-*") if p.is_dir())
-            for old in ckpts[: max(0, len(ckpts) - max(1, self.cfg.ckpt.keep))]:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
-        return final
-
     # ---- one batch ------------------------------------------------------------------------------
     def _forward(self, module, idx: list[int], examples: list[Example], cache, *, train: bool):
         cfg, dev = self.cfg, self.acc.device
@@ -473,7 +285,7 @@ class Trainer:
             lo = (m * self.world + rank) * bs
             idx = gidx[lo: lo + bs]
             sync = m == o.grad_accum - 1
-            ctx = acc.no_sync(module) if not sync else _nullctx()
+            ctx = acc.no_sync(module) if not sync else contextlib.nullcontext()
             with ctx:
                 stats, aux, metrics, ntl, lmask, ntok = self._forward(module, idx, self.examples, self.cache, train=True)
                 mtp = sum(self.pos_w[j] * (lw.ce_weight * s["ce"] + lw.kl_weight * s["kl"]) / N[j]
@@ -511,24 +323,6 @@ class Trainer:
             bar.set_postfix(loss=f"{logs.get('train/loss', float('nan')):.3f}",
                             tau=f"{logs.get('train/expected_tau', float('nan')):.2f}",
                             tok_s=f"{logs['train/tokens_per_s']:.0f}")
-
-    def _save_head(self, which: str) -> None:
-        acc = self.acc
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            head = acc.unwrap_model(self.module).head
-            if self.joint:
-                from mtp.models import model_fingerprint
-
-                head.config.base_fingerprint = model_fingerprint(self.target)
-            head.save_pretrained(self.run_dir / which)  # atomic (mtp.heads.checkpoint.save_head)
-            if self.joint and which == "final":
-                self.target.save_pretrained(self.run_dir / which / "target")
-                if self.tokenizer is not None:
-                    self.tokenizer.save_pretrained(self.run_dir / which / "target")
-            atomic_write_text(self.run_dir / f"{which}.json", json.dumps(
-                {"step": self.state["step"], "best_tau": self.state["best_tau"], "best_step": self.state["best_step"]}))
-        acc.wait_for_everyone()
 
     @torch.no_grad()
     def evaluate(self) -> dict:
