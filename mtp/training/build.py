@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from mtp.data.cache import normalize_layer
 from mtp.training.config import ConfigError, TrainConfig
 
 
