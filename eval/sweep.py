@@ -88,7 +88,7 @@ def variants(specs: list[str], model, tok, batch_sizes: list[int] = (1,)) -> lis
             continue
         if spec.endswith(":auto"):
             ms = {B: make_method(spec, model, tok, batch_size=B) for B in batch_sizes}
-            out.append((label, {B: x.drafter for B, x in ms.items()}, {B: int(x.key.rsplit("#k", 1)[1]) for B, x in ms.items()}))
+            out.append((label, {B: x.drafter for B, x in ms.items()}, {B: x.auto_k for B, x in ms.items()}))
             continue
         m = make_method(spec, model, tok)
         out.append((label, getattr(m, "drafter", None), getattr(m, "k", None)))

@@ -175,14 +175,11 @@ def predict_stepwise(samples: Iterable[dict], C: Callable[[int], float], draft_s
     V is the verify cost: C for chains, the tree-verify curve for tree drafts (`verify_cost`; a
     tree step's draft length is its node count). Returns predicted speedup (ratio of summed
     times) and predicted tokens/s."""
-    V = verify_cost or C
     t_plain = t_method = 0.0
     tokens = 0
     for s in samples:
-        drafts = list(s.get("draft_lengths") or [])
         decode = int(s["target_forwards"]) - 1  # the first forward is the prefill
-        plain_steps = max(decode - len(drafts), 0)
-        t_method += prefill_s + plain_steps * C(1) + sum(V(d + 1) if d else C(1) for d in drafts)
+        t_method += prefill_s + verify_time(s, C, verify_cost)
         if draft_step_s == draft_step_s and draft_step_s > 0:
             t_method += decode * draft_step_s
         t_plain += prefill_s + max(int(s["new_tokens"]) - 1, 0) * C(1)
@@ -223,20 +220,24 @@ def time_drafter(method, model, prompts: list[list[int]], max_new_tokens: int,
     return timed.step_s, note
 
 
+def verify_time(sample: dict, C: Callable[[int], float], verify_cost: Callable[[int], float] | None = None) -> float:
+    """Predicted seconds of one generation's decode forwards: C(1) for a forward without drafts,
+    V(d + 1) for one verifying d drafts (V = verify_cost for trees, else C)."""
+    V = verify_cost or C
+    drafts = list(sample.get("draft_lengths") or [])
+    plain_steps = max(int(sample["target_forwards"]) - 1 - len(drafts), 0)
+    return plain_steps * C(1) + sum(V(d + 1) if d else C(1) for d in drafts)
+
+
 def time_breakdown(samples: list[dict], C: Callable[[int], float], prefill_s: float,
                    verify_cost: Callable[[int], float] | None = None) -> dict:
     """Where one method's measured time went, summed over its bench samples: prefill and verify
     forwards (from the measured cost curves and each step's draft length), drafting (measured in
     the bench itself, `draft_time_s`), and the rest (the decode loop's own work: acceptance,
     cache bookkeeping, Python). Shares of the measured wall time."""
-    V = verify_cost or C
     wall = sum(float(s["wall_time_s"]) for s in samples)
     prefill = prefill_s * len(samples)
-    verify = 0.0
-    for s in samples:
-        drafts = list(s.get("draft_lengths") or [])
-        decode = int(s["target_forwards"]) - 1
-        verify += max(decode - len(drafts), 0) * C(1) + sum(V(d + 1) if d else C(1) for d in drafts)
+    verify = sum(verify_time(s, C, verify_cost) for s in samples)
     draft = sum(float(s.get("draft_time_s") or 0.0) for s in samples)
     other = wall - prefill - verify - draft
     share = (lambda x: x / wall) if wall > 0 else (lambda x: float("nan"))

@@ -79,6 +79,7 @@ class Method:
     def __init__(self, name: str, model, tokenizer) -> None:
         self.name, self.model, self.tokenizer = name, model, tokenizer
         self.key = name  # what runs: make_method sets the spec (+ heads fingerprint)
+        self.auto_k: int | None = None  # the draft length ":auto" chose (make_method)
         self.device = device_of(model)
 
     def run(self, prompt_ids: list[int], *, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
@@ -263,6 +264,7 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
             drafter = LookupFirstDrafter(drafter)
         m = KitMethod(spec, model, tokenizer, drafter, None if lookup_first else k or None)
         m.key = f"{spec}#{heads_fingerprint(base)}" + (f"#k{k}" if auto else "")
+        m.auto_k = k if auto else None
         return m
     m.key = spec
     return m

@@ -50,10 +50,12 @@ def heldout_acceptance(heads_dir: str | Path) -> list[float] | None:
     metrics = run / "metrics.jsonl"
     if not (marker.is_file() and metrics.is_file()):
         return None
+    from mtp.io import DataError, read_jsonl
+
     try:
         step = json.loads(marker.read_text()).get("step")
-        rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-    except ValueError:
+        rows = read_jsonl(metrics, tolerant_tail=True)  # a killed trainer may leave a torn last line
+    except (ValueError, DataError):
         return None
     evals = [r for r in rows if "eval/a_1" in r and (step is None or r.get("step") == step)]
     if not evals:

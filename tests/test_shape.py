@@ -54,8 +54,8 @@ def test_auto_draft_length_on_a_trained_run(tmp_path, tiny_llama):
     plain = generate(model, [5, 6, 7, 8, 5, 6], max_new_tokens=8, ignore_eos=True).tokens[0]
     for spec in (f"heads:{run / 'best'}:auto", f"pld+heads:{run / 'best'}:auto"):
         m = make_method(spec, model, tok, batch_size=2)
-        assert "#k" in m.key
-        k = int(m.key.rsplit("#k", 1)[1])
+        k = m.auto_k
+        assert m.key.endswith(f"#k{k}")
         assert 1 <= k <= 3
         rec = m.run([5, 6, 7, 8, 5, 6], max_new_tokens=8, temperature=0.0, seed=0, ignore_eos=True)
         assert rec.new_tokens == 8 and rec.output_ids[-8:] == plain
