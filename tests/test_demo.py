@@ -8,8 +8,12 @@ from train import demo
 def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     argv = ["--model", "tiny-llama", "--preset", "tiny", "--runs", str(tmp_path / "runs"),
             "--results", str(tmp_path / "results")]
-    assert demo.main(argv) == 0
     res = tmp_path / "results" / "demo"
+    # data and heads only: no benchmark yet
+    assert demo.main([*argv, "--until", "train"]) == 0
+    assert (tmp_path / "runs" / "demo" / "eagle3" / "best" / "model.safetensors").is_file()
+    assert not (res / "t0").exists() and "stopped after training" in capsys.readouterr().err
+    assert demo.main(argv) == 0
     for t in ("t0", "t1"):
         s = json.loads((res / t / "summary.json").read_text())
         assert set(s["methods"]) == {"hf", "vanilla", "pld", "eagle3", "pld+eagle3"}

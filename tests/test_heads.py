@@ -287,6 +287,37 @@ def test_eagle3_reduced_vocabulary(tiny_llama, data, tmp_path):
         assert all(head.t2d[d.tokens[0, : int(d.lengths[0])]].all() for d in rec.drafts)
 
 
+def test_deepseek_reduced_vocabulary(tiny_llama, data, tmp_path):
+    """FR-Spec for DeepSeek MTP: the frozen shared LM head restricted to the most frequent rows."""
+    model, _ = tiny_llama
+    ids, hs = data
+    counts = torch.bincount(ids.flatten(), minlength=128)
+    torch.manual_seed(0)
+    full = build_head("deepseek", model, num_heads=2)
+    torch.manual_seed(0)
+    head = build_head("deepseek", model, num_heads=2, draft_vocab_size=32, token_counts=counts)
+    assert head.d2t.shape == (32,) and head.t2d.sum() == 32 and torch.equal(head.d2t, counts.topk(32).indices.sort().values)
+    with torch.no_grad():
+        h = {i: hs[i] for i in head.config.hidden_layers}
+        res, ref_res = head.forward_train(h, ids), full.forward_train(h, ids)
+    assert torch.equal(res.vocab, head.d2t) and ref_res.vocab is None
+    for z, zf in zip(res.logits, ref_res.logits):  # the same modules: the restricted logits are columns of the full ones
+        assert z.shape[-1] == 32 and torch.allclose(z, zf[..., head.d2t], atol=1e-5)
+    p = _prompts([7])[0]
+    ref = generate(model, p, max_new_tokens=10, ignore_eos=True).tokens
+    assert generate(model, p, drafter=head.as_drafter(), num_draft_tokens=2, max_new_tokens=10, ignore_eos=True).tokens == ref
+    rec = _Recorder(head.as_drafter())
+    generate(model, p, drafter=rec, num_draft_tokens=2, max_new_tokens=10, temperature=1.0, seed=0, ignore_eos=True)
+    assert rec.drafts
+    for d in rec.drafts:
+        assert (d.probs[..., ~head.t2d] == 0).all() and head.t2d[d.tokens].all()
+    head.save_pretrained(tmp_path / "h")
+    loaded = load_heads(tmp_path / "h", model)
+    assert torch.equal(loaded.d2t, head.d2t) and torch.equal(loaded.lm_rows, head.lm_rows)
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_train(h, ids).logits[1], res.logits[1])
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_gemma3_smoke(tiny_gemma, family, tmp_path):
     """Every family builds, trains a step, round-trips and drafts losslessly on Gemma3."""

@@ -2,6 +2,7 @@
 
     python -m train.demo [--model smollm2-135m] [--preset quick|full|gpu|tiny] [--families eagle3,...]
     make demo                      # the same, after all set-up (MODEL=gemma3-270m make demo, PRESET=full ...)
+    python -m train.demo --until train   # data and heads only (benchmark later, on a quiet machine)
 
 Stages (each is also a command of its own, printed as it runs, and skipped when already done, so a
 killed demo run again picks up where it stopped):
@@ -78,6 +79,7 @@ PRESETS = {
 
 FAMILY_ARGS = {  # per-family head arguments on top of num_heads
     "eagle3": lambda p: {"draft_vocab_size": p.draft_vocab},
+    "deepseek": lambda p: {"draft_vocab_size": p.draft_vocab},  # FR-Spec rows of the shared LM head
 }
 
 
@@ -132,6 +134,10 @@ def run(a: argparse.Namespace) -> int:
     prompts = stage_prompts(a.model, p, data, n)
     train_data = stage_distill(a.model, p, data, prompts, n)
     heads = {fam: stage_train(a.model, fam, p, train_data, runs, n) for fam in p.families}
+    if a.until == "train":
+        print(f"[demo] stopped after training (--until train): heads in {runs}/<family>/best; run again "
+              "without --until to benchmark them (finished stages are skipped)", file=sys.stderr)
+        return 0
     stage_bench(a.model, p, heads, results, a.suite, n)
     from mtp.report import demo_report
 
@@ -267,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--families", default="", help="comma-separated head families (default: the preset's)")
     ap.add_argument("--steps", type=int, default=0, help="training steps (default: the preset's)")
     ap.add_argument("--suite", default="spec", help="benchmark suite (eval.bench --suite)")
+    ap.add_argument("--until", choices=("train", "report"), default="report",
+                    help="last stage to run: 'train' stops before the benchmark (run it later on a quiet machine)")
     ap.add_argument("--runs", default="runs")
     ap.add_argument("--results", default="results")
     a = ap.parse_args(argv)

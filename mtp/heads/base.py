@@ -76,10 +76,14 @@ class TargetParts:
         layers = getattr(base, "layers", None)
         self.layer_class = type(layers[0]) if layers is not None and len(layers) else None
 
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
+    def logits(self, h: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The target's own unembedding of a post-norm hidden state [..., H] -> [..., V]
-        (with Gemma's final logit soft-capping when the config has it)."""
-        out = self.lm_head(h.to(self.lm_head.weight.dtype))
+        (with Gemma's final logit soft-capping when the config has it); with `rows` [Vd, H] (a
+        subset of the LM head's rows: a reduced draft vocabulary) -> [..., Vd]."""
+        if rows is not None:
+            out = torch.nn.functional.linear(h.to(rows.dtype), rows)
+        else:
+            out = self.lm_head(h.to(self.lm_head.weight.dtype))
         cap = getattr(self.config, "final_logit_softcapping", None)
         if cap:
             out = torch.tanh(out / cap) * cap

@@ -24,7 +24,7 @@ from torch import nn
 
 from mtp.heads.base import HeadConfig
 from mtp.heads.eagle import FeatureARHead
-from mtp.heads.layers import copied_norm, fresh_norm
+from mtp.heads.layers import copied_norm, draft_vocabulary, expand_draft_logits, fresh_norm
 
 
 @dataclass
@@ -59,18 +59,8 @@ class Eagle3Head(FeatureARHead):
         self.norm = copied_norm(self.target)
         Vd = config.draft_vocab_size
         if Vd is not None:
-            if not 0 < Vd <= V:
-                raise ValueError(f"eagle3: draft_vocab_size must be in 1..{V}, got {Vd}")
-            if token_counts is not None:
-                counts = torch.as_tensor(token_counts, dtype=torch.float64).flatten()
-                if counts.numel() != V:
-                    raise ValueError(f"eagle3: token_counts has {counts.numel()} entries, the vocabulary {V}")
-                d2t = torch.topk(counts, Vd, sorted=True).indices.sort().values
-            else:  # placeholder (load_heads overwrites it from the checkpoint)
-                d2t = torch.arange(Vd)
-            t2d = torch.zeros(V, dtype=torch.bool)
-            t2d[d2t] = True
-            self.register_buffer("d2t", d2t.long())
+            d2t, t2d = draft_vocabulary(self.family, V, Vd, token_counts)
+            self.register_buffer("d2t", d2t)
             self.register_buffer("t2d", t2d)
         else:
             self.d2t = None
@@ -91,8 +81,7 @@ class Eagle3Head(FeatureARHead):
         logits = self.lm_head(self.norm(g))
         if self.d2t is None:
             return logits
-        full = logits.new_full((*logits.shape[:-1], self.config.vocab_size), torch.finfo(logits.dtype).min)
-        return full.index_copy(-1, self.d2t, logits)
+        return expand_draft_logits(logits, self.d2t, self.config.vocab_size)
 
     def readout_train(self, g):
         return self.lm_head(self.norm(g))  # over the draft vocabulary when there is one (draft_vocab)

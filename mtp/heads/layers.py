@@ -153,6 +153,31 @@ def copied_norm(target: TargetParts) -> nn.Module:
     return norm
 
 
+def draft_vocabulary(family: str, vocab_size: int, size: int, token_counts=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A reduced draft vocabulary (EAGLE-3, FR-Spec): d2t [size], the sorted target ids of the
+    `size` most frequent tokens in token_counts [V] (a placeholder arange without counts; loading
+    a checkpoint overwrites it), and t2d [V] bool (target id is in the draft vocabulary)."""
+    if not 0 < size <= vocab_size:
+        raise ValueError(f"{family}: draft_vocab_size must be in 1..{vocab_size}, got {size}")
+    if token_counts is not None:
+        counts = torch.as_tensor(token_counts, dtype=torch.float64).flatten()
+        if counts.numel() != vocab_size:
+            raise ValueError(f"{family}: token_counts has {counts.numel()} entries, the vocabulary {vocab_size}")
+        d2t = torch.topk(counts, size, sorted=True).indices.sort().values
+    else:
+        d2t = torch.arange(size)
+    t2d = torch.zeros(vocab_size, dtype=torch.bool)
+    t2d[d2t] = True
+    return d2t.long(), t2d
+
+
+def expand_draft_logits(logits: torch.Tensor, d2t: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Logits over a draft vocabulary [..., Vd] -> over the target's [..., V], with the minimum
+    float outside it, so draws and q never leave the draft vocabulary."""
+    full = logits.new_full((*logits.shape[:-1], vocab_size), torch.finfo(logits.dtype).min)
+    return full.index_copy(-1, d2t, logits)
+
+
 class ResBlock(nn.Module):
     """Medusa's residual block x + SiLU(W x + b), W zero-initialised (identity at init)."""
 
