@@ -122,3 +122,19 @@ def test_figures_engine(tmp_path, heads_dir):
     check_folder(tmp_path / "engine-medusa", ["vanilla", "medusa"])
     d = json.loads((tmp_path / "engine_tau_medusa.json").read_text())
     assert d["identical_to_plain_greedy"] and d["tau"] >= 1.0 and len(d["prompts"]) == 2
+
+
+def test_passage_prompts_from_a_base_model_that_never_stops(tmp_path, capsys):
+    """train.prompts --passages-from: answers all cut at max_new_tokens give no passage; that is an
+    error that says why, or, with --allow-none (what train.demo passes), an empty file and exit 0."""
+    from train import prompts
+
+    recs = tmp_path / "distill.jsonl"
+    recs.write_text("".join(json.dumps({"prompt_id": f"p{i}", "turn": 0, "prompt_ids": [1, 2, 3],
+                                        "response_ids": list(range(5, 69)), "finish_reason": "length"}) + "\n"
+                            for i in range(3)))
+    argv = ["--model", "tiny-llama", "--passages-from", str(recs), "--num-prompts", "4"]
+    assert prompts.main([*argv, "--out", str(tmp_path / "a.jsonl")]) == 2
+    assert "no usable passages" in capsys.readouterr().err and not (tmp_path / "a.jsonl").exists()
+    assert prompts.main([*argv, "--out", str(tmp_path / "b.jsonl"), "--allow-none"]) == 0
+    assert json.loads((tmp_path / "b.jsonl.meta.json").read_text())["kept"] == 0

@@ -189,9 +189,13 @@ def stage_distill(model: str, p: Preset, data: Path, prompts: str, n: int) -> st
         return str(data / "distill")
     qfile = data / "passages.jsonl"
     cmd = ["--model", model, "--out", str(qfile), "--num-prompts", str(p.passage_prompts),
-           "--passages-from", str(data / "distill"), "--questions", prompts, "--dtype", p.dtype]
+           "--passages-from", str(data / "distill"), "--questions", prompts, "--dtype", p.dtype, "--allow-none"]
     t0 = _stage(2, n, "passage tasks from the distilled answers", ["train.prompts", *cmd])
     _call("train.prompts", cmd)
+    if not json.loads(qfile.with_name(qfile.name + ".meta.json").read_text()).get("kept"):
+        print("[demo]   no usable passages in the model's answers (cut at max_new_tokens or looping, as a base "
+              "model's are): training on the distilled answers only", file=sys.stderr)
+        return str(data / "distill")
     cmd = ["--model", model, "--prompts", str(qfile), "--out", str(data / "distill-passages"), *gen]
     print(f"[demo]   $ python -m train.distill {' '.join(cmd)}", file=sys.stderr, flush=True)
     _call("train.distill", cmd)

@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                          "responses in this train.distill folder instead of sampling user turns")
     ap.add_argument("--questions", default=None, metavar="PROMPTS",
                     help="with --passages-from: the prompt file(s) the responses answered (enables RAG and follow-up tasks)")
+    ap.add_argument("--allow-none", action="store_true",
+                    help="with --passages-from: when no response is usable (a base model whose answers never end, or "
+                         "loop), write an empty file and exit 0 instead of failing")
     a = ap.parse_args(argv)
 
     from mtp.data import DataError
@@ -70,10 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     if a.passages_from:
         from mtp.data import load_prompts
         from mtp.data.distill import load_distilled
-        from mtp.data.passages import passage_prompts
+        from mtp.data.passages import NoPassagesError, passage_prompts
 
         questions = load_prompts(a.questions) if a.questions else None
-        prompts = passage_prompts(load_distilled(a.passages_from), tok, a.num_prompts, seed=a.seed, questions=questions)
+        try:
+            prompts = passage_prompts(load_distilled(a.passages_from), tok, a.num_prompts, seed=a.seed,
+                                      questions=questions)
+        except NoPassagesError as e:
+            if not a.allow_none:
+                raise
+            print(f"[prompts] {e}; writing no passage tasks (--allow-none)", file=sys.stderr)
+            prompts = []
     else:
         prompts = self_written_prompts(model, tok, a.num_prompts, seed=a.seed, cfg=cfg, progress=not a.no_progress)
     meta = {"settings": settings, "kept": len(prompts), "seconds": round(time.perf_counter() - t0, 1)}

@@ -62,6 +62,10 @@ FOLLOW_UPS = [
 KINDS = ("summarize", "rag", "translate", "rewrite", "extract", "follow-up")
 
 
+class NoPassagesError(DataError):
+    """No distilled response is usable as a passage."""
+
+
 def usable_passage(text: str, num_tokens: int, *, min_tokens: int = 40, max_tokens: int = 200,
                    min_distinct: float = 0.6) -> bool:
     """A finished response long enough to work on, mostly words, and not looping (at least
@@ -103,7 +107,8 @@ def passage_prompts(records: list[dict], tokenizer, num_prompts: int, *, seed: i
         if usable_passage(text, len(ids), min_tokens=min_tokens, max_tokens=max_tokens):
             passages.append((rec.get("prompt_id", rec.get("id", "")), text))
     if not passages:
-        raise DataError("no usable passages: every response was cut short, too short, too long or repetitive")
+        raise NoPassagesError("no usable passages: every response was cut short, too short, too long or repetitive "
+                              "(a base model whose greedy answers never end, or loop, gives none)")
     rng = random.Random(seed)
     rng.shuffle(passages)
     out: list[Prompt] = []
