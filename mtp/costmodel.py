@@ -201,23 +201,36 @@ def nominal_k(method) -> int:
     return int(getattr(method, "pld", None) or 0)
 
 
+def drafter_step_seconds(model, drafter, batches: list, num_draft_tokens: int | None, *, max_new_tokens: int,
+                         temperature: float = 0.0, ignore_eos: bool = False, warmup: bool = False) -> float:
+    """Seconds per decode step spent in `drafter` (propose + observe), measured inside the engine
+    over one generation per entry of `batches` (a prompt, or a batch of prompts), seeded by index.
+    warmup: one untimed generation of batches[0] first."""
+    from mtp.engine import generate
+
+    kw = dict(num_draft_tokens=num_draft_tokens, max_new_tokens=max_new_tokens, temperature=temperature,
+              ignore_eos=ignore_eos)
+    if warmup:
+        generate(model, batches[0], drafter=drafter, seed=0, **kw)
+    timed = TimedDrafter(drafter)
+    for i, b in enumerate(batches):
+        generate(model, b, drafter=timed, seed=i, **kw)
+    return timed.step_s
+
+
 def time_drafter(method, model, prompts: list[list[int]], max_new_tokens: int,
                  temperature: float) -> tuple[float, str]:
     """(seconds per decode step spent drafting, note), measured inside the engine. HF prompt lookup
     is timed with the kit's prompt-lookup drafter (same algorithm); plain methods cost 0."""
     from mtp.drafters import PromptLookupDrafter
-    from mtp.engine import generate
 
     drafter, note = getattr(method, "drafter", None), ""
     if drafter is None and getattr(method, "pld", None):
         drafter, note = PromptLookupDrafter(num_draft_tokens=method.pld), "draft cost of the kit's PLD drafter"
     if drafter is None:
         return 0.0, note
-    timed = TimedDrafter(drafter)
-    for i, p in enumerate(prompts):
-        generate(model, p, drafter=timed, num_draft_tokens=nominal_k(method) or None, max_new_tokens=max_new_tokens,
-                 temperature=temperature, seed=i)
-    return timed.step_s, note
+    return drafter_step_seconds(model, drafter, prompts, nominal_k(method) or None, max_new_tokens=max_new_tokens,
+                                temperature=temperature), note
 
 
 def verify_time(sample: dict, C: Callable[[int], float], verify_cost: Callable[[int], float] | None = None) -> float:

@@ -179,8 +179,10 @@ def _cols(rows: list[dict]) -> list[str]:
 
 
 def tables(runs: list[str | Path]) -> str:
-    """Markdown: the overall table of every run, then per-category tau / speedup at T=0."""
-    rows = [r for run in runs for r in run_rows(run)]
+    """Markdown: the overall table of every run (with a `run` column, the folder's name, when there
+    are several), then per-category tau / speedup at T=0."""
+    rows = [r if len(runs) == 1 else {"model": r["model"], "run": Path(run).name, **r}
+            for run in runs for r in run_rows(run)]
     if not rows:
         return "(no results yet)"
     out = [markdown_table(rows, _cols(rows)), ""]

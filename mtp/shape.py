@@ -73,19 +73,13 @@ def measure_draft_cost(model, drafter, lengths: Sequence[int], *, batch_size: in
                        new_tokens: int = 24, seed: int = 0) -> dict[int, float]:
     """{K: seconds per decode step spent in the drafter (propose + observe)} for chains of K, from
     short generations on random prompts (the drafter runs as in the engine, cache and all)."""
-    from mtp.costmodel import TimedDrafter
-    from mtp.engine import generate
+    from mtp.costmodel import drafter_step_seconds
 
     g = torch.Generator().manual_seed(seed)
     V = model.config.vocab_size
     prompts = [torch.randint(3, V, (prompt_len,), generator=g).tolist() for _ in range(batch_size)]
-    out = {}
-    for k in lengths:
-        for rep in range(2):  # the first run warms up
-            timed = TimedDrafter(drafter)
-            generate(model, prompts, drafter=timed, num_draft_tokens=k, max_new_tokens=new_tokens, ignore_eos=True)
-        out[int(k)] = timed.step_s
-    return out
+    return {int(k): drafter_step_seconds(model, drafter, [prompts], int(k), max_new_tokens=new_tokens, ignore_eos=True,
+                                         warmup=True) for k in lengths}
 
 
 def auto_draft_length(model, drafter, per_position: Sequence[float], *, batch_size: int = 1, prefix_len: int = 128,

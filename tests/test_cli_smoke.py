@@ -49,7 +49,9 @@ def check_folder(path: Path, methods: list[str]) -> results.Results:
     return res
 
 
-def test_bench(tmp_path):
+def test_bench(tmp_path, capsys):
+    import shutil
+
     from eval import bench, report
 
     out = tmp_path / "run" / "t0"
@@ -59,6 +61,11 @@ def test_bench(tmp_path):
     res = check_folder(out, ["vanilla", "pld:3"])
     assert len(res.samples) == 2 * 2 and res.raw_summary["methods"]["pld:3"]["overall"]["exact_match"] == 1.0
     assert report.main([str(tmp_path / "run")]) == 0  # eval.report over the run folder
+    shutil.copytree(tmp_path / "run", tmp_path / "run2")
+    capsys.readouterr()
+    assert report.main([str(tmp_path / "run"), str(tmp_path / "run2")]) == 0  # two runs: rows say which
+    out = capsys.readouterr().out
+    assert "| model | run | method |" in out and "| tiny-llama | run2 | pld:3 |" in out
 
 
 def test_bench_foundation(tmp_path, capsys):
