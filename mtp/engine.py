@@ -334,14 +334,22 @@ class _Decoder:
 
     def _observe(self, out, inputs: torch.Tensor, valid: torch.Tensor, num_accepted: torch.Tensor,
                  committed: list[list[int]], prefill: bool) -> None:
-        """Tell the drafter what the target's forward produced."""
+        """Tell the drafter what the target's forward produced; after a decode step, the time it takes
+        counts as drafting time (`SpecStats.draft_time_s` holds propose and observe)."""
         if self.drafter is None:
             return
         hs = {layer: out.hidden_states[layer] for layer in self.hidden_layers}
+        t0 = time.perf_counter()
         self.drafter.observe(TargetFeedback(
             input_ids=inputs, valid=valid, hidden_states=hs, logits=out.logits, new_tokens=committed,
             num_accepted=num_accepted, is_prefill=prefill,
         ))
+        rows = [r for r, c in enumerate(committed) if c]
+        if not prefill and rows:  # a head's work on the verified tokens is drafting time too
+            sync(self.device)
+            dt = time.perf_counter() - t0
+            for r in rows:
+                self.state.stats[r].draft_time_s += dt / len(rows)
 
 
 def _resolve(model, drafter: Drafter | None, *, num_draft_tokens, max_new_tokens, temperature, top_k, top_p, seed,

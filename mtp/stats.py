@@ -30,7 +30,7 @@ class SpecStats:
     draft_lengths: list[int] = field(default_factory=list)  # drafted tokens (tree: nodes)
     draft_depths: list[int] = field(default_factory=list)  # longest acceptable path (chain: = length)
     wall_time_s: float = 0.0
-    draft_time_s: float = 0.0
+    draft_time_s: float = 0.0  # time in the drafter after prefill: propose and observe (its work on verified tokens)
 
     # -- recording -----------------------------------------------------------------------------
     def record_step(self, drafted: int, accepted: int, target_token: bool, depth: int | None = None,

@@ -263,3 +263,28 @@ def test_lookup_first_uses_both_and_merges_with_a_tree_fallback(tiny_llama):
         out = generate(model, prompts, drafter=d, max_new_tokens=30, ignore_eos=True)
         assert out.tokens == refs
         assert d.lookup_steps > 0 and d.fallback_steps > 0
+
+
+def test_draft_time_counts_observe_after_prefill(tiny_llama):
+    """draft_time_s is the drafter's whole cost per decode step: a head whose work happens when it
+    observes the verified tokens (DeepSeek MTP feeds its modules there) is charged for it; the
+    prompt's observe (prefill) is not."""
+    import time
+
+    model, _ = tiny_llama
+    p = _prompts(model.config.vocab_size)[2]
+    calls = {"decode": 0}
+
+    class SlowObserver(PromptLookupDrafter):
+        def observe(self, fb):
+            if not fb.is_prefill:
+                calls["decode"] += 1
+                time.sleep(0.02)
+            else:
+                time.sleep(0.5)
+
+    out = generate(model, p, drafter=SlowObserver(3), max_new_tokens=12, ignore_eos=True)
+    n = calls["decode"]
+    assert n == out.stats.target_forwards - 1 > 0
+    # at least the observes' sleeps, and not the prefill's 0.5 s
+    assert 0.02 * n <= out.stats.draft_time_s < 0.02 * n + 0.45

@@ -318,6 +318,35 @@ def test_deepseek_reduced_vocabulary(tiny_llama, data, tmp_path):
         assert torch.equal(loaded.forward_train(h, ids).logits[1], res.logits[1])
 
 
+def test_deepseek_feeds_only_the_modules_in_use(tiny_llama):
+    """DeepSeek MTP keeps only the modules the deepest chain so far has used up to date, and
+    catches the others up when a longer chain first asks for them: the drafts equal those of a head
+    that feeds every module at every step, for chain lengths that change from step to step, in a
+    batch of rows of different lengths."""
+    import dataclasses
+
+    model, _ = tiny_llama
+    torch.manual_seed(0)
+    head = build_head("deepseek", model, num_heads=4)
+    lengths = iter([1, 1, 2, 1, 4, 3, 1, 2] * 10)
+
+    class Varying(_Recorder):
+        def propose(self, ctx):
+            return super().propose(dataclasses.replace(ctx, max_tokens=min(ctx.max_tokens, next(lengths))))
+
+    prompts = _prompts([7, 12], seed=5)
+    ref = generate(model, prompts, max_new_tokens=16, ignore_eos=True).tokens
+    runs = []
+    for feed_all in (True, False):
+        head.feed_all_modules = feed_all
+        lengths = iter([1, 1, 2, 1, 4, 3, 1, 2] * 10)
+        rec = Varying(head.as_drafter())
+        assert generate(model, prompts, drafter=rec, num_draft_tokens=4, max_new_tokens=16, ignore_eos=True).tokens == ref
+        runs.append([(d.tokens.tolist(), d.lengths.tolist()) for d in rec.drafts])
+    head.feed_all_modules = False
+    assert runs[0] == runs[1] and len(runs[0]) > 4
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_gemma3_smoke(tiny_gemma, family, tmp_path):
     """Every family builds, trains a step, round-trips and drafts losslessly on Gemma3."""

@@ -61,6 +61,9 @@ class DeepSeekMTPHead(MTPHead):
     family = "deepseek"
     config_class = DeepSeekMTPConfig
     build_kwargs = ("token_counts",)
+    # False: at each step feed only the modules the deepest chain so far has used (a depth-1 draft
+    # runs one module); True: all of them (the same drafts, more work; tests compare the two)
+    feed_all_modules = False
 
     def __init__(self, config: DeepSeekMTPConfig, target: nn.Module, token_counts=None) -> None:
         super().__init__(config, target)
@@ -103,6 +106,7 @@ class DeepSeekMTPHead(MTPHead):
             # hist[m][r]: h^(m) at row r's positions 0.. (m=0: the target's hidden states)
             "hist": [[torch.zeros(0, H, device=device, dtype=dtype) for _ in range(batch_size)] for _ in range(D + 1)],
             "count": [[0] * batch_size for _ in range(D)],  # true entries in module m's cache
+            "depth": 1,  # modules kept up to date at every step: the deepest chain drafted so far
         }
 
     def _feed(self, state, m: int, h_rows: list[torch.Tensor], tok_rows: list[list[int]]) -> list[torch.Tensor]:
@@ -123,11 +127,18 @@ class DeepSeekMTPHead(MTPHead):
 
     def draft_observe(self, state, hidden_states, counts, sequences):
         x = hidden_states[self.config.hidden_layers[-1]]
-        hist, count = state["hist"], state["count"]
+        hist = state["hist"]
         for r, c in enumerate(counts.tolist()):
             hist[0][r] = torch.cat([hist[0][r], x[r, :c]])
+        self._catch_up(state, sequences, len(self.mods) if self.feed_all_modules else state["depth"])
+
+    def _catch_up(self, state, sequences, upto: int) -> None:
+        """Feed modules 0..upto-1 the committed positions they have not seen (module m holds
+        positions 0 .. t-m). Modules past the deepest chain drafted so far are left behind, and
+        caught up when a longer chain first asks for them."""
+        hist, count = state["hist"], state["count"]
         n_h = [len(s) - 1 for s in sequences]  # committed hidden states per row
-        for m in range(len(self.mods)):
+        for m in range(upto):
             ends = [max(0, n - m) for n in n_h]
             starts = count[m]
             if all(e == s for s, e in zip(starts, ends)):
@@ -140,6 +151,9 @@ class DeepSeekMTPHead(MTPHead):
             state["kv"][m].truncate(state["kv"][m].lengths)
 
     def draft_chain(self, state, sequences, num_tokens, pick):
+        if num_tokens > state["depth"]:  # modules not used so far: bring them up to date first
+            state["depth"] = num_tokens
+            self._catch_up(state, sequences, num_tokens)
         hist, count = state["hist"], state["count"]
         B = len(sequences)
         n_h = [len(s) - 1 for s in sequences]
