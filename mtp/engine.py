@@ -270,11 +270,7 @@ class _Decoder:
         draft = self.drafter.propose(DraftContext(sequences=self.state.seqs, max_tokens=k_step,
                                                   sampling=self.opts.sampling, generator=self.opts.generator,
                                                   active=active, device=device))
-        sync(device)
-        dt = time.perf_counter() - t0
-        for r in range(B):
-            if active[r]:
-                self.state.stats[r].draft_time_s += dt / sum(active)
+        self._charge_drafting([r for r in range(B) if active[r]], t0)
         node_depth = None if draft.parents is None else node_depths(draft.parents)
         too_long = draft.max_len > k_step if node_depth is None else (
             draft.max_len > 0 and int(node_depth.max()) > k_step)
@@ -346,10 +342,14 @@ class _Decoder:
         ))
         rows = [r for r, c in enumerate(committed) if c]
         if not prefill and rows:  # a head's work on the verified tokens is drafting time too
-            sync(self.device)
-            dt = time.perf_counter() - t0
-            for r in rows:
-                self.state.stats[r].draft_time_s += dt / len(rows)
+            self._charge_drafting(rows, t0)
+
+    def _charge_drafting(self, rows: list[int], t0: float) -> None:
+        """The time since t0 (after a device sync) as drafting time, split evenly over `rows`."""
+        sync(self.device)
+        dt = time.perf_counter() - t0
+        for r in rows:
+            self.state.stats[r].draft_time_s += dt / len(rows)
 
 
 def _resolve(model, drafter: Drafter | None, *, num_draft_tokens, max_new_tokens, temperature, top_k, top_p, seed,
