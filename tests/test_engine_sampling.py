@@ -58,18 +58,13 @@ def _draft(kind, model):
         return DraftModelDrafter(perturbed_copy(model, 0.1, seed=1), 2)
     if kind == "draft-far":
         return DraftModelDrafter(perturbed_copy(model, 0.5, seed=1), 2)
-    if kind == "eagle3-reduced-vocab":  # q is 0 outside a 48-token draft vocabulary
-        from mtp.heads import build_head
+    if kind.endswith("-reduced-vocab"):  # q is 0 outside a 48-token draft vocabulary (EAGLE-3's own LM head;
+        from mtp.heads import build_head  # FR-Spec rows of the shared LM head for DeepSeek MTP and Medusa)
 
         torch.manual_seed(0)
         counts = torch.arange(V, 0, -1).float()
-        return build_head("eagle3", model, num_heads=2, draft_vocab_size=48, token_counts=counts).as_drafter()
-    if kind == "deepseek-reduced-vocab":  # DeepSeek MTP over the LM head's 48 most frequent rows (FR-Spec)
-        from mtp.heads import build_head
-
-        torch.manual_seed(0)
-        counts = torch.arange(V, 0, -1).float()
-        return build_head("deepseek", model, num_heads=2, draft_vocab_size=48, token_counts=counts).as_drafter()
+        family = kind[: -len("-reduced-vocab")]
+        return build_head(family, model, num_heads=2, draft_vocab_size=48, token_counts=counts).as_drafter()
     if kind == "lookup-first-mixed":
         # Per row and step a coin picks a deterministic "lookup" chain (the target's own greedy
         # continuation, so it is often accepted) or the draft model's sampled chain.
@@ -92,7 +87,7 @@ def _draft(kind, model):
 
 
 @pytest.mark.parametrize("kind", ["plain", "random-uniform-q", "draft-close", "draft-far", "eagle3-reduced-vocab",
-                                  "deepseek-reduced-vocab", "lookup-first-mixed"])
+                                  "deepseek-reduced-vocab", "medusa-reduced-vocab", "lookup-first-mixed"])
 def test_engine_sampling_is_lossless(tiny_llama, exact_joint, kind):
     model, _ = tiny_llama
     y0, joint = exact_joint

@@ -77,10 +77,10 @@ PRESETS = {
                    bench_tokens=12, dtype="fp32"),
 }
 
-FAMILY_ARGS = {  # per-family head arguments on top of num_heads
-    "eagle3": lambda p: {"draft_vocab_size": p.draft_vocab},
-    "deepseek": lambda p: {"draft_vocab_size": p.draft_vocab},  # FR-Spec rows of the shared LM head
-}
+# Per-family head arguments on top of num_heads: every family drafts over the preset's reduced
+# vocabulary (EAGLE-3's own LM head; FR-Spec rows of the shared LM head for the others).
+FAMILY_ARGS = {family: (lambda p: {"draft_vocab_size": p.draft_vocab})
+               for family in ("eagle3", "eagle", "hydra", "medusa", "parallel", "deepseek")}
 
 
 def _stage(i: int, n: int, name: str, cmd: list[str]) -> float:

@@ -41,7 +41,8 @@ def build_head(family: str, target: nn.Module, **config_overrides: Any) -> MTPHe
 
     config_overrides: fields of the family's config dataclass (e.g. num_heads=3); hidden_size,
     vocab_size, base_model and base_fingerprint are filled from the target. Families may take
-    extra construction-only arguments (eagle3: token_counts=[V] for its reduced vocabulary).
+    extra construction-only arguments (token_counts=[V], the response-token counts a
+    reduced draft vocabulary, `draft_vocab_size`, is chosen from).
     """
     from mtp.models import model_fingerprint
 

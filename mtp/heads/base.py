@@ -26,6 +26,8 @@ class HeadConfig:
     hidden_size: int = 0  # filled from the target's config when 0
     vocab_size: int = 0  # filled from the target's config when 0
     hidden_layers: tuple[int, ...] = (-1,)  # indices into HF output_hidden_states (-1: last, post-norm)
+    # a reduced draft vocabulary (EAGLE-3 / FR-Spec): the Vd most frequent target tokens; None: all V
+    draft_vocab_size: int | None = None
     base_model: str = ""  # the target's name (config.name_or_path)
     base_fingerprint: str = ""  # mtp.models.model_fingerprint(target)
 

@@ -7,11 +7,8 @@ states); Emb and LMHead are the target's, frozen and shared; each module has its
 (a copy of the target's final norm), like DeepSeek's per-module `shared_head.norm`.
 Training is teacher-forced with the true tokens.
 
-Reduced vocabulary (FR-Spec, Zhao et al. 2025): with `draft_vocab_size` Vd the modules' logits are
-the shared LM head restricted to its Vd rows for the most frequent target tokens (`token_counts`
-given to build_head), still frozen: buffers d2t / t2d as in EAGLE-3 and `lm_rows` [Vd, H], saved
-with the head so a loaded head drafts from the same rows. Training logits are over the draft
-vocabulary, drafting logits over the full one with the minimum float outside it.
+Reduced vocabulary (FR-Spec): with `draft_vocab_size` the modules' logits come from the shared LM
+head's rows for the most frequent target tokens, still frozen (`SharedUnembedding`).
 
 Drafting (recursive, one module per draft token, so at most D tokens per step): every module has
 its own KV cache (mtp.kv.KVState). Module m holds the true entries it can compute from committed
@@ -28,14 +25,13 @@ import torch
 from torch import nn
 
 from mtp.heads.base import HeadConfig, HeadTrainOutput, MTPHead, TargetParts
-from mtp.heads.layers import (FeatureKV, causal_allowed, copied_norm, draft_vocabulary, expand_draft_logits, fresh_norm,
-                              make_decoder_layers, positions_from_mask, run_layer, shift_ids)
+from mtp.heads.layers import (FeatureKV, SharedUnembedding, causal_allowed, copied_norm, fresh_norm, make_decoder_layers,
+                              positions_from_mask, run_layer, shift_ids)
 
 
 @dataclass
 class DeepSeekMTPConfig(HeadConfig):
     family: str = "deepseek"
-    draft_vocab_size: int | None = None  # None: the target's full LM head
 
 
 class MTPModule(nn.Module):
@@ -57,10 +53,9 @@ class MTPModule(nn.Module):
         return self.proj(torch.cat([self.hnorm(h), self.enorm(e.to(h.dtype))], dim=-1))
 
 
-class DeepSeekMTPHead(MTPHead):
+class DeepSeekMTPHead(SharedUnembedding, MTPHead):
     family = "deepseek"
     config_class = DeepSeekMTPConfig
-    build_kwargs = ("token_counts",)
     # False: at each step feed only the modules the deepest chain so far has used (a depth-1 draft
     # runs one module); True: all of them (the same drafts, more work; tests compare the two)
     feed_all_modules = False
@@ -69,21 +64,11 @@ class DeepSeekMTPHead(MTPHead):
         super().__init__(config, target)
         self.layer_config, blocks = make_decoder_layers(self.target, config.num_heads)
         self.mods = nn.ModuleList([MTPModule(self.target, b) for b in blocks])
-        if config.draft_vocab_size is None:
-            self.d2t = self.t2d = self.lm_rows = None
-        else:
-            lm = self.target.lm_head
-            if getattr(lm, "bias", None) is not None:
-                raise ValueError("deepseek: draft_vocab_size needs an LM head without bias")
-            d2t, t2d = draft_vocabulary(self.family, config.vocab_size, config.draft_vocab_size, token_counts)
-            self.register_buffer("d2t", d2t)
-            self.register_buffer("t2d", t2d)
-            self.register_buffer("lm_rows", lm.weight.detach()[d2t.to(lm.weight.device)].clone())
+        self.init_draft_vocabulary(token_counts)
 
     def _logits(self, m: int, h: torch.Tensor, train: bool = False) -> torch.Tensor:
         """Module m's logits: over the draft vocabulary in training when there is one, else over V."""
-        z = self.target.logits(self.mods[m].norm(h), rows=self.lm_rows)
-        return z if (train or self.d2t is None) else expand_draft_logits(z, self.d2t, self.config.vocab_size)
+        return self.unembed(self.mods[m].norm(h), train)
 
     def forward_train(self, hidden_states, input_ids, attention_mask=None) -> HeadTrainOutput:
         h = hidden_states[self.config.hidden_layers[-1]]

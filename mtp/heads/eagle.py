@@ -2,7 +2,7 @@
 
 Step: g_{i+1} = Layer(fc([g_i; Emb(x_{i+1})])) with g the target's last (post-norm) hidden state
 at committed positions and the draft's own predicted feature afterwards; logits = frozen target
-LM head(g). Training loss: smooth-L1 between predicted and true features, weight
+LM head(g) (its rows for the most frequent tokens with `draft_vocab_size`: `SharedUnembedding`). Training loss: smooth-L1 between predicted and true features, weight
 `feature_loss_weight` (1.0), returned in aux_losses["feature"]; the token CE is the trainer's,
 with weight 0.1 per the paper (`head.loss_weights()`).
 
@@ -27,7 +27,7 @@ from transformers import DynamicCache
 
 from mtp.heads.base import HeadConfig, HeadTrainOutput, MTPHead
 from mtp.heads.drafting import last_rows
-from mtp.heads.layers import FeatureKV, make_decoder_layers, positions_from_mask, run_layer, shift_ids
+from mtp.heads.layers import FeatureKV, SharedUnembedding, make_decoder_layers, positions_from_mask, run_layer, shift_ids
 
 
 class FeatureARHead(MTPHead):
@@ -159,12 +159,13 @@ class EagleConfig(HeadConfig):
     token_loss_weight: float = 0.1  # suggested CE weight per step (loss_weights())
 
 
-class EagleHead(FeatureARHead):
+class EagleHead(SharedUnembedding, FeatureARHead):
     family = "eagle"
     config_class = EagleConfig
 
-    def __init__(self, config: EagleConfig, target: nn.Module) -> None:
+    def __init__(self, config: EagleConfig, target: nn.Module, token_counts=None) -> None:
         super().__init__(config, target)
+        self.init_draft_vocabulary(token_counts)
         H = config.hidden_size
         self.fc = nn.Linear(2 * H, H, bias=True)
 
@@ -175,7 +176,10 @@ class EagleHead(FeatureARHead):
         return self.fc(torch.cat([g, self.target.embed(ids).to(g.dtype)], dim=-1))
 
     def readout(self, g):
-        return self.target.logits(g)  # features are post-norm, as the LM head takes them
+        return self.unembed(g)  # features are post-norm, as the LM head takes them
+
+    def readout_train(self, g):
+        return self.unembed(g, train=True)
 
     def loss_weights(self) -> list[float]:
         return [self.config.token_loss_weight] * self.config.num_heads

@@ -8,12 +8,13 @@ draft's own previous output afterwards; logits = own LM head(own norm(g')) over 
 vocabulary. Training unrolls num_heads steps on its own outputs (see `FeatureARHead`) with
 suggested step weights `step_decay`**j (0.8).
 
-Reduced vocabulary: `draft_vocab_size` Vd with buffers d2t [Vd] (draft index -> target id; the
-absolute id, not EAGLE's offset) and t2d [V] bool (target id is in the draft vocabulary), built
-from `token_counts` given to build_head (most frequent Vd tokens). Logits are returned over the
-full target vocabulary with the minimum float outside the draft vocabulary when drafting, so draws
-and q never leave it; training logits stay over the draft vocabulary (`HeadTrainOutput.vocab` is
-d2t) and the losses map labels through it (labels outside it count as misses, with no CE).
+Reduced vocabulary: `draft_vocab_size` Vd (`SharedUnembedding` with rows=False: buffers d2t [Vd],
+the absolute target ids, not EAGLE's offset, and t2d [V] bool, from `token_counts` given to
+build_head). The head's own LM head has Vd rows, initialised from the target's. Logits are returned
+over the full target vocabulary with the minimum float outside the draft vocabulary when drafting,
+so draws and q never leave it; training logits stay over the draft vocabulary
+(`HeadTrainOutput.vocab` is d2t) and the losses map labels through it (labels outside it count as
+misses, with no CE).
 """
 from __future__ import annotations
 
@@ -24,21 +25,19 @@ from torch import nn
 
 from mtp.heads.base import HeadConfig
 from mtp.heads.eagle import FeatureARHead
-from mtp.heads.layers import copied_norm, draft_vocabulary, expand_draft_logits, fresh_norm
+from mtp.heads.layers import SharedUnembedding, copied_norm, fresh_norm
 
 
 @dataclass
 class Eagle3Config(HeadConfig):
     family: str = "eagle3"
     hidden_layers: tuple[int, ...] = ()  # () -> (2, L//2, L-1) resolved against the target
-    draft_vocab_size: int | None = None  # None: the full target vocabulary
     step_decay: float = 0.8  # suggested loss weight of unrolled step j: step_decay**j
 
 
-class Eagle3Head(FeatureARHead):
+class Eagle3Head(SharedUnembedding, FeatureARHead):
     family = "eagle3"
     config_class = Eagle3Config
-    build_kwargs = ("token_counts",)
 
     @classmethod
     def resolve_hidden_layers(cls, config, num_layers):
@@ -48,7 +47,7 @@ class Eagle3Head(FeatureARHead):
 
     def __init__(self, config: Eagle3Config, target: nn.Module, token_counts=None) -> None:
         super().__init__(config, target)
-        H, V = config.hidden_size, config.vocab_size
+        H = config.hidden_size
         n = len(config.hidden_layers)
         if n == 0:
             raise ValueError("eagle3: hidden_layers is empty (build it with build_head to resolve the default)")
@@ -57,18 +56,11 @@ class Eagle3Head(FeatureARHead):
         self.gnorm = fresh_norm(self.target)
         self.fc = nn.Linear(2 * H, H, bias=False)
         self.norm = copied_norm(self.target)
-        Vd = config.draft_vocab_size
-        if Vd is not None:
-            d2t, t2d = draft_vocabulary(self.family, V, Vd, token_counts)
-            self.register_buffer("d2t", d2t)
-            self.register_buffer("t2d", t2d)
-        else:
-            self.d2t = None
-            self.t2d = None
-        w = self.target.lm_head.weight.detach()
-        self.lm_head = nn.Linear(H, Vd or V, bias=False)
+        self.init_draft_vocabulary(token_counts, rows=False)
+        w = self.draft_rows(self.target.lm_head.weight.detach())
+        self.lm_head = nn.Linear(H, w.shape[0], bias=False)
         with torch.no_grad():
-            self.lm_head.weight.copy_(w if self.d2t is None else w[self.d2t.to(w.device)])
+            self.lm_head.weight.copy_(w)
 
     def init_feature(self, hidden_states):
         dtype = self.fuse.weight.dtype
@@ -78,17 +70,10 @@ class Eagle3Head(FeatureARHead):
         return self.fc(torch.cat([self.enorm(self.target.embed(ids).to(g.dtype)), self.gnorm(g)], dim=-1))
 
     def readout(self, g):
-        logits = self.lm_head(self.norm(g))
-        if self.d2t is None:
-            return logits
-        return expand_draft_logits(logits, self.d2t, self.config.vocab_size)
+        return self.to_target_vocab(self.lm_head(self.norm(g)))
 
     def readout_train(self, g):
         return self.lm_head(self.norm(g))  # over the draft vocabulary when there is one (draft_vocab)
-
-    @property
-    def draft_vocab(self):
-        return self.d2t
 
     def loss_weights(self) -> list[float]:
         return [self.config.step_decay ** j for j in range(self.config.num_heads)]

@@ -3,7 +3,8 @@
 Head j at position t sees the target hidden state h_t and the embeddings of tokens t+1 .. t+1+j
 (the pending token and the drafts before its own): in_j = [h_t, e_{t+1}, .., e_{t+1+j}] ->
 Linear((j+2)H -> H) (initialised to pass h_t through) -> ResBlock^num_layers -> frozen target
-LM head. Embeddings are the target's (frozen, shared), RMS-normalised without a weight.
+LM head (its rows for the most frequent tokens with `draft_vocab_size`: `SharedUnembedding`).
+Embeddings are the target's (frozen, shared), RMS-normalised without a weight.
 Training is teacher-forced with the true tokens; drafting feeds each head its own earlier drafts
 (sampled ones at T>0), so q_j is conditional on the drafted prefix.
 """
@@ -17,7 +18,7 @@ from torch import nn
 
 from mtp.heads.base import HeadConfig, HeadTrainOutput, MTPHead
 from mtp.heads.drafting import last_rows
-from mtp.heads.layers import ResBlock, shift_ids
+from mtp.heads.layers import ResBlock, SharedUnembedding, shift_ids
 
 
 @dataclass
@@ -26,12 +27,13 @@ class HydraConfig(HeadConfig):
     num_layers: int = 1  # residual blocks after each head's input projection
 
 
-class HydraHead(MTPHead):
+class HydraHead(SharedUnembedding, MTPHead):
     family = "hydra"
     config_class = HydraConfig
 
-    def __init__(self, config: HydraConfig, target: nn.Module) -> None:
+    def __init__(self, config: HydraConfig, target: nn.Module, token_counts=None) -> None:
         super().__init__(config, target)
+        self.init_draft_vocabulary(token_counts)
         H = config.hidden_size
         self.in_proj = nn.ModuleList([nn.Linear((j + 2) * H, H) for j in range(config.num_heads)])
         with torch.no_grad():
@@ -47,15 +49,17 @@ class HydraHead(MTPHead):
         e = self.target.embed(ids).to(self.in_proj[0].weight.dtype)
         return F.rms_norm(e, (e.shape[-1],))
 
-    def head_logits(self, j: int, h: torch.Tensor, embs: list[torch.Tensor]) -> torch.Tensor:
-        """h [..., H], embs: j+1 embeddings [..., H] of tokens t+1..t+1+j -> logits [..., V]."""
+    def head_logits(self, j: int, h: torch.Tensor, embs: list[torch.Tensor], train: bool = False) -> torch.Tensor:
+        """h [..., H], embs: j+1 embeddings [..., H] of tokens t+1..t+1+j -> logits [..., V]
+        (training: [..., Vd] with a draft vocabulary)."""
         x = self.in_proj[j](torch.cat([h, *embs[: j + 1]], dim=-1))
-        return self.target.logits(self.blocks[j](x))
+        return self.unembed(self.blocks[j](x), train)
 
     def forward_train(self, hidden_states, input_ids, attention_mask=None) -> HeadTrainOutput:
         h = hidden_states[self.config.hidden_layers[-1]]
         embs = [self._embed(shift_ids(input_ids, o + 1)) for o in range(self.config.num_heads)]
-        return HeadTrainOutput(logits=[self.head_logits(j, h, embs) for j in range(self.config.num_heads)])
+        return HeadTrainOutput(logits=[self.head_logits(j, h, embs, train=True) for j in range(self.config.num_heads)],
+                               vocab=self.draft_vocab)
 
     # ---- drafting -------------------------------------------------------------------------
     def draft_state(self, batch_size, device):

@@ -178,6 +178,55 @@ def expand_draft_logits(logits: torch.Tensor, d2t: torch.Tensor, vocab_size: int
     return full.index_copy(-1, d2t, logits)
 
 
+class SharedUnembedding:
+    """Mixin for heads whose logits come from the target's frozen, shared LM head, with an optional
+    reduced draft vocabulary (FR-Spec, Zhao et al. 2025): `config.draft_vocab_size` Vd restricts
+    the LM head to its rows for the Vd most frequent target tokens (`token_counts` [V] given to
+    build_head). Buffers d2t [Vd] (draft index -> target id), t2d [V] bool and lm_rows [Vd, H] are
+    saved with the head, so a loaded head drafts from the same rows. Training logits are over the
+    draft vocabulary (`draft_vocab` is d2t; the losses map labels through it); drafting logits are
+    over the full vocabulary with the minimum float outside it, so draws and q never leave it.
+    Verification stays the target's, over the full vocabulary."""
+
+    build_kwargs = ("token_counts",)
+
+    def init_draft_vocabulary(self, token_counts=None, rows: bool = True) -> None:
+        """Call from __init__ after MTPHead.__init__. rows=False: the head has its own LM head(s)
+        over the draft vocabulary (initialise them from `draft_rows(weight)`) and needs no lm_rows."""
+        size = self.config.draft_vocab_size
+        if size is None:
+            self.d2t = self.t2d = self.lm_rows = None
+            return
+        lm = self.target.lm_head
+        if rows and getattr(lm, "bias", None) is not None:
+            raise ValueError(f"{self.family}: draft_vocab_size needs an LM head without bias")
+        d2t, t2d = draft_vocabulary(self.family, self.config.vocab_size, size, token_counts)
+        self.register_buffer("d2t", d2t)
+        self.register_buffer("t2d", t2d)
+        if rows:
+            self.register_buffer("lm_rows", self.draft_rows(lm.weight.detach()).clone())
+        else:
+            self.lm_rows = None
+
+    def draft_rows(self, weight: torch.Tensor) -> torch.Tensor:
+        """The rows [Vd, H] of an LM-head weight [V, H] for the draft vocabulary (all rows without one)."""
+        return weight if self.d2t is None else weight[self.d2t.to(weight.device)]
+
+    def to_target_vocab(self, logits: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """Draft-vocabulary logits [..., Vd] as the caller needs them: unchanged in training,
+        expanded to [..., V] for drafting."""
+        return logits if (train or self.d2t is None) else expand_draft_logits(logits, self.d2t, self.config.vocab_size)
+
+    def unembed(self, h: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """The shared LM head on a post-norm hidden state [..., H] (its draft rows when there are)."""
+        return self.to_target_vocab(self.target.logits(h, rows=self.lm_rows), train)
+
+    @property
+    def draft_vocab(self) -> torch.Tensor | None:
+        """d2t [Vd] when training logits are over a reduced draft vocabulary, else None."""
+        return self.d2t
+
+
 class ResBlock(nn.Module):
     """Medusa's residual block x + SiLU(W x + b), W zero-initialised (identity at init)."""
 

@@ -3,7 +3,8 @@
 Each head is one decoder layer of the target's own class over the trunk's hidden states
 (config.hidden_layers: the last, post-norm one by default, or an earlier layer such as L-1, the
 input of the target's last layer), then its own copy of the target's final norm, then the
-frozen shared unembedding. Head j at position t drafts token t+2+j.
+frozen shared unembedding (its rows for the most frequent tokens with `draft_vocab_size`:
+`SharedUnembedding`). Head j at position t drafts token t+2+j.
 Drafting: every head keeps its own KV cache (mtp.kv.KVState) over the committed positions' trunk
 states, fed through observe(); the K drafts come from the last committed position, independently
 (sampled independently at T>0).
@@ -17,7 +18,7 @@ from torch import nn
 
 from mtp.heads.base import HeadConfig, HeadTrainOutput, MTPHead
 from mtp.heads.drafting import last_rows
-from mtp.heads.layers import (FeatureKV, causal_allowed, copied_norm, make_decoder_layers,
+from mtp.heads.layers import (FeatureKV, SharedUnembedding, causal_allowed, copied_norm, make_decoder_layers,
                               positions_from_mask, run_layer)
 
 
@@ -26,12 +27,13 @@ class ParallelConfig(HeadConfig):
     family: str = "parallel"
 
 
-class ParallelHead(MTPHead):
+class ParallelHead(SharedUnembedding, MTPHead):
     family = "parallel"
     config_class = ParallelConfig
 
-    def __init__(self, config: ParallelConfig, target: nn.Module) -> None:
+    def __init__(self, config: ParallelConfig, target: nn.Module, token_counts=None) -> None:
         super().__init__(config, target)
+        self.init_draft_vocabulary(token_counts)
         self.layer_config, self.layers = make_decoder_layers(self.target, config.num_heads)
         self.norms = nn.ModuleList([copied_norm(self.target) for _ in range(config.num_heads)])
 
@@ -43,7 +45,7 @@ class ParallelHead(MTPHead):
         if attention_mask is None:
             attention_mask = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
         outs = self._run(x, causal_allowed(attention_mask), positions_from_mask(attention_mask))
-        return HeadTrainOutput(logits=[self.target.logits(n(o)) for n, o in zip(self.norms, outs)])
+        return HeadTrainOutput(logits=[self.unembed(n(o), train=True) for n, o in zip(self.norms, outs)], vocab=self.draft_vocab)
 
     # ---- drafting -------------------------------------------------------------------------
     def draft_state(self, batch_size, device):
@@ -61,4 +63,4 @@ class ParallelHead(MTPHead):
 
     def draft_chain(self, state, sequences, num_tokens, pick):
         for j in range(num_tokens):
-            pick(self.target.logits(state["last"][:, j]))
+            pick(self.unembed(state["last"][:, j]))
