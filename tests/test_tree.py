@@ -257,24 +257,32 @@ def test_every_head_drafts_lossless_trees(tiny_llama, trained_heads, family):
         assert sampled.stats.accepted > 0
 
 
-# families whose trees grow one forward per depth (feature heads: EAGLE, EAGLE-3)
+# families whose trees grow one head call per depth over the whole frontier (EAGLE, EAGLE-3,
+# Hydra; Medusa and parallel heads, whose logits depend only on the depth)
 @pytest.mark.parametrize("family", [f for f in list_families() if hasattr(HEAD_FAMILIES[f], "tree_expander")])
 def test_batched_frontier_expansion_equals_per_path_chains(tiny_llama, trained_heads, family):
-    """The one-forward-per-depth tree expansion of feature heads gives, for every node, the logits
-    the family's own chain gives after that node's path; batch-1 trees then equal plain greedy."""
+    """The one-call-per-depth tree expansion gives, for every node, the logits the family's own
+    chain gives after that node's path (paths of mixed lengths in one call too); batch-1 trees
+    then equal plain greedy."""
     from mtp.heads.drafting import HeadDrafter
 
     model, _ = tiny_llama
     head = trained_heads[family]
     d = HeadDrafter(head)
     generate(model, PROMPTS[1], drafter=d, max_new_tokens=9, ignore_eos=True)  # leaves a live draft state
-    lengths = d._state["kv"].lengths.clone()
-    expand = head.tree_expander(d._state)
+    kv = d._state.get("kv")
+    lengths = kv.lengths.clone() if kv is not None else None
+    expand = head.tree_expander(d._state, d._seqs)
     levels = [[()], [(5,), (9,), (17,)], [(5, 3), (5, 40), (9, 3)], [(5, 3, 8)]]
+    if head.max_draft_tokens is not None:  # parallel families draft at most num_heads tokens
+        levels = [lv for lv in levels if len(lv[0]) < head.max_draft_tokens]
+    if family == "hydra":
+        levels.append([(7, 2), (), (11,)])
     with torch.no_grad():
         got = [expand(level) for level in levels]
         expand.close()
-        assert torch.equal(d._state["kv"].lengths, lengths)  # speculative slots dropped
+        if kv is not None:
+            assert torch.equal(kv.lengths, lengths)  # speculative slots dropped
         for level, logits in zip(levels, got):
             for path, row in zip(level, logits):
                 torch.testing.assert_close(row, d._next_logits([list(path)])[0], rtol=1e-4, atol=1e-4)

@@ -130,7 +130,7 @@ class HeadDrafter(Drafter):
                 continue
             batched = B == 1 and hasattr(self.head, "tree_expander")
             if batched:  # one head forward per tree depth, over the whole frontier
-                expander = self.head.tree_expander(self._state)
+                expander = self.head.tree_expander(self._state, self._seqs)
 
                 def next_logits(paths, expander=expander):
                     return expander(paths).float()
@@ -164,6 +164,21 @@ class HeadDrafter(Drafter):
             if batched:
                 expander.close()
         return Draft.from_trees(trees, ctx.device)
+
+
+def depth_expander(logits_at_depth):
+    """A tree_expander for parallel heads (Medusa, Meta-style), whose logits after a path depend only
+    on its length d (head d on the last committed state): logits_at_depth(d) -> [V], computed once
+    per depth and shared by every node there."""
+    cache: dict[int, torch.Tensor] = {}
+
+    def next_logits(paths):
+        for d in {len(p) for p in paths} - cache.keys():
+            cache[d] = logits_at_depth(d)
+        return torch.stack([cache[len(p)] for p in paths])
+
+    next_logits.close = lambda: None
+    return next_logits
 
 
 def last_rows(x: torch.Tensor, counts: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:

@@ -109,7 +109,7 @@ class FeatureARHead(MTPHead):
         kv.truncate(kv.lengths)
         state["g"] = last_rows(out, counts, state["g"])
 
-    def tree_expander(self, state):
+    def tree_expander(self, state, sequences=None):
         """Batch 1: next_logits(paths) -> [len(paths), V] draft logits after each token path (the
         empty path: after the pending token), all paths of one call in ONE layer forward over the
         frontier (EAGLE-2's batched expansion; each path's prefix must have been expanded by an

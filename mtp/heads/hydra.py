@@ -75,3 +75,26 @@ class HydraHead(SharedUnembedding, MTPHead):
         for j in range(num_tokens):
             t = pick(self.head_logits(j, h, embs))
             embs.append(self._embed(t))
+
+    def tree_expander(self, state, sequences):
+        """Batch 1: next_logits(paths) -> [len(paths), V], the logits after each token path (after
+        the pending token), one head call per path length over all paths of that length."""
+        h = state["h"][:1]
+        pending = self._embed(torch.tensor([sequences[0][-1]], device=h.device))
+
+        def next_logits(paths):
+            out: list = [None] * len(paths)
+            by_len: dict[int, list[int]] = {}
+            for i, p in enumerate(paths):
+                by_len.setdefault(len(p), []).append(i)
+            for d, idx in by_len.items():
+                m = len(idx)
+                toks = torch.tensor([list(paths[i]) for i in idx], dtype=torch.long, device=h.device).view(m, d)
+                embs = [pending.expand(m, -1)] + [self._embed(toks[:, i]) for i in range(d)]
+                z = self.head_logits(d, h.expand(m, -1), embs)
+                for k, i in enumerate(idx):
+                    out[i] = z[k]
+            return torch.stack(out)
+
+        next_logits.close = lambda: None
+        return next_logits

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mtp.heads.base import HeadConfig, HeadTrainOutput, MTPHead
-from mtp.heads.drafting import last_rows
+from mtp.heads.drafting import depth_expander, last_rows
 from mtp.heads.layers import ResBlock, SharedUnembedding
 
 
@@ -68,3 +68,7 @@ class MedusaHead(SharedUnembedding, MTPHead):
     def draft_chain(self, state, sequences, num_tokens, pick):
         for j in range(num_tokens):
             pick(self.head_logits(j, state["h"]))
+
+    def tree_expander(self, state, sequences=None):
+        """Batch 1: one head call per tree depth (the logits after a path depend only on its length)."""
+        return depth_expander(lambda d: self.head_logits(d, state["h"][:1])[0])

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mtp.heads.base import HeadConfig, HeadTrainOutput, MTPHead
-from mtp.heads.drafting import last_rows
+from mtp.heads.drafting import depth_expander, last_rows
 from mtp.heads.layers import (FeatureKV, SharedUnembedding, causal_allowed, copied_norm, make_decoder_layers,
                               positions_from_mask, run_layer)
 
@@ -64,3 +64,7 @@ class ParallelHead(SharedUnembedding, MTPHead):
     def draft_chain(self, state, sequences, num_tokens, pick):
         for j in range(num_tokens):
             pick(self.unembed(state["last"][:, j]))
+
+    def tree_expander(self, state, sequences=None):
+        """Batch 1: one unembedding per tree depth (the logits after a path depend only on its length)."""
+        return depth_expander(lambda d: self.unembed(state["last"][:1, d])[0])
