@@ -52,3 +52,17 @@ def log_table(run, key: str, rows: list[dict]) -> None:
     cols = list(rows[0])
     run.log({key: wandb.Table(columns=cols, data=[[str(r.get(c)) if isinstance(r.get(c), (list, dict)) else r.get(c)
                                                    for c in cols] for r in rows])})
+
+
+def parse_methods(text: str) -> list[tuple[str, str]]:
+    """"hf,copy=vanilla" -> [("hf", "hf"), ("copy", "vanilla")]; names must be unique."""
+    out = []
+    for part in (t.strip() for t in text.split(",")):
+        if not part:
+            continue
+        name, _, spec = part.partition("=") if "=" in part else (part, "", part)
+        out.append((name.strip(), spec.strip()))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"method names must be unique, got {names}; rename one with name=spec")
+    return out

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from eval._common import add_model_args, init_wandb, load_target, log_table
+from eval._common import add_model_args, init_wandb, load_target, log_table, parse_methods
 from mtp import results
 from mtp.bench import MethodSpecError, SuiteRun, context_method, make_method
 from mtp.cli import cli_main
@@ -72,20 +72,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def parse_methods(text: str) -> list[tuple[str, str]]:
-    """"hf,copy=vanilla" -> [("hf", "hf"), ("copy", "vanilla")]; names must be unique."""
-    out = []
-    for part in (t.strip() for t in text.split(",")):
-        if not part:
-            continue
-        name, _, spec = part.partition("=") if "=" in part else (part, "", part)
-        out.append((name.strip(), spec.strip()))
-    names = [n for n, _ in out]
-    if len(set(names)) != len(names):
-        raise SystemExit(f"method names must be unique, got {names}; rename one with name=spec")
-    return out
-
-
 def _config(args, methods) -> dict:
     c = {k: getattr(args, k) for k in ("model", "suite", "num_prompts", "temperature", "top_k", "top_p",
                                        "max_new_tokens", "repeats", "warmup", "seed", "dtype", "device", "threads",
@@ -128,6 +114,7 @@ def run(args) -> int:
     items = load_items(args, config)
     meta = collect_meta(config, model)
     meta["num_items"] = len(items)
+    meta["auto_k"] = {m.name: m.auto_k for m in methods if m.auto_k is not None}  # eval.costmodel times these
     atomic_write_json(out / "meta.json", meta)
     bench = SuiteRun(out, methods, items, tok, repeats=args.repeats, warmup=args.warmup,
                      max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,

@@ -20,7 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from eval._common import add_model_args, load_target
+from eval._common import add_model_args, load_target, parse_methods
 from mtp import costmodel, results
 from mtp.methods import make_method
 from mtp.cli import cli_main
@@ -35,7 +35,8 @@ def parse_args(argv=None):
     add_model_args(p)
     p.set_defaults(model=None)
     p.add_argument("--bench", default=None, help="an eval.bench results folder (methods, acceptance, timings)")
-    p.add_argument("--methods", default=None, help="methods to time (default: the bench's)")
+    p.add_argument("--methods", default=None, help="methods to time, as for eval.bench (name=spec names one; "
+                   "default: the bench's)")
     p.add_argument("--suite", default=None, help="prompts for drafter timing (default: the bench's)")
     p.add_argument("--prefix-len", type=int, default=None, help="cached prefix for the verify-cost curve")
     p.add_argument("--tokens", default=None, help="comma-separated m values (default 1..16,20,24,32,40,48,64)")
@@ -67,12 +68,21 @@ def _positive_ints(p, flag: str, text: str) -> list[int]:
 
 
 def bench_config(bench: Path | None) -> tuple[dict, list[dict], dict]:
-    """(config, samples, summary) of an eval.bench folder (empty without one)."""
+    """(config, samples, summary) of an eval.bench folder (empty without one); config["auto_k"]
+    holds the draft lengths its ":auto" methods chose (by method name)."""
     if bench is None:
         return {}, [], {}
     summary = json.loads((bench / "summary.json").read_text()) if (bench / "summary.json").exists() else {}
-    config = json.loads((bench / "meta.json").read_text())["config"]
+    meta = json.loads((bench / "meta.json").read_text())
+    config = {**meta["config"], "auto_k": meta.get("auto_k", {})}
     return config, results.read_samples(bench / "samples.jsonl"), summary
+
+
+def pin_auto(methods_spec: list[tuple[str, str]], auto_k: dict) -> list[tuple[str, str]]:
+    """":auto" -> the draft length the bench chose for that method, so the drafter is timed at the
+    length that was measured (choosing again on a noisy machine can pick another)."""
+    return [(n, s[: -len(":auto")] + f":{auto_k[n]}" if s.endswith(":auto") and n in auto_k else s)
+            for n, s in methods_spec]
 
 
 COLS = ["method", "K", "tau", "alpha_iid", "draft_step_ms", "verify_ms", "decode_ms", "predicted_speedup_chain",
@@ -122,8 +132,8 @@ def main(argv=None) -> int:
     args.model = args.model or "smollm2-135m"
     out = Path(args.out) if args.out else bench
     out.mkdir(parents=True, exist_ok=True)
-    methods_spec = ([(m, m) for m in args.methods.split(",")] if args.methods
-                    else list(cfg.get("methods", {}).items()))
+    methods_spec = pin_auto(parse_methods(args.methods) if args.methods else list(cfg.get("methods", {}).items()),
+                            cfg.get("auto_k", {}))
     max_new = args.max_new_tokens or cfg.get("max_new_tokens") or 64
     temperature = args.temperature if args.temperature is not None else cfg.get("temperature", 0.0)
 

@@ -206,6 +206,7 @@ def test_bench_writes_the_documented_files(bench_dir):
     for name in ("samples.jsonl", "summary.json", "summary.csv", "meta.json", "report.md", "speedup.png",
                  "acceptance_by_position.png", "tau_by_category.png", "accept_hist.png", "speedup_vs_tau.png"):
         assert (bench_dir / name).is_file(), name
+    assert json.loads((bench_dir / "meta.json").read_text())["auto_k"] == {}  # no ":auto" method here
     samples = results.read_jsonl(bench_dir / "samples.jsonl")
     assert len(samples) == 4 * 3 * 4  # (2 + 1 + 1 turns) x 3 repeats x 4 methods
     assert all(set(results.SAMPLE_KEYS) <= set(s) for s in samples)
@@ -304,6 +305,18 @@ def test_costmodel_cli(bench_dir, one_thread):
     assert rows["self"]["K"] == 3 and rows["self"]["draft_step_ms"] > 0
     assert {"predicted_speedup", "measured_speedup", "gap"} <= set(rows["self"])
     assert (bench_dir / "costmodel.png").exists() and results.load(bench_dir).costmodel is not None
+
+
+def test_costmodel_times_auto_methods_at_the_benchs_length():
+    """eval.costmodel times a ":auto" method at the draft length the bench chose (meta.json auto_k),
+    not at a fresh choice that a noisy machine may make differently."""
+    from eval.costmodel import pin_auto
+
+    specs = [("h", "heads:runs/x/best:auto"), ("p", "pld+heads:runs/x/best:auto"), ("t", "heads:runs/x/best:3:tree16"),
+             ("n", "heads:runs/y/best:auto"), ("pld", "pld")]
+    assert pin_auto(specs, {"h": 3, "p": 2}) == [
+        ("h", "heads:runs/x/best:3"), ("p", "pld+heads:runs/x/best:2"), ("t", "heads:runs/x/best:3:tree16"),
+        ("n", "heads:runs/y/best:auto"), ("pld", "pld")]
 
 
 def test_sweep_cli(tmp_path, one_thread):
