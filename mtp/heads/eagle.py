@@ -30,8 +30,9 @@ from mtp.heads.drafting import last_rows
 from mtp.heads.layers import FeatureKV, SharedUnembedding, make_decoder_layers, positions_from_mask, run_layer, shift_ids
 
 
-class FeatureARHead(MTPHead):
-    """Base of EAGLE-style heads: a one-layer draft decoder that runs on its own features."""
+class FeatureARHead(SharedUnembedding, MTPHead):
+    """Base of EAGLE-style heads: a one-layer draft decoder that runs on its own features. Each
+    family calls `init_draft_vocabulary` (a reduced draft vocabulary is optional)."""
 
     def __init__(self, config: HeadConfig, target: nn.Module) -> None:
         super().__init__(config, target)
@@ -50,14 +51,9 @@ class FeatureARHead(MTPHead):
     def readout(self, g: torch.Tensor) -> torch.Tensor:
         """Draft feature [..., H] -> logits over the target vocabulary [..., V]."""
 
+    @abc.abstractmethod
     def readout_train(self, g: torch.Tensor) -> torch.Tensor:
         """Training logits: over the draft vocabulary when the head has one (see `draft_vocab`)."""
-        return self.readout(g)
-
-    @property
-    def draft_vocab(self) -> torch.Tensor | None:
-        """d2t [Vd] when readout_train's logits are over a reduced draft vocabulary, else None."""
-        return None
 
     @property
     def max_draft_tokens(self) -> int | None:
@@ -159,7 +155,7 @@ class EagleConfig(HeadConfig):
     token_loss_weight: float = 0.1  # suggested CE weight per step (loss_weights())
 
 
-class EagleHead(SharedUnembedding, FeatureARHead):
+class EagleHead(FeatureARHead):
     family = "eagle"
     config_class = EagleConfig
 

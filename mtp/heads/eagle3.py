@@ -25,7 +25,7 @@ from torch import nn
 
 from mtp.heads.base import HeadConfig
 from mtp.heads.eagle import FeatureARHead
-from mtp.heads.layers import SharedUnembedding, copied_norm, fresh_norm
+from mtp.heads.layers import copied_norm, fresh_norm
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Eagle3Config(HeadConfig):
     step_decay: float = 0.8  # suggested loss weight of unrolled step j: step_decay**j
 
 
-class Eagle3Head(SharedUnembedding, FeatureARHead):
+class Eagle3Head(FeatureARHead):
     family = "eagle3"
     config_class = Eagle3Config
 
