@@ -19,12 +19,14 @@ of the chain tau measured by eval.bench (which conditions later drafts on earlie
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import sys
 from pathlib import Path
 
 import torch
 
+from mtp.heads.layers import expand_draft_logits
 from mtp.io import atomic_write_json, atomic_write_text, jsonable, read_jsonl
 from mtp.report import fmt
 from mtp.cli import cli_main
@@ -118,6 +120,17 @@ def build_sequences(model, tok, data: str, num_prompts: int | None, max_new_toke
     return seqs
 
 
+def draft_logits(head, hidden_states: dict, input_ids: torch.Tensor, vocab_size: int) -> list[torch.Tensor]:
+    """Teacher-forced logits of every head over the target's vocabulary (K x [B, T, V] float), as
+    drafting sees them: a head with a reduced draft vocabulary has its [.., Vd] training logits
+    placed at their target ids (the rest at the minimum float)."""
+    ho = head.forward_train(hidden_states=hidden_states, input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
+    logits = [lg.float() for lg in ho.logits]
+    if ho.vocab is not None:
+        logits = [expand_draft_logits(lg, ho.vocab, vocab_size) for lg in logits]
+    return logits
+
+
 @torch.no_grad()
 def evaluate(model, head, sequences, temperatures: list[float], topk: list[int]) -> dict:
     """Run the target and the head over each sequence (batch 1) and accumulate acceptance."""
@@ -128,8 +141,8 @@ def evaluate(model, head, sequences, temperatures: list[float], topk: list[int])
         x = torch.tensor([ids], device=device)
         out = model(input_ids=x, output_hidden_states=True)
         hs = {l: out.hidden_states[l] for l in layers}
-        ho = head.forward_train(hidden_states=hs, input_ids=x, attention_mask=torch.ones_like(x))
-        acc.add(out.logits[0].float(), [lg[0].float() for lg in ho.logits], x[0], torch.tensor(mask, device=device))
+        logits = [lg[0] for lg in draft_logits(head, hs, x, out.logits.shape[-1])]
+        acc.add(out.logits[0].float(), logits, x[0], torch.tensor(mask, device=device))
     return acc.result()
 
 
@@ -140,8 +153,13 @@ def bench_tau(bench_dir: str | Path, heads_dir: str) -> dict | None:
     summary = json.loads((bench_dir / "summary.json").read_text())
     hd = str(Path(heads_dir).resolve())
     for name, spec in cfg.get("methods", {}).items():
-        path = spec[len("heads:"):] if spec.startswith("heads:") else spec
-        base = path.rpartition(":")[0] if path.rpartition(":")[2].isdigit() else path
+        if spec.startswith("pld+"):
+            continue  # lookup-first: not these heads' chain alone
+        base = spec[len("heads:"):] if spec.startswith("heads:") else spec
+        while ":" in base and re.fullmatch(r"\d+|auto|tree\d+", base.rpartition(":")[2]):
+            base = base.rpartition(":")[0]  # drop :K, :auto, :tree<N>
+        if re.search(r":tree\d+$", spec):
+            continue  # trees: tau is not the chain's
         if Path(base).exists() and str(Path(base).resolve()) == hd and name in summary["methods"]:
             o = summary["methods"][name]["overall"]
             return {"method": name, "temperature": cfg.get("temperature"), "tau": o["tau"],

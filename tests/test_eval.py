@@ -370,3 +370,47 @@ def test_notebook_runs(bench_dir, tmp_path):
         del os.environ["MTP_RESULTS_DIR"], os.environ["MTP_SWEEP_DIR"]
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+
+
+@pytest.mark.parametrize("family", ["hydra", "medusa", "eagle", "eagle3", "deepseek", "parallel"])
+def test_offline_acceptance_scores_what_the_drafter_drafts(tiny_llama, family):
+    """eval.acceptance's teacher-forced logits, for a head with a reduced draft vocabulary, are the
+    logits the drafter picks its first token from after the same prefix (target ids, not draft-vocabulary
+    indices: scoring the latter gave 0 accuracy)."""
+    from eval.acceptance import draft_logits
+    from mtp.heads import build_head
+
+    model, _ = tiny_llama
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 128, (1, 14), generator=g)
+    counts = torch.bincount(ids.flatten(), minlength=128)
+    torch.manual_seed(0)
+    head = build_head(family, model, num_heads=2, draft_vocab_size=32, token_counts=counts).eval()
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True)
+        hs = {l: out.hidden_states[l] for l in head.config.hidden_layers}
+        z = draft_logits(head, hs, ids, 128)[0][0]  # head 1: [T, V]
+        assert z.shape == (14, 128) and (z.argmax(-1)[:, None] == head.d2t[None]).any(-1).all()
+        for t in range(1, 12):
+            state = head.draft_state(1, ids.device)
+            head.draft_observe(state, {l: h[:, : t + 1] for l, h in hs.items()}, torch.tensor([t + 1]),
+                               [ids[0, : t + 2].tolist()])
+            seen = []
+            head.draft_chain(state, [ids[0, : t + 2].tolist()], 1, lambda lg: seen.append(lg) or lg.argmax(-1))
+            assert torch.allclose(seen[0][0].float()[head.d2t], z[t, head.d2t], atol=1e-4), t
+            assert int(seen[0][0].argmax()) == int(z[t].argmax()), t
+
+
+def test_acceptance_finds_the_bench_chain_of_its_heads(tmp_path):
+    """bench_tau matches `heads:<dir>:auto` and `:K` chains, never a tree or lookup-first method."""
+    from eval.acceptance import bench_tau
+
+    hd = tmp_path / "heads"
+    hd.mkdir()
+    o = {"tau": 1.5, "accept_rate_per_position": [0.5]}
+    for methods, want in [({"t": f"heads:{hd}:3:tree16", "p": f"pld+heads:{hd}:3", "h": f"heads:{hd}:auto"}, "h"),
+                          ({"k": f"heads:{hd}:4"}, "k"), ({"t": f"heads:{hd}:3:tree16"}, None)]:
+        (tmp_path / "meta.json").write_text(json.dumps({"config": {"methods": methods, "temperature": 0.0}}))
+        (tmp_path / "summary.json").write_text(json.dumps({"methods": {m: {"overall": o} for m in methods}}))
+        got = bench_tau(tmp_path, str(hd))
+        assert (got or {}).get("method") == want

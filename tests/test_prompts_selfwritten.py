@@ -41,3 +41,19 @@ def test_self_written_prompts_need_a_chat_template(tiny_llama):
             self_written_prompts(model, tok, 2, cfg=CFG, progress=False)
     finally:
         tok.chat_template = saved
+
+
+def test_self_written_prompts_with_openers(tiny_llama):
+    """With openers, batch b's turns start with openers[b % len]; still deterministic and distinct."""
+    from dataclasses import replace
+
+    model, tok = tiny_llama
+    cfg = replace(CFG, batch_size=4, openers=("Explain", "List"))
+    a = self_written_prompts(model, tok, 6, seed=3, cfg=cfg, progress=False)
+    b = self_written_prompts(model, tok, 6, seed=3, cfg=cfg, progress=False)
+    assert len(a) == 6 and [p.turns for p in a] == [p.turns for p in b]
+    assert a[0].turns[0].startswith("Explain")
+    assert all(p.turns[0].startswith(("Explain", "List")) for p in a)
+    assert any(p.turns[0].startswith("List") for p in a)
+    d = Deduplicator()
+    assert all(d.add(p.turns[0]) for p in a)

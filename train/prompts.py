@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", default=None, help="model dtype (default fp32 on CPU, bf16 on GPU)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--openers", default="", metavar="LIST",
+                    help="start each batch's user turns with one of these comma-separated words, in turn; 'default' "
+                         "for the kit's list of task verbs and question words (mtp.data.magpie.DEFAULT_OPENERS). "
+                         "More varied prompts than free sampling, whose turns drift to a few stock openings")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--passages-from", default=None, metavar="DISTILL",
                     help="build passage tasks (summarise, RAG, translate, rewrite, extract, follow-up) from the "
@@ -45,13 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     from mtp.data import DataError
-    from mtp.data.magpie import MagpieConfig, self_written_prompts, write_prompts
+    from mtp.data.magpie import DEFAULT_OPENERS, MagpieConfig, self_written_prompts, write_prompts
     from mtp.models import load_model
 
     out = Path(a.out)
     settings = {"model": a.model, "num_prompts": a.num_prompts, "batch_size": a.batch_size,
                 "max_new_tokens": a.max_new_tokens, "temperature": a.temperature, "top_p": a.top_p, "seed": a.seed,
                 "dtype": a.dtype}
+    openers = DEFAULT_OPENERS if a.openers == "default" else tuple(o.strip() for o in a.openers.split(",") if o.strip())
+    if openers:
+        settings["openers"] = list(openers)
     if a.passages_from:
         settings.update(passages_from=a.passages_from, questions=a.questions)
     meta_path = out.with_name(out.name + ".meta.json")
@@ -67,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.num_prompts < 1:
         raise DataError(f"--num-prompts must be >= 1, got {a.num_prompts}")
     cfg = MagpieConfig(max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, temperature=a.temperature,
-                       top_p=a.top_p)
+                       top_p=a.top_p, openers=openers)
     model, tok = load_model(a.model, dtype=a.dtype, device=a.device)
     t0 = time.perf_counter()
     if a.passages_from:

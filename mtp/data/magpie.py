@@ -7,6 +7,11 @@ deduplicated, so the result is a prompt set the model was never shown, with no h
     prompts = self_written_prompts(model, tokenizer, 2000, seed=0)   # list[Prompt]
     write_prompts(prompts, "runs/data/prompts-smollm2.jsonl")
 
+With `openers` (MagpieConfig.openers, `train.prompts --openers default`) batch b starts the user
+turn with openers[b % len(openers)] ("Explain", "Compare", "Write", ...) and the model writes the
+rest: an instruct model left alone drifts to a few stock openings ("Can you provide ...", "I'm
+planning ..."), and heads trained on the answers to those learn little that transfers.
+
 Deterministic for a fixed seed, model and batch size (batch b is sampled with seed*1_000_003+b).
 Output file: one {"id", "category": "self", "turns": [text]} per line, written atomically; a rerun
 with the same settings reads it back instead of sampling again (see `train.prompts`).
@@ -25,6 +30,14 @@ from mtp.data.prompts import DataError, Prompt
 
 _SENTINEL = "\u2063MTPUSERTURN\u2063"
 
+#: generic first words of user requests (task verbs and question words), one per batch with --openers default
+DEFAULT_OPENERS = (
+    "Explain", "Write", "Describe", "Summarize", "List", "Compare", "How", "Why", "What", "Give", "Create",
+    "Translate", "Tell me", "Help me", "Suggest", "Rewrite", "Solve", "Calculate", "Define", "Outline", "Draft",
+    "Plan", "Design", "Analyze", "Imagine", "Generate", "Recommend", "Is it", "Which", "Who", "When", "Where",
+    "Please", "I need", "My", "Discuss", "Evaluate", "Convert", "Classify", "Find",
+)
+
 
 @dataclass
 class MagpieConfig:
@@ -35,6 +48,7 @@ class MagpieConfig:
     min_chars: int = 16
     min_letter_ratio: float = 0.5  # share of letters in a kept turn (drops code dumps and noise)
     max_attempt_factor: int = 4  # sample at most factor * n rows before giving up
+    openers: tuple[str, ...] = ()  # batch b's user turns start with openers[b % len] (empty: free)
 
 
 def _template_parts(tokenizer) -> tuple[str, str]:
@@ -126,16 +140,19 @@ def self_written_prompts(model, tokenizer, num_prompts: int, *, seed: int = 0, c
 
         bar = tqdm(total=num_prompts, desc="self-written prompts", unit="prompt")
     sampled, batch, t0, new_tokens = 0, 0, time.perf_counter(), 0
-    ids = torch.tensor([prefix], dtype=torch.long, device=device)
+    openers = [o.strip() for o in cfg.openers if o.strip()]
     while len(out) < num_prompts and sampled < cfg.max_attempt_factor * num_prompts:
+        opener = openers[batch % len(openers)] + " " if openers else ""
+        start = prefix + (tokenizer(opener.rstrip(), add_special_tokens=False)["input_ids"] if opener else [])
+        ids = torch.tensor([start], dtype=torch.long, device=device)
         torch.manual_seed(seed * 1_000_003 + batch)
         gen = model.generate(ids.expand(cfg.batch_size, -1), attention_mask=torch.ones_like(ids).expand(cfg.batch_size, -1),
                              do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
                              max_new_tokens=cfg.max_new_tokens, eos_token_id=sorted(end_ids), pad_token_id=pad)
-        for row in gen[:, len(prefix):].tolist():
+        for row in gen[:, len(start):].tolist():
             stop = next((i for i, t in enumerate(row) if t in end_ids), len(row))
             new_tokens += min(stop + 1, len(row))
-            raw = tokenizer.decode(row[: stop + 1], skip_special_tokens=False)
+            raw = opener.rstrip() + tokenizer.decode(row[: stop + 1], skip_special_tokens=False)
             cut = raw.find(end_text)
             if cut < 0:  # no end of turn: a truncated sample
                 continue
