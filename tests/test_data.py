@@ -286,9 +286,42 @@ def test_passage_tasks_from_own_responses():
         elif p.category != "passage-translate":
             assert "river" in text or "wheat" in text
     assert [p.turns for p in passage_prompts(records, WordTok(), 24, seed=1, questions=questions)] == [p.turns for p in out]
+    assert {p.group for p in out} == {"q0", "q1", "q2", "q3"}  # each task is grouped with its source answer
     no_q = passage_prompts(records, WordTok(), 12, seed=1)
     assert not any(p.category in ("passage-rag", "passage-follow-up") for p in no_q)
     with pytest.raises(DataError, match="no usable passages"):
         passage_prompts(records[4:7], WordTok(), 5)
     with pytest.raises(DataError, match="unknown passage task kinds"):
         passage_prompts(records, WordTok(), 5, kinds=("poem",))
+
+
+def test_passage_tasks_share_the_held_out_side_of_their_source(tmp_path):
+    """A prompt's "group" goes through write_prompts / load_prompts and distillation records, and
+    split_examples keeps a group on one side: passage tasks never score against their own source."""
+    from mtp.data.dataset import example_from_record, split_examples
+    from mtp.data.magpie import write_prompts
+
+    ps = [Prompt(id=f"q{i}", turns=["Q?"]) for i in range(40)]
+    ps += [Prompt(id=f"passage-{i}", turns=["Summarize: ..."], category="passage-summarize", group=f"q{i % 40}")
+           for i in range(120)]
+    write_prompts(ps, tmp_path / "p.jsonl")
+    back = load_prompts(str(tmp_path / "p.jsonl"))
+    assert [p.group for p in back] == [p.group for p in ps]
+    recs = [{"id": f"{p.id}#0", "prompt_id": p.id, "prompt_ids": [1, 2], "response_ids": [3, 4, 5],
+             **({"group": p.group} if p.group else {})} for p in back]
+    exs = [example_from_record(r) for r in recs]
+    train, held = split_examples(exs, 0.2, seed=0)
+    assert held and train
+    assert not {e.group for e in train} & {e.group for e in held}
+    assert len({e.group for e in exs}) == 40
+
+
+def test_distill_records_carry_the_prompt_group(tiny_llama, tmp_path):
+    from mtp.data.dataset import load_examples as load
+
+    model, tok = tiny_llama
+    ps = [Prompt(id="src", turns=["hello there"]), Prompt(id="task", turns=["say it again"], group="src")]
+    distill(model, tok, ps, tmp_path / "d", CFG, progress=False)
+    recs = {r["prompt_id"]: r for r in _records(tmp_path / "d")}
+    assert "group" not in recs["src"] and recs["task"]["group"] == "src"
+    assert {e.group for e in load(tmp_path / "d", tok)} == {"src"}

@@ -225,7 +225,8 @@ def distill(model, tokenizer, prompts: list[Prompt], out_dir: str | Path, cfg: D
                 new_tokens += len(resp)
                 reason = "eos" if len(resp) < cfg.max_new_tokens or resp[-1:] == [tokenizer.eos_token_id] else "length"
                 records.append({"id": f"{p.id}#{turn}", "prompt_id": p.id, "turn": turn, "category": p.category,
-                                "prompt_ids": ids, "response_ids": resp, "finish_reason": reason})
+                                "prompt_ids": ids, "response_ids": resp, "finish_reason": reason,
+                                **({"group": p.group} if p.group else {})})
                 answers[p.id].append(tokenizer.decode(resp, skip_special_tokens=True))
             alive = [p for p in owners]
         writer.write(records)  # one atomic write per batch: a prompt is all in, or not at all

@@ -180,7 +180,8 @@ def write_prompts(prompts: list[Prompt], path: str | Path, meta: dict | None = N
     from mtp.io import atomic_write_text
 
     path = Path(path)
-    lines = [json.dumps({"id": p.id, "category": p.category, "turns": p.turns}, ensure_ascii=False) for p in prompts]
+    lines = [json.dumps({"id": p.id, "category": p.category, "turns": p.turns, **({"group": p.group} if p.group else {})},
+                        ensure_ascii=False) for p in prompts]
     atomic_write_text(path, "\n".join(lines) + "\n")
     if meta is not None:
         atomic_write_text(path.with_name(path.name + ".meta.json"), json.dumps(meta, indent=2) + "\n")

@@ -130,5 +130,5 @@ def passage_prompts(records: list[dict], tokenizer, num_prompts: int, *, seed: i
             turns = [rng.choice(EXTRACT).format(p=p)]
         else:  # follow-up: the target answers the question again, then a request about its own answer
             turns = [q, rng.choice(FOLLOW_UPS)]
-        out.append(Prompt(id=f"passage-{seed}-{i:06d}", turns=turns, category=f"passage-{kind}"))
+        out.append(Prompt(id=f"passage-{seed}-{i:06d}", turns=turns, category=f"passage-{kind}", group=pid))
     return out

@@ -36,6 +36,9 @@ class Prompt:
     length: str = ""
     min_input_tokens: int = 0
     max_new_tokens: int | None = None
+    #: held-out split group ("" : the id). Passage tasks carry their source prompt's id, so a task and
+    #: the answer it quotes land on the same side of the split (mtp.data.dataset.split_examples)
+    group: str = ""
 
 
 def _prompt_from_record(rec: object, where: str, fallback_id: str, default_category: str = "") -> Prompt:
@@ -63,7 +66,7 @@ def _prompt_from_record(rec: object, where: str, fallback_id: str, default_categ
     if fmt not in FORMATS:
         raise DataError(f"{where}: 'format' must be one of {list(FORMATS)}, got {fmt!r}")
     return Prompt(id=str(rec.get("id", fallback_id)), turns=list(turns),
-                  category=str(rec.get("category", default_category)), format=fmt)
+                  category=str(rec.get("category", default_category)), format=fmt, group=str(rec.get("group", "")))
 
 
 def prompts_from_jsonl(path: str | Path, *, default_category: str = "",
