@@ -414,3 +414,32 @@ def test_acceptance_finds_the_bench_chain_of_its_heads(tmp_path):
         (tmp_path / "summary.json").write_text(json.dumps({"methods": {m: {"overall": o} for m in methods}}))
         got = bench_tau(tmp_path, str(hd))
         assert (got or {}).get("method") == want
+
+
+def test_leakage_counts_held_out_ngrams_seen_in_training(tmp_path, capsys):
+    """eval.leakage: a held-out answer copied from a training answer is all seen; new text is not."""
+    from eval import leakage
+
+    base = list(range(10, 30))
+    recs = [{"prompt_id": f"p{i}", "prompt_ids": [1, 2], "response_ids": base} for i in range(30)]
+    recs += [{"prompt_id": f"n{i}", "prompt_ids": [1, 2], "response_ids": list(range(100 + 30 * i, 120 + 30 * i))}
+             for i in range(30)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "samples.jsonl").write_text(json.dumps({"method": "vanilla", "repeat": 0, "output_ids": base[:12]}) + "\n"
+                                         + json.dumps({"method": "pld", "repeat": 0, "output_ids": [5000] * 12}) + "\n")
+    assert leakage.main(["--data", str(data), "--eval-fraction", "0.3", "--n", "4", "--bench", str(bench),
+                         "--out", str(tmp_path / "o")]) == 0
+    res = json.loads((tmp_path / "o" / "leakage.json").read_text())
+    from mtp.data.dataset import load_examples, split_examples
+
+    _, held = split_examples(load_examples(data), 0.3, 0)
+    copies = sum(e.group.startswith("p") for e in held)
+    assert res["held_out_ngrams"] == 17 * len(held)
+    assert res["held_out_seen"] == pytest.approx(copies / len(held))  # copies all seen, new answers never
+    assert res["bench_seen"] == 1.0
+    assert leakage.main(["--data", str(data), "--bench", str(bench), "--method", "pld", "--n", "4"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["bench_seen"] == 0.0
+    assert leakage.main(["--data", str(data), "--bench", str(bench), "--method", "nope"]) == 2
