@@ -19,8 +19,8 @@ of the chain tau measured by eval.bench (which conditions later drafts on earlie
 from __future__ import annotations
 
 import argparse
-import re
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -153,13 +153,9 @@ def bench_tau(bench_dir: str | Path, heads_dir: str) -> dict | None:
     summary = json.loads((bench_dir / "summary.json").read_text())
     hd = str(Path(heads_dir).resolve())
     for name, spec in cfg.get("methods", {}).items():
-        if spec.startswith("pld+"):
-            continue  # lookup-first: not these heads' chain alone
-        base = spec[len("heads:"):] if spec.startswith("heads:") else spec
-        while ":" in base and re.fullmatch(r"\d+|auto|tree\d+", base.rpartition(":")[2]):
-            base = base.rpartition(":")[0]  # drop :K, :auto, :tree<N>
-        if re.search(r":tree\d+$", spec):
-            continue  # trees: tau is not the chain's
+        if spec.startswith("pld+") or re.search(r":tree\d+$", spec):
+            continue  # lookup-first or a tree: its tau is not these heads' chain
+        base = re.sub(r":(\d+|auto)$", "", spec.removeprefix("heads:"))  # drop :K or :auto
         if Path(base).exists() and str(Path(base).resolve()) == hd and name in summary["methods"]:
             o = summary["methods"][name]["overall"]
             return {"method": name, "temperature": cfg.get("temperature"), "tau": o["tau"],

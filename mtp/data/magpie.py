@@ -142,8 +142,8 @@ def self_written_prompts(model, tokenizer, num_prompts: int, *, seed: int = 0, c
     sampled, batch, t0, new_tokens = 0, 0, time.perf_counter(), 0
     openers = [o.strip() for o in cfg.openers if o.strip()]
     while len(out) < num_prompts and sampled < cfg.max_attempt_factor * num_prompts:
-        opener = openers[batch % len(openers)] + " " if openers else ""
-        start = prefix + (tokenizer(opener.rstrip(), add_special_tokens=False)["input_ids"] if opener else [])
+        opener = openers[batch % len(openers)] if openers else ""
+        start = prefix + (tokenizer(opener, add_special_tokens=False)["input_ids"] if opener else [])
         ids = torch.tensor([start], dtype=torch.long, device=device)
         torch.manual_seed(seed * 1_000_003 + batch)
         gen = model.generate(ids.expand(cfg.batch_size, -1), attention_mask=torch.ones_like(ids).expand(cfg.batch_size, -1),
@@ -152,7 +152,7 @@ def self_written_prompts(model, tokenizer, num_prompts: int, *, seed: int = 0, c
         for row in gen[:, len(start):].tolist():
             stop = next((i for i, t in enumerate(row) if t in end_ids), len(row))
             new_tokens += min(stop + 1, len(row))
-            raw = opener.rstrip() + tokenizer.decode(row[: stop + 1], skip_special_tokens=False)
+            raw = opener + tokenizer.decode(row[: stop + 1], skip_special_tokens=False)
             cut = raw.find(end_text)
             if cut < 0:  # no end of turn: a truncated sample
                 continue

@@ -83,18 +83,17 @@ class HydraHead(SharedUnembedding, MTPHead):
         pending = self._embed(torch.tensor([sequences[0][-1]], device=h.device))
 
         def next_logits(paths):
-            out: list = [None] * len(paths)
             by_len: dict[int, list[int]] = {}
             for i, p in enumerate(paths):
                 by_len.setdefault(len(p), []).append(i)
+            zs, order = [], []
             for d, idx in by_len.items():
                 m = len(idx)
                 toks = torch.tensor([list(paths[i]) for i in idx], dtype=torch.long, device=h.device).view(m, d)
                 embs = [pending.expand(m, -1)] + [self._embed(toks[:, i]) for i in range(d)]
-                z = self.head_logits(d, h.expand(m, -1), embs)
-                for k, i in enumerate(idx):
-                    out[i] = z[k]
-            return torch.stack(out)
+                zs.append(self.head_logits(d, h.expand(m, -1), embs))
+                order += idx
+            return torch.cat(zs)[torch.argsort(torch.tensor(order, device=h.device))]  # back to the paths' order
 
         next_logits.close = lambda: None
         return next_logits
