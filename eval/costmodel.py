@@ -116,7 +116,11 @@ def write_outputs(out: Path, result: dict, title: str) -> None:
 
 
 def _drafts_trees(method) -> bool:
+    from mtp.drafters import LookupUnionDrafter
+
     d = getattr(method, "drafter", None)
+    if isinstance(d, LookupUnionDrafter):  # a grafted lookup branch makes a tree (a step without one is
+        return True  # a chain: this prices those steps at the tree-verify cost too)
     d = getattr(d, "fallback", d)  # pld+heads: the heads' shape
     return getattr(d, "tree", None) is not None or getattr(d, "branches", 1) > 1
 

@@ -157,7 +157,7 @@ class MethodSpecError(ValueError):
 
 
 METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K|:auto][:tree<N>], "
-                "pld+heads:<checkpoint dir>[:K|:auto][:tree<N>]")
+                "pld+heads:<checkpoint dir>[:K|:auto][:tree<N>], union+heads:<checkpoint dir>[:K|:auto][:tree<N>]")
 
 
 def _k(spec: str, text: str) -> int:
@@ -194,17 +194,18 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     """Build a method from its spec string (parsed strictly; MethodSpecError names the problem).
 
     hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K][:tree<N>] | <checkpoint dir>
-    | pld+heads:<checkpoint dir>[:K][:tree<N>]
+    | pld+heads:<checkpoint dir>[:K][:tree<N>] | union+heads:<checkpoint dir>[:K][:tree<N>]
     K defaults: 10 for prompt lookup (HF's default), 4 for draft models, the head's own for heads.
     ":tree<N>": the heads draft EAGLE-2 dynamic trees of N nodes, depth K, top-4 expansion.
     "pld+heads:...": prompt lookup (10 tokens, 2-3-gram match) where the context repeats, the heads
     elsewhere (mtp.drafters.combined.LookupFirstDrafter).
+    "union+heads:...": the heads draft every step and prompt lookup's chain, where there is one, is
+    grafted into their draft as one more tree branch; one verify checks both
+    (mtp.drafters.combined.LookupUnionDrafter).
     ":auto": the chain length the cost model predicts fastest at `batch_size` on this machine, from
     the acceptance the trainer measured on held-out data (mtp.shape.auto_draft_length).
     `method.key` identifies what runs (the spec, plus a weights fingerprint for heads).
     """
-    import os
-
     from mtp.drafters import DraftModelDrafter, PromptLookupDrafter
 
     spec = spec.strip()
@@ -226,47 +227,53 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
         dm, _ = load_model(name, dtype=next(model.parameters()).dtype, device=device_of(model))
         m = KitMethod(spec, model, tokenizer, DraftModelDrafter(dm, k, vocab_size=model.config.vocab_size), k)
     else:
-        lookup_first = spec.startswith("pld+heads:")
-        explicit = lookup_first or spec.startswith("heads:")
-        body = spec.split("heads:", 1)[1] if explicit else spec
-        tree = None
-        head_part, sep, tail = body.rpartition(":")
-        if sep and tail.startswith("tree"):  # EAGLE-2 dynamic tree of N nodes, depth K
-            n = _k(spec, tail[len("tree"):])
-            body, tree = head_part, n
-        auto = body.endswith(":auto")
-        if auto:
-            body = body[: -len(":auto")]
-        base, k = _split_k(spec, body, 0)
-        if not os.path.isdir(base):
-            if explicit:
-                raise MethodSpecError(f"method {spec!r}: heads folder {base!r} not found (train heads with "
-                                      "`python -m train.heads`, then pass their best/ or final/ folder)")
-            raise MethodSpecError(f"unknown method {spec!r}: use {METHOD_FORMS}, or an existing heads checkpoint "
-                                  "folder")
-        from mtp.heads import load_heads
-
-        heads = load_heads(base, model)
-        if auto:
-            if tree is not None:
-                raise MethodSpecError(f"method {spec!r}: :auto chooses a chain length; give trees an explicit depth")
-            k = _auto_k(spec, base, heads, model, batch_size)
-        if tree is not None:
-            from mtp.tree import DynamicTreeConfig
-
-            depth = k or heads.config.num_heads
-            drafter = heads.as_drafter(tree=DynamicTreeConfig(total_tokens=tree, depth=depth, top_k=min(4, tree)))
-        else:
-            drafter = heads.as_drafter(k or None)
-        if lookup_first:
-            from mtp.drafters.combined import LookupFirstDrafter
-
-            drafter = LookupFirstDrafter(drafter)
-        m = KitMethod(spec, model, tokenizer, drafter, None if lookup_first else k or None)
-        m.key = f"{spec}#{heads_fingerprint(base)}" + (f"#k{k}" if auto else "")
-        m.auto_k = k if auto else None
-        return m
+        return _heads_method(spec, model, tokenizer, batch_size)
     m.key = spec
+    return m
+
+
+def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
+    """heads:<dir>... | pld+heads:<dir>... | union+heads:<dir>... | <dir> (see make_method)."""
+    combine = next((c for c in ("pld+", "union+") if spec.startswith(c + "heads:")), None)
+    lookup_first = combine is not None
+    explicit = lookup_first or spec.startswith("heads:")
+    body = spec.split("heads:", 1)[1] if explicit else spec
+    tree = None
+    head_part, sep, tail = body.rpartition(":")
+    if sep and tail.startswith("tree"):  # EAGLE-2 dynamic tree of N nodes, depth K
+        n = _k(spec, tail[len("tree"):])
+        body, tree = head_part, n
+    auto = body.endswith(":auto")
+    if auto:
+        body = body[: -len(":auto")]
+    base, k = _split_k(spec, body, 0)
+    if not os.path.isdir(base):
+        if explicit:
+            raise MethodSpecError(f"method {spec!r}: heads folder {base!r} not found (train heads with "
+                                  "`python -m train.heads`, then pass their best/ or final/ folder)")
+        raise MethodSpecError(f"unknown method {spec!r}: use {METHOD_FORMS}, or an existing heads checkpoint "
+                              "folder")
+    from mtp.heads import load_heads
+
+    heads = load_heads(base, model)
+    if auto:
+        if tree is not None:
+            raise MethodSpecError(f"method {spec!r}: :auto chooses a chain length; give trees an explicit depth")
+        k = _auto_k(spec, base, heads, model, batch_size)
+    if tree is not None:
+        from mtp.tree import DynamicTreeConfig
+
+        depth = k or heads.config.num_heads
+        drafter = heads.as_drafter(tree=DynamicTreeConfig(total_tokens=tree, depth=depth, top_k=min(4, tree)))
+    else:
+        drafter = heads.as_drafter(k or None)
+    if lookup_first:
+        from mtp.drafters.combined import LookupFirstDrafter, LookupUnionDrafter
+
+        drafter = (LookupFirstDrafter if combine == "pld+" else LookupUnionDrafter)(drafter)
+    m = KitMethod(spec, model, tokenizer, drafter, None if lookup_first else k or None)
+    m.key = f"{spec}#{heads_fingerprint(base)}" + (f"#k{k}" if auto else "")
+    m.auto_k = k if auto else None
     return m
 
 

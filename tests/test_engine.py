@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import hf_greedy, perturbed_copy
-from mtp.drafters import DraftModelDrafter, LookupFirstDrafter, OracleDrafter, PromptLookupDrafter, RandomDrafter
+from mtp.drafters import DraftModelDrafter, LookupFirstDrafter, LookupUnionDrafter, OracleDrafter, PromptLookupDrafter, RandomDrafter
 from mtp.engine import generate
 from mtp.kv import KVState, crop_cache, new_cache
 
@@ -259,10 +259,33 @@ def test_lookup_first_uses_both_and_merges_with_a_tree_fallback(tiny_llama):
     prompts = _prompts(vocab, lengths=(12, 9, 17, 14), seed=5)
     refs = [generate(model, p, max_new_tokens=30, ignore_eos=True).tokens[0] for p in prompts]
     for fallback in (head.as_drafter(), head.as_drafter(tree=DynamicTreeConfig(total_tokens=8, depth=3, top_k=2))):
-        d = LookupFirstDrafter(fallback, lookup_tokens=5, min_ngram=1, max_ngram=2)
-        out = generate(model, prompts, drafter=d, max_new_tokens=30, ignore_eos=True)
-        assert out.tokens == refs
-        assert d.lookup_steps > 0 and d.fallback_steps > 0
+        for kind in (LookupFirstDrafter, LookupUnionDrafter):
+            d = kind(fallback, lookup_tokens=5, min_ngram=1, max_ngram=2)
+            out = generate(model, prompts, drafter=d, max_new_tokens=30, ignore_eos=True)
+            assert out.tokens == refs, kind.__name__
+            assert d.lookup_steps > 0 and d.fallback_steps > 0
+
+
+def test_union_grafts_lookup_into_the_fallback_draft():
+    """Deterministic drafts merge as a trie (shared prefix, distinct siblings); sampled chains get the
+    lookup chain as a separate root branch with a point-mass q, after the sampled child."""
+    from mtp.drafters.base import Draft
+    from mtp.drafters.combined import _graft
+    from mtp.tree import node_depths
+
+    chain = Draft(torch.tensor([[7, 8, 9], [4, 5, 6]]), torch.tensor([3, 3]))
+    d = _graft([[7, 8, 1, 2], []], chain, "cpu")
+    assert d.tokens[0].tolist() == [7, 8, 9, 1, 2] and d.parents[0].tolist() == [-1, 0, 1, 1, 3]
+    assert d.lengths.tolist() == [5, 3] and d.parents[1, :3].tolist() == [-1, 0, 1]  # a row without lookup: its path
+    tree = Draft(torch.tensor([[7, 3, 8]]), torch.tensor([3]), None, torch.tensor([[-1, -1, 0]]))
+    d = _graft([[3, 4]], tree, "cpu")
+    assert d.tokens[0].tolist() == [7, 3, 8, 4] and d.parents[0].tolist() == [-1, -1, 0, 1]
+    assert int(node_depths(d.parents).max()) == 2
+    q = torch.softmax(torch.randn(1, 2, 10), -1)
+    d = _graft([[7, 2]], Draft(torch.tensor([[7, 8]]), torch.tensor([2]), q), "cpu")
+    assert d.tokens[0].tolist() == [7, 8, 7, 2] and d.parents[0].tolist() == [-1, 0, -1, 2]
+    assert torch.equal(d.probs[0, :2], q[0])
+    assert d.probs[0, 2, 7] == 1 and d.probs[0, 3, 2] == 1 and torch.allclose(d.probs[0, 2:].sum(-1), torch.ones(2))
 
 
 def test_draft_time_counts_observe_after_prefill(tiny_llama):

@@ -65,14 +65,15 @@ def _draft(kind, model):
         counts = torch.arange(V, 0, -1).float()
         family = kind[: -len("-reduced-vocab")]
         return build_head(family, model, num_heads=2, draft_vocab_size=48, token_counts=counts).as_drafter()
-    if kind == "lookup-first-mixed":
+    if kind in ("lookup-first-mixed", "union-mixed"):
         # Per row and step a coin picks a deterministic "lookup" chain (the target's own greedy
         # continuation, so it is often accepted) or the draft model's sampled chain.
-        from mtp.drafters import LookupFirstDrafter
+        # The union grafts that chain beside the draft model's sampled one (two proposals, two q's).
+        from mtp.drafters import LookupFirstDrafter, LookupUnionDrafter
 
         greedy: dict[tuple, list[int]] = {}
 
-        class CoinLookup(LookupFirstDrafter):
+        class CoinLookup(LookupFirstDrafter if kind == "lookup-first-mixed" else LookupUnionDrafter):
             gen = torch.Generator().manual_seed(3)
 
             def _lookup(self, seq, n):
@@ -87,7 +88,8 @@ def _draft(kind, model):
 
 
 @pytest.mark.parametrize("kind", ["plain", "random-uniform-q", "draft-close", "draft-far", "eagle3-reduced-vocab",
-                                  "deepseek-reduced-vocab", "medusa-reduced-vocab", "lookup-first-mixed"])
+                                  "deepseek-reduced-vocab", "medusa-reduced-vocab", "lookup-first-mixed",
+                                  "union-mixed"])
 def test_engine_sampling_is_lossless(tiny_llama, exact_joint, kind):
     model, _ = tiny_llama
     y0, joint = exact_joint

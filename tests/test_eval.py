@@ -402,13 +402,14 @@ def test_offline_acceptance_scores_what_the_drafter_drafts(tiny_llama, family):
 
 
 def test_acceptance_finds_the_bench_chain_of_its_heads(tmp_path):
-    """bench_tau matches `heads:<dir>:auto` and `:K` chains, never a tree or lookup-first method."""
+    """bench_tau matches `heads:<dir>:auto` and `:K` chains, never a tree, lookup-first or union method."""
     from eval.acceptance import bench_tau
 
     hd = tmp_path / "heads"
     hd.mkdir()
     o = {"tau": 1.5, "accept_rate_per_position": [0.5]}
-    for methods, want in [({"t": f"heads:{hd}:3:tree16", "p": f"pld+heads:{hd}:3", "h": f"heads:{hd}:auto"}, "h"),
+    for methods, want in [({"t": f"heads:{hd}:3:tree16", "p": f"pld+heads:{hd}:3", "u": f"union+heads:{hd}:3",
+                           "h": f"heads:{hd}:auto"}, "h"),
                           ({"k": f"heads:{hd}:4"}, "k"), ({"t": f"heads:{hd}:3:tree16"}, None)]:
         (tmp_path / "meta.json").write_text(json.dumps({"config": {"methods": methods, "temperature": 0.0}}))
         (tmp_path / "summary.json").write_text(json.dumps({"methods": {m: {"overall": o} for m in methods}}))

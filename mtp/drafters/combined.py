@@ -11,6 +11,16 @@ EAGLE head's draft cache) stays current on the steps it did not draft.
 Lossless like its parts: lookup drafts are deterministic, so at T > 0 their rows carry a
 point-mass q (the same rule the engine applies to a deterministic drafter) beside the fallback's
 sampled rows.
+
+`LookupUnionDrafter` verifies both in the same forward: the fallback always drafts, and where
+lookup finds a match its chain is grafted into the fallback's draft as one more branch of a token
+tree, so a step keeps whichever of the two the target agrees with for longer. Deterministic drafts
+(greedy chains, any head tree) are merged as a trie: the lookup chain follows the fallback's nodes
+while they hold the same tokens and branches off where they differ, so siblings stay distinct.
+Sampled chains (T > 0) keep their q; the lookup branch joins them at the root with a point-mass q,
+and the tree's recursive rejection sampling tries the sampled child first, then the lookup child
+against the residual distribution. Each child is an independent proposal with its own q, which
+is what that rule needs to stay exact (SpecInfer's multi-draft sampling).
 """
 from __future__ import annotations
 
@@ -66,6 +76,71 @@ class LookupFirstDrafter(Drafter):
 
     def _lookup(self, seq: list[int], n: int) -> list[int]:
         return lookup_continuation(seq, self.max_ngram, n, self.min_ngram)
+
+
+class LookupUnionDrafter(LookupFirstDrafter):
+    """Prompt lookup and the fallback drafter in one verify: lookup's chain grafted into the
+    fallback's draft (see the module doc). `lookup_steps` counts steps with a grafted chain."""
+
+    def for_row(self, row: int) -> "LookupUnionDrafter":
+        fb = self.fallback.for_row(row)
+        if fb is self.fallback:
+            return self
+        return LookupUnionDrafter(fb, self.lookup_tokens, self.min_ngram, self.max_ngram)
+
+    def propose(self, ctx: DraftContext) -> Draft:
+        n = min(ctx.max_tokens, self.lookup_tokens)
+        chains = [self._lookup(seq, n) if act and n > 0 else [] for seq, act in zip(ctx.sequences, ctx.active)]
+        fb = self.fallback.propose(replace(ctx, max_tokens=min(ctx.max_tokens, self.fallback.num_draft_tokens)))
+        self.fallback_steps += sum(ctx.active)
+        self.lookup_steps += sum(bool(c) for c in chains)
+        if not any(chains):
+            return fb
+        return _graft(chains, fb, ctx.device)
+
+
+def _graft(chains: list[list[int]], fb: Draft, device) -> Draft:
+    """A tree Draft per row: the fallback's draft (a chain becomes a path) with the row's lookup
+    chain added as a branch; shared with the fallback's nodes as a trie when probs is None, a
+    separate root branch with point-mass q otherwise."""
+    B = len(chains)
+    fb_tok, fb_len = fb.tokens.tolist(), fb.lengths.tolist()
+    fb_par = None if fb.parents is None else fb.parents.tolist()
+    rows: list[tuple[list[int], list[int], list[int]]] = []  # tokens, parents, source (fb index or -1-lookup index)
+    for r in range(B):
+        m = int(fb_len[r])
+        toks = fb_tok[r][:m]
+        pars = list(range(-1, m - 1)) if fb_par is None else fb_par[r][:m]
+        src = list(range(m))
+        cur = -1
+        for j, t in enumerate(chains[r]):
+            child = None
+            if fb.probs is None:  # deterministic nodes: follow an equal sibling, if any
+                child = next((i for i in range(len(toks)) if pars[i] == cur and toks[i] == t), None)
+            if child is None:
+                toks.append(t)
+                pars.append(cur)
+                src.append(-1 - j)
+                child = len(toks) - 1
+            cur = child
+        rows.append((toks, pars, src))
+    N = max(len(t) for t, _, _ in rows)
+    tokens = torch.zeros(B, N, dtype=torch.long)
+    parents = torch.full((B, N), -1, dtype=torch.long)
+    for r, (t, p, _) in enumerate(rows):
+        tokens[r, : len(t)] = torch.as_tensor(t, dtype=torch.long)
+        parents[r, : len(p)] = torch.as_tensor(p, dtype=torch.long)
+    lengths = torch.tensor([len(t) for t, _, _ in rows], dtype=torch.long)
+    probs = None
+    if fb.probs is not None:
+        probs = torch.zeros(B, N, fb.probs.shape[-1], dtype=fb.probs.dtype, device=device)
+        for r, (t, _, src) in enumerate(rows):
+            for i, s in enumerate(src):
+                if s >= 0:
+                    probs[r, i] = fb.probs[r, s].to(device)
+                else:
+                    probs[r, i, t[i]] = 1.0
+    return Draft(tokens.to(device), lengths.to(device), probs, parents.to(device))
 
 
 def _merge(chains: list[list[int]], use_fb: list[bool], fb: Draft, device) -> Draft:
