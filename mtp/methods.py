@@ -196,7 +196,8 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K][:tree<N>] | <checkpoint dir>
     | pld+heads:<checkpoint dir>[:K][:tree<N>] | union+heads:<checkpoint dir>[:K][:tree<N>]
     K defaults: 10 for prompt lookup (HF's default), 4 for draft models, the head's own for heads.
-    ":tree<N>": the heads draft EAGLE-2 dynamic trees of N nodes, depth K, top-4 expansion.
+    ":tree<N>": the heads draft EAGLE-2 dynamic trees of N nodes and depth K; each depth keeps its
+    tree_width(N, K) best nodes (at least 4, and enough that K depths hold N nodes).
     "pld+heads:...": prompt lookup (10 tokens, 2-3-gram match) where the context repeats, the heads
     elsewhere (mtp.drafters.combined.LookupFirstDrafter).
     "union+heads:...": the heads draft every step and prompt lookup's chain, where there is one, is
@@ -264,7 +265,7 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
         from mtp.tree import DynamicTreeConfig
 
         depth = k or heads.config.num_heads
-        drafter = heads.as_drafter(tree=DynamicTreeConfig(total_tokens=tree, depth=depth, top_k=min(4, tree)))
+        drafter = heads.as_drafter(tree=DynamicTreeConfig(total_tokens=tree, depth=depth, top_k=tree_width(tree, depth)))
     else:
         drafter = heads.as_drafter(k or None)
     if lookup_first:
@@ -275,6 +276,13 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
     m.key = f"{spec}#{heads_fingerprint(base)}" + (f"#k{k}" if auto else "")
     m.auto_k = k if auto else None
     return m
+
+
+def tree_width(nodes: int, depth: int) -> int:
+    """Nodes an EAGLE-2 tree keeps per depth (its top_k) for `nodes` in all over `depth` depths: at
+    least 4 (EAGLE-2's trees are top-4 or wider), and enough that the depths hold `nodes`. Before
+    this, the width was 4 whatever N, so `:tree<N>` held at most 4 * K nodes (tree16 at depth 3: 12)."""
+    return min(nodes, max(4, -(-nodes // max(depth, 1))))
 
 
 def _auto_k(spec: str, base: str, heads, model, batch_size: int) -> int:

@@ -82,3 +82,20 @@ def test_sweep_picks_the_draft_length_per_batch_size(tmp_path, tiny_llama):
     assert sweep.expand([spec, "pld"], [3]) == [spec, "pld:3"]
     points, _ = sweep.batch_sweep(model, [(label, drafters, ks)], [[5, 6, 7, 5, 6]], [1, 2], repeats=1, max_new_tokens=6)
     assert {p["batch_size"]: p["K"] for p in points} == ks and all(p["tau"] >= 1 for p in points)
+
+
+@pytest.mark.parametrize("nodes,depth", [(16, 3), (32, 4), (8, 4)])
+def test_tree_spec_holds_the_nodes_it_names(tmp_path, tiny_llama, nodes, depth):
+    """`:tree<N>` at depth K drafts trees of N nodes (each depth keeps max(4, ceil(N/K)) nodes; with a
+    width of 4 whatever N, tree32 at depth 4 held 16 and tree16 at depth 3 held 12)."""
+    from mtp.heads import build_head
+    from mtp.heads.checkpoint import save_head
+    from mtp.methods import make_method, tree_width
+
+    model, tok = tiny_llama
+    torch.manual_seed(0)
+    save_head(build_head("eagle3", model, num_heads=4), tmp_path / "best")
+    m = make_method(f"heads:{tmp_path / 'best'}:{depth}:tree{nodes}", model, tok)
+    assert m.drafter.tree.top_k == tree_width(nodes, depth) and tree_width(nodes, depth) * depth >= nodes
+    rec = m.run([5, 6, 7, 8, 5, 6], max_new_tokens=12, temperature=0.0, seed=0, ignore_eos=True)
+    assert max(rec.draft_lengths) == nodes
