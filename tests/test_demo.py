@@ -16,7 +16,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert demo.main(argv) == 0
     for t in ("t0", "t1"):
         s = json.loads((res / t / "summary.json").read_text())
-        assert set(s["methods"]) == {"hf", "vanilla", "pld", "eagle3", "pld+eagle3"}
+        assert set(s["methods"]) == {"hf", "vanilla", "pld", "eagle3", "union+eagle3"}
         assert s["methods"]["eagle3"]["overall"]["num_prompts"] == 2
         if t == "t0":  # greedy: every method's output equals the baseline's
             assert all(e["overall"]["exact_match"] == 1.0 for e in s["methods"].values())

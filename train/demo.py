@@ -36,6 +36,7 @@ from pathlib import Path
 @dataclass
 class Preset:
     self_prompts: int = 0  # self-written prompts added to the built-in set (0: built-in only)
+    openers: str = "default"  # train.prompts --openers: batches start with task verbs / question words
     passage_prompts: int = 0  # passage tasks built from the distilled answers, then distilled too (0: none)
     builtin_prompts: int = 0  # 0: all 438
     max_new_tokens: int = 128  # distillation response length
@@ -55,6 +56,7 @@ class Preset:
     bench_tokens: int = 128
     temperatures: tuple[float, ...] = (0.0, 1.0)
     draft_tokens: int = 0  # chain length at decode (0: chosen by the cost model, heads:<dir>:auto)
+    union_tree: int = 16  # union+<family>: lookup's chain grafted into the head's tree of this many nodes
     dtype: str = "bf16"  # target dtype for distillation and benchmarks
     # target dtype for the hidden-state cache and training; fp32 keeps the head's weights (built in the
     # target's dtype) and AdamW's updates in fp32, with bf16 autocast doing the compute
@@ -167,7 +169,7 @@ def stage_prompts(model: str, p: Preset, data: Path, n: int) -> str:
         print("[demo] stage 1: no self-written prompts in this preset (built-in set only)", file=sys.stderr)
         return "builtin"
     cmd = ["--model", model, "--out", str(data / "prompts.jsonl"), "--num-prompts", str(p.self_prompts),
-           "--batch-size", "32", "--dtype", p.dtype]
+           "--batch-size", "32", "--dtype", p.dtype] + (["--openers", p.openers] if p.openers else [])
     t0 = _stage(1, n, "self-written prompts", ["train.prompts", *cmd])
     _call("train.prompts", cmd)
     _done(t0)
@@ -234,11 +236,12 @@ def stage_train(model: str, fam: str, p: Preset, train_data: str, runs: Path, n:
 
 def stage_bench(model: str, p: Preset, heads: dict[str, Path], results: Path, suite: str, n: int) -> None:
     """5. hf, vanilla, pld, every head (chain length from the cost model unless the preset fixes
-    it) and pld+head, at each temperature; one eval.bench folder per temperature."""
+    it) and union+head, at each temperature; one eval.bench folder per temperature."""
     k = f":{p.draft_tokens}" if p.draft_tokens else ":auto"
     methods = ["hf", "vanilla", "pld"] + [f"{fam}=heads:{path}{k}" for fam, path in heads.items()]
-    # prompt lookup where the context repeats, the heads elsewhere (mtp.drafters.LookupFirstDrafter)
-    methods += [f"pld+{fam}=pld+heads:{path}{k}" for fam, path in heads.items()]
+    # the head's dynamic tree with prompt lookup's chain grafted in, one verify for both
+    # (mtp.drafters.LookupUnionDrafter; it measured above lookup-first, pld+heads, in results/union)
+    methods += [f"union+{fam}=union+heads:{path}:{p.num_heads}:tree{p.union_tree}" for fam, path in heads.items()]
     for i, temp in enumerate(p.temperatures):
         cmd = ["--model", model, "--dtype", p.dtype, "--methods", ",".join(methods), "--suite", suite,
                "--temperature", str(temp), "--max-new-tokens", str(p.bench_tokens), "--repeats", str(p.bench_repeats),
