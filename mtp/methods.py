@@ -236,8 +236,7 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
 def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
     """heads:<dir>... | pld+heads:<dir>... | union+heads:<dir>... | <dir> (see make_method)."""
     combine = next((c for c in ("pld+", "union+") if spec.startswith(c + "heads:")), None)
-    lookup_first = combine is not None
-    explicit = lookup_first or spec.startswith("heads:")
+    explicit = combine is not None or spec.startswith("heads:")
     body = spec.split("heads:", 1)[1] if explicit else spec
     tree = None
     head_part, sep, tail = body.rpartition(":")
@@ -268,11 +267,11 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
         drafter = heads.as_drafter(tree=DynamicTreeConfig(total_tokens=tree, depth=depth, top_k=tree_width(tree, depth)))
     else:
         drafter = heads.as_drafter(k or None)
-    if lookup_first:
+    if combine is not None:
         from mtp.drafters.combined import LookupFirstDrafter, LookupUnionDrafter
 
         drafter = (LookupFirstDrafter if combine == "pld+" else LookupUnionDrafter)(drafter)
-    m = KitMethod(spec, model, tokenizer, drafter, None if lookup_first else k or None)
+    m = KitMethod(spec, model, tokenizer, drafter, None if combine is not None else k or None)
     m.key = f"{spec}#{heads_fingerprint(base)}" + (f"#k{k}" if auto else "")
     m.auto_k = k if auto else None
     return m

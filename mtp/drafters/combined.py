@@ -53,17 +53,14 @@ class LookupFirstDrafter(Drafter):
         fb = self.fallback.for_row(row)
         if fb is self.fallback:
             return self
-        return LookupFirstDrafter(fb, self.lookup_tokens, self.min_ngram, self.max_ngram)
+        return type(self)(fb, self.lookup_tokens, self.min_ngram, self.max_ngram)
 
     def observe(self, feedback: TargetFeedback) -> None:
         self.fallback.observe(feedback)
 
     def propose(self, ctx: DraftContext) -> Draft:
-        B = len(ctx.sequences)
-        n = min(ctx.max_tokens, self.lookup_tokens)
-        chains = [self._lookup(seq, n) if act and n > 0 else [] for seq, act in zip(ctx.sequences, ctx.active)]
+        chains = self._lookup_chains(ctx)
         need = [act and not c for act, c in zip(ctx.active, chains)]
-        self.lookup_steps += sum(bool(c) for c in chains)
         if not any(need):
             return Draft.from_lists(chains, ctx.device)
         self.fallback_steps += sum(need)
@@ -73,6 +70,12 @@ class LookupFirstDrafter(Drafter):
             return fb
         return _merge(chains, need, fb, ctx.device)
 
+    def _lookup_chains(self, ctx: DraftContext) -> list[list[int]]:
+        """Each active row's lookup chain (empty where nothing matches); counted in lookup_steps."""
+        n = min(ctx.max_tokens, self.lookup_tokens)
+        chains = [self._lookup(seq, n) if act and n > 0 else [] for seq, act in zip(ctx.sequences, ctx.active)]
+        self.lookup_steps += sum(bool(c) for c in chains)
+        return chains
 
     def _lookup(self, seq: list[int], n: int) -> list[int]:
         return lookup_continuation(seq, self.max_ngram, n, self.min_ngram)
@@ -82,18 +85,10 @@ class LookupUnionDrafter(LookupFirstDrafter):
     """Prompt lookup and the fallback drafter in one verify: lookup's chain grafted into the
     fallback's draft (see the module doc). `lookup_steps` counts steps with a grafted chain."""
 
-    def for_row(self, row: int) -> "LookupUnionDrafter":
-        fb = self.fallback.for_row(row)
-        if fb is self.fallback:
-            return self
-        return LookupUnionDrafter(fb, self.lookup_tokens, self.min_ngram, self.max_ngram)
-
     def propose(self, ctx: DraftContext) -> Draft:
-        n = min(ctx.max_tokens, self.lookup_tokens)
-        chains = [self._lookup(seq, n) if act and n > 0 else [] for seq, act in zip(ctx.sequences, ctx.active)]
+        chains = self._lookup_chains(ctx)
         fb = self.fallback.propose(replace(ctx, max_tokens=min(ctx.max_tokens, self.fallback.num_draft_tokens)))
         self.fallback_steps += sum(ctx.active)
-        self.lookup_steps += sum(bool(c) for c in chains)
         if not any(chains):
             return fb
         return _graft(chains, fb, ctx.device)
@@ -124,23 +119,17 @@ def _graft(chains: list[list[int]], fb: Draft, device) -> Draft:
                 child = len(toks) - 1
             cur = child
         rows.append((toks, pars, src))
-    N = max(len(t) for t, _, _ in rows)
-    tokens = torch.zeros(B, N, dtype=torch.long)
-    parents = torch.full((B, N), -1, dtype=torch.long)
-    for r, (t, p, _) in enumerate(rows):
-        tokens[r, : len(t)] = torch.as_tensor(t, dtype=torch.long)
-        parents[r, : len(p)] = torch.as_tensor(p, dtype=torch.long)
-    lengths = torch.tensor([len(t) for t, _, _ in rows], dtype=torch.long)
-    probs = None
-    if fb.probs is not None:
-        probs = torch.zeros(B, N, fb.probs.shape[-1], dtype=fb.probs.dtype, device=device)
-        for r, (t, _, src) in enumerate(rows):
-            for i, s in enumerate(src):
-                if s >= 0:
-                    probs[r, i] = fb.probs[r, s].to(device)
-                else:
-                    probs[r, i, t[i]] = 1.0
-    return Draft(tokens.to(device), lengths.to(device), probs, parents.to(device))
+    tree = Draft.from_trees([(t, p) for t, p, _ in rows], device)
+    if fb.probs is None:
+        return tree
+    probs = torch.zeros(B, tree.max_len, fb.probs.shape[-1], dtype=fb.probs.dtype, device=device)
+    for r, (t, _, src) in enumerate(rows):
+        for i, s in enumerate(src):
+            if s >= 0:
+                probs[r, i] = fb.probs[r, s].to(device)
+            else:
+                probs[r, i, t[i]] = 1.0
+    return replace(tree, probs=probs)
 
 
 def _merge(chains: list[list[int]], use_fb: list[bool], fb: Draft, device) -> Draft:
