@@ -86,14 +86,18 @@ def pin_auto(methods_spec: list[tuple[str, str]], auto_k: dict) -> list[tuple[st
 
 
 COLS = ["method", "K", "tau", "alpha_iid", "draft_step_ms", "verify_ms", "decode_ms", "predicted_speedup_chain",
-        "predicted_speedup", "measured_speedup", "measured_speedup_spread", "gap", "predicted_tokens_per_s",
+        "predicted_speedup", "measured_speedup", "measured_speedup_spread", "gap", "predicted_speedup_in_run",
+        "gap_in_run", "predicted_tokens_per_s",
         "measured_tokens_per_s", "draft_step_ms_in_bench", "prefill_share", "verify_share", "draft_share",
         "other_share"]
 NOTES = ("predicted = speedup over the kit's plain loop from per-step draft lengths, measured C(m) and drafter time "
          "per step (prefill included); predicted_speedup_chain = Leviathan's formula with tau = 1 + sum a_k and "
          "C(K+1) in place of a constant verify cost; measured = bench speedup vs measured_against; gap = predicted "
-         "/ measured - 1; tree methods use the tree-verify cost. *_share: measured wall time split into prefill, verify "
-         "(from the cost curves), drafting (measured in the bench) and the rest of the decode loop.")
+         "/ measured - 1; tree methods use the tree-verify cost. predicted_speedup_in_run / gap_in_run: the same "
+         "prediction from the run's own costs (the median time of its timed forwards by size and kind, pooled over "
+         "methods, with each sample's measured prefill and drafting): what is left out is the decode loop's own work. "
+         "*_share: measured wall time split into prefill, verify (timed in the run when the samples have step_costs, "
+         "else priced from the cost curves), drafting (measured in the bench) and the rest of the decode loop.")
 
 
 def write_outputs(out: Path, result: dict, title: str) -> None:
@@ -108,11 +112,20 @@ def write_outputs(out: Path, result: dict, title: str) -> None:
           f"{result['prefill_ms']:.1f} ms.", "",
           markdown_table([{"tokens": m, "ms": ms, "x C(1)": ms / costs[min(costs)]} for m, ms in costs.items()],
                          ["tokens", "ms", "x C(1)"]), "",
+          *_run_curve_md(result.get("run_cost") or []),
           f"Predicted vs measured (measured against {result['measured_against']}):", "",
           markdown_table(rows, COLS), "", NOTES, "", "![costmodel](costmodel.png)"]
     pyplot().close(plot_costmodel(results.load(out), out / "costmodel.png"))
     atomic_write_text(out / "costmodel.md", "\n".join(md) + "\n")
     write_report(out)
+
+
+def _run_curve_md(run_cost: list[dict]) -> list[str]:
+    """The bench run's own forward costs, as markdown lines (none when the run timed none)."""
+    if not run_cost:
+        return []
+    return ["Forward cost timed in the bench run itself (median over its forwards of each size, all methods "
+            "pooled):", "", markdown_table(run_cost, ["kind", "tokens", "ms", "forwards"]), ""]
 
 
 def _drafts_trees(method) -> bool:
@@ -159,11 +172,14 @@ def main(argv=None) -> int:
         print("[costmodel] tree-verify cost", file=sys.stderr)
         C_tree = costmodel.interpolate(costmodel.measure_forward_cost(model, prefix, tokens, repeats=args.repeats,
                                                                       tree=True))
+    curves = costmodel.run_cost_curves(samples)
+    run_cost = [{"kind": kind, "tokens": m, "ms": 1e3 * sec, "forwards": curves["count_" + kind][m]}
+                for kind in ("chain", "tree") for m, sec in curves[kind].items()]
     rows = []
     for name, spec, m in built:
         step_s, note = costmodel.time_drafter(m, model, prompts, max_new, temperature)
         row = costmodel.method_row(name, costmodel.nominal_k(m), samples, C, step_s, prefill, reference,
-                                   C_tree if _drafts_trees(m) else None)
+                                   C_tree if _drafts_trees(m) else None, curves if run_cost else None)
         row.update(spec=spec, note=note, measured_speedup_vs_baseline=summary.get("methods", {}).get(name, {})
                    .get("overall", {}).get("speedup"))
         rows.append(row)
@@ -176,12 +192,13 @@ def main(argv=None) -> int:
         atomic_write_json(out / "meta.json", meta)
     result = {"meta": meta, "prefix_len": prefix, "prefill_ms": 1e3 * prefill, "prefill_tokens": median_prompt,
               "verify_cost": [{"tokens": m, "ms": 1e3 * s, "ms_per_token": 1e3 * s / m} for m, s in costs.items()],
-              "methods": rows, "measured_against": reference, "notes": NOTES}
+              "run_cost": run_cost, "methods": rows, "measured_against": reference, "notes": NOTES}
     write_outputs(out, result, args.model)
     print(json.dumps(jsonable({"out": str(out), "prefix_len": prefix,
                                "verify_ms": {m: round(1e3 * s, 3) for m, s in costs.items()},
                                "methods": [{k: r.get(k) for k in ("method", "predicted_speedup", "measured_speedup",
-                                                                  "gap")} for r in rows]})))
+                                                                  "gap", "predicted_speedup_in_run", "gap_in_run")}
+                                           for r in rows]})))
     return 0
 
 

@@ -242,28 +242,74 @@ def verify_time(sample: dict, C: Callable[[int], float], verify_cost: Callable[[
     return plain_steps * C(1) + sum(V(d + 1) if d else C(1) for d in drafts)
 
 
+def run_cost_curves(samples: Iterable[dict]) -> dict[str, dict[int, float]]:
+    """The verify-cost curves of a bench run, from the forwards it timed itself (`step_costs`, kit
+    engine, batch 1): {"chain": {m: median seconds}, "tree": {...}, "count_chain": {m: forwards},
+    "count_tree": {...}}, m = tokens in the forward (drafted + 1). Every method's forwards pool
+    into one curve, so a method is predicted from the same costs as the others, timed under the
+    run's own conditions (interleaved, same process) rather than before or after it."""
+    by: dict[tuple[str, int], list[float]] = {}
+    for s in samples:
+        for drafted, tree, sec in s.get("step_costs") or []:
+            by.setdefault(("tree" if tree else "chain", int(drafted) + 1), []).append(float(sec))
+    out: dict[str, dict[int, float]] = {"chain": {}, "tree": {}, "count_chain": {}, "count_tree": {}}
+    for (kind, m), xs in sorted(by.items()):
+        out[kind][m] = statistics.median(xs)
+        out["count_" + kind][m] = len(xs)
+    return out
+
+
+def predict_in_run(samples: Iterable[dict], curves: dict[str, dict[int, float]]) -> dict:
+    """Predicted speedup over plain decoding from a run's own costs: each generation's steps priced
+    at the run's median forward cost for their size and kind (`run_cost_curves`), plus its measured
+    prefill and drafting time; plain decoding of the same tokens = the same prefill + (n - 1)
+    forwards of one token. What is left out is the decode loop's own work, so the gap to the
+    measured speedup is what that work changes."""
+    if 1 not in curves["chain"]:
+        return {}
+    chain, tree = interpolate(curves["chain"]), interpolate(curves["tree"]) if curves["tree"] else None
+    t_plain = t_method = 0.0
+    for s in samples:
+        steps = s.get("step_costs")
+        if not steps:
+            return {}
+        pre = float(s.get("prefill_time_s") or 0.0)
+        t_method += pre + float(s.get("draft_time_s") or 0.0) + sum(
+            (tree if t and tree else chain)(int(d) + 1) for d, t, _ in steps)
+        t_plain += pre + max(int(s["new_tokens"]) - 1, 0) * chain(1)
+    return {"predicted_speedup_in_run": t_plain / t_method} if t_method > 0 else {}
+
+
 def time_breakdown(samples: list[dict], C: Callable[[int], float], prefill_s: float,
                    verify_cost: Callable[[int], float] | None = None) -> dict:
     """Where one method's measured time went, summed over its bench samples: prefill and verify
-    forwards (from the measured cost curves and each step's draft length), drafting (measured in
-    the bench itself, `draft_time_s`), and the rest (the decode loop's own work: acceptance,
-    cache bookkeeping, Python). Shares of the measured wall time."""
+    forwards, drafting (`draft_time_s`), and the rest (the decode loop's own work: acceptance
+    bookkeeping, Python). Prefill and verify are the times the run measured (`prefill_time_s`,
+    `step_costs`) when its samples have them, else priced from the cost curves and each step's
+    draft length. Shares of the measured wall time."""
     wall = sum(float(s["wall_time_s"]) for s in samples)
-    prefill = prefill_s * len(samples)
-    verify = sum(verify_time(s, C, verify_cost) for s in samples)
+    timed = bool(samples) and all(s.get("step_costs") for s in samples)
+    if timed:
+        prefill = sum(float(s.get("prefill_time_s") or 0.0) for s in samples)
+        verify = sum(c[2] for s in samples for c in s["step_costs"])
+    else:
+        prefill = prefill_s * len(samples)
+        verify = sum(verify_time(s, C, verify_cost) for s in samples)
     draft = sum(float(s.get("draft_time_s") or 0.0) for s in samples)
     other = wall - prefill - verify - draft
     share = (lambda x: x / wall) if wall > 0 else (lambda x: float("nan"))
     return {"prefill_share": share(prefill), "verify_share": share(verify), "draft_share": share(draft),
-            "other_share": share(other)}
+            "other_share": share(other), "breakdown": "timed in the run" if timed else "priced from the cost curves"}
 
 
 def method_row(name: str, K: int, samples: list[dict], C: Callable[[int], float], step_s: float, prefill_s: float,
-               reference: str | None, verify_cost: Callable[[int], float] | None = None) -> dict:
+               reference: str | None, verify_cost: Callable[[int], float] | None = None,
+               run_curves: dict[str, dict[int, float]] | None = None) -> dict:
     """One method's costs, and with its bench samples (the whole folder's `samples`): measured tau
     and a_k, predicted speedup (stepwise and Leviathan's chain formula) next to the measured one
     against `reference`, gap = predicted / measured - 1, and the time breakdown. `verify_cost`:
-    the tree-verify curve for a method that drafts trees (K is then its depth)."""
+    the tree-verify curve for a method that drafts trees (K is then its depth). `run_curves`: the
+    run's own cost curves (`run_cost_curves`), for predicted_speedup_in_run and gap_in_run."""
     from mtp import results
 
     V = verify_cost or C
@@ -289,4 +335,8 @@ def method_row(name: str, K: int, samples: list[dict], C: Callable[[int], float]
             ms, [s for s in samples if s["method"] == reference])
     ps, mm = row.get("predicted_speedup"), row.get("measured_speedup")
     row["gap"] = ps / mm - 1 if ps and mm and mm == mm else float("nan")
+    if run_curves is not None and K:
+        row.update(predict_in_run(ms, run_curves))
+    pr = row.get("predicted_speedup_in_run")
+    row["gap_in_run"] = pr / mm - 1 if pr and mm and mm == mm else float("nan")
     return row

@@ -34,6 +34,8 @@ class RunRecord:
     draft_lengths: list[int] = field(default_factory=list)
     draft_depths: list[int] = field(default_factory=list)
     draft_time_s: float = 0.0  # time spent drafting (kit methods)
+    prefill_time_s: float = 0.0  # the prefill forward's time (kit methods)
+    step_costs: list[list] = field(default_factory=list)  # [drafted, tree, seconds] per decode forward (kit methods)
 
     def as_sample(self, prompt_id, repeat: int, turn: int = 0, category: str = "", **extra) -> dict:
         """This record as one line of a results folder's samples.jsonl (the one sample schema, see
@@ -42,7 +44,8 @@ class RunRecord:
                 "repeat": repeat, "output_ids": self.output_ids, "new_tokens": self.new_tokens,
                 "wall_time_s": self.wall_time_s, "target_forwards": self.target_forwards,
                 "accept_lengths": self.accept_lengths, "draft_lengths": self.draft_lengths,
-                "draft_depths": self.draft_depths, "draft_time_s": self.draft_time_s, **extra}
+                "draft_depths": self.draft_depths, "draft_time_s": self.draft_time_s,
+                "prefill_time_s": self.prefill_time_s, "step_costs": self.step_costs, **extra}
 
 
 def device_of(model) -> torch.device:
@@ -149,7 +152,8 @@ class KitMethod(Method):
                        ignore_eos=ignore_eos)
         s = out.stats
         return RunRecord(self.name, out.tokens[0], s.new_tokens, 0.0, s.target_forwards, list(s.accept_lengths),
-                         list(s.draft_lengths), list(s.draft_depths), s.draft_time_s)
+                         list(s.draft_lengths), list(s.draft_depths), s.draft_time_s, s.prefill_time_s,
+                         list(s.step_costs))
 
 
 class MethodSpecError(ValueError):

@@ -226,6 +226,32 @@ def plot_positions(runs: list[str | Path], out: str | Path):
     plt.close(fig)
 
 
+def time_rows(folder: str | Path) -> list[dict]:
+    """Where each kit method's time went in one bench folder, from what the run timed itself
+    (mtp.costmodel.time_breakdown): shares of prefill, verify forwards, drafting and the rest of
+    the loop; and the speedup over `vanilla` that the run's own forward costs predict
+    (mtp.costmodel.predict_in_run) next to the measured one. Empty when the run timed nothing
+    (results written before forwards were timed, or no `vanilla`)."""
+    from mtp import costmodel, results as R
+
+    samples = R.read_samples(Path(folder) / "samples.jsonl")
+    plain = [s for s in samples if s["method"] == "vanilla"]
+    curves = costmodel.run_cost_curves(samples)
+    rows = []
+    for name in dict.fromkeys(s["method"] for s in samples):
+        ms = [s for s in samples if s["method"] == name]
+        if not plain or not all(s.get("step_costs") for s in ms):
+            continue
+        b = costmodel.time_breakdown(ms, None, 0.0)
+        measured = R.speedup(ms, plain)[0]
+        pred = 1.0 if name == "vanilla" else costmodel.predict_in_run(ms, curves).get("predicted_speedup_in_run")
+        rows.append({"method": name, "prefill": _f(b["prefill_share"]), "verify": _f(b["verify_share"]),
+                     "drafting": _f(b["draft_share"]), "rest of loop": _f(b["other_share"]),
+                     "predicted vs vanilla": f"{pred:.2f}x" if pred else "-", "measured vs vanilla": f"{measured:.2f}x",
+                     "gap": _f(pred / measured - 1) if pred and measured == measured else "-"})
+    return rows
+
+
 def demo_report(results: str | Path, runs: str | Path, *, model: str, preset: str) -> str:
     """results/<name>/report.md (+ acceptance.png): the overall and per-category tables, the
     training summary of every head, how to reproduce. Returns the markdown."""
@@ -239,6 +265,15 @@ def demo_report(results: str | Path, runs: str | Path, *, model: str, preset: st
         info = json.loads(best.read_text())
         lines.append(f"- `{best.parent.name}`: held-out expected tau {info.get('best_tau', float('nan')):.3f} at step "
                      f"{info.get('best_step')} (`{best.parent / 'best'}`)")
+    for temp, folder in temperature_folders(results).items():
+        rows = time_rows(folder)
+        if rows:
+            lines += ["", f"## Where the time goes, T={temp:g}", "",
+                      "Shares of each method's wall time, timed in the run: prefill, target forwards that verify "
+                      "(acceptance included), drafting, and the rest of the decode loop. Predicted: the speedup "
+                      "over `vanilla` from the run's own median forward cost by size (all methods pooled), with "
+                      "each generation's steps, prefill and drafting time; gap = predicted / measured - 1.", "",
+                      markdown_table(rows, list(rows[0]))]
     lines += ["", "## Reproduce", ""] + reproduce_lines([results])
     try:
         plot_positions([results], results / "acceptance.png")

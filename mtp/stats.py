@@ -31,6 +31,11 @@ class SpecStats:
     draft_depths: list[int] = field(default_factory=list)  # longest acceptable path (chain: = length)
     wall_time_s: float = 0.0
     draft_time_s: float = 0.0  # time in the drafter after prefill: propose and observe (its work on verified tokens)
+    # Timed target forwards (kit engine): the prefill's seconds, and one [drafted, tree, seconds] per
+    # decode forward (tokens drafted into it, 1 if under a tree mask, its time with acceptance and the
+    # cache rollback). A forward that served a batch is split evenly over its rows.
+    prefill_time_s: float = 0.0
+    step_costs: list[list] = field(default_factory=list)
 
     # -- recording -----------------------------------------------------------------------------
     def record_step(self, drafted: int, accepted: int, target_token: bool, depth: int | None = None,
@@ -57,6 +62,8 @@ class SpecStats:
             draft_depths=self.draft_depths + other.draft_depths,
             wall_time_s=self.wall_time_s + other.wall_time_s,
             draft_time_s=self.draft_time_s + other.draft_time_s,
+            prefill_time_s=self.prefill_time_s + other.prefill_time_s,
+            step_costs=self.step_costs + other.step_costs,
         )
 
     __add__ = merge
@@ -67,6 +74,15 @@ class SpecStats:
         for s in items:
             total = total + s
         return total
+
+    def record_forward_time(self, drafted: int, tree: bool, seconds: float) -> None:
+        """The time of one decode-step target forward (see `step_costs`)."""
+        self.step_costs.append([int(drafted), int(tree), round(float(seconds), 7)])
+
+    @property
+    def verify_time_s(self) -> float:
+        """Seconds in timed decode-step target forwards (acceptance and cache rollback included)."""
+        return sum(c[2] for c in self.step_costs)
 
     # -- derived metrics -------------------------------------------------------------------------
     @property
@@ -133,6 +149,8 @@ class SpecStats:
             "accept_length_histogram": self.accept_length_histogram(),
             "wall_time_s": self.wall_time_s,
             "draft_time_s": self.draft_time_s,
+            "prefill_time_s": self.prefill_time_s,
+            "verify_time_s": self.verify_time_s,
             "tokens_per_s": self.tokens_per_s,
         }
 

@@ -22,6 +22,14 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
             assert all(e["overall"]["exact_match"] == 1.0 for e in s["methods"].values())
     report = (res / "report.md").read_text()
     assert "| tiny-llama | eagle3 |" in report and (res / "acceptance.png").is_file()
+    # where the time goes, from the forwards the run timed itself: every kit method, shares in [0, 1]
+    assert "## Where the time goes, T=0" in report
+    from mtp.report import time_rows
+
+    rows = {r["method"]: r for r in time_rows(res / "t0")}
+    assert set(rows) == {"vanilla", "pld", "eagle3", "union+eagle3"}  # hf is not the kit's loop: nothing timed
+    assert all(0 <= float(r[k]) <= 1 for r in rows.values() for k in ("prefill", "verify", "drafting"))
+    assert rows["vanilla"]["drafting"] == "0.00" and rows["vanilla"]["predicted vs vanilla"] == "1.00x"
     assert (tmp_path / "runs" / "demo" / "eagle3" / "best" / "model.safetensors").is_file()
     cfg = json.loads((tmp_path / "runs" / "demo" / "eagle3" / "best" / "config.json").read_text())
     assert cfg["config"]["draft_vocab_size"] == 64

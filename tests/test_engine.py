@@ -111,6 +111,11 @@ def test_oracle_accepts_everything_and_stats_add_up(tiny_llama):
         if 29 % (k + 1) == 0:
             assert s.tau == k + 1
         assert sum(s.accept_length_histogram()) == len(s.accept_lengths)
+        # one timed forward per decode step, each with its draft length (the cost model's in-run curve)
+        assert len(s.step_costs) == s.target_forwards - 1
+        assert [c[0] for c in s.step_costs if c[0]] == s.draft_lengths and not any(c[1] for c in s.step_costs)
+        assert s.prefill_time_s > 0 and all(c[2] > 0 for c in s.step_costs)
+        assert s.prefill_time_s + s.verify_time_s + s.draft_time_s <= s.wall_time_s
 
 
 def test_random_drafter_accepts_almost_nothing(tiny_llama):

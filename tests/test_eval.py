@@ -122,6 +122,27 @@ def test_costmodel_formulas():
     assert p["predicted_speedup"] == pytest.approx((1 + 6) / (1 + 2 * 2 + 1 + 3 * 0.1))
 
 
+def test_costmodel_from_the_runs_own_forwards():
+    # forwards timed in the run: m=1 chain costs 1.0 (median of 0.9, 1.0, 5.0: an outlier does not move it),
+    # m=3 chain 2.0, m=5 tree 4.0
+    plain = {"new_tokens": 4, "target_forwards": 4, "prefill_time_s": 0.5, "draft_time_s": 0.0,
+             "step_costs": [[0, 0, 0.9], [0, 0, 1.0], [0, 0, 5.0]]}
+    spec = {"new_tokens": 7, "target_forwards": 3, "prefill_time_s": 0.5, "draft_time_s": 0.3,
+            "step_costs": [[2, 0, 2.0], [4, 1, 4.0]]}
+    curves = costmodel.run_cost_curves([plain, spec])
+    assert curves["chain"] == {1: 1.0, 3: 2.0} and curves["tree"] == {5: 4.0}
+    assert curves["count_chain"] == {1: 3, 3: 1} and curves["count_tree"] == {5: 1}
+    # spec: prefill 0.5 + drafting 0.3 + C(3) + V(5) = 6.8; plain decoding of its 7 tokens: 0.5 + 6 * C(1)
+    p = costmodel.predict_in_run([spec], curves)
+    assert p["predicted_speedup_in_run"] == pytest.approx(6.5 / 6.8)
+    assert costmodel.predict_in_run([{"new_tokens": 3, "target_forwards": 3}], curves) == {}  # nothing timed
+    assert costmodel.predict_in_run([spec], costmodel.run_cost_curves([spec])) == {}  # no one-token forward
+    b = costmodel.time_breakdown([{**spec, "wall_time_s": 10.0}], None, 99.0)
+    assert b["breakdown"] == "timed in the run"
+    assert (b["prefill_share"], b["verify_share"], b["draft_share"]) == pytest.approx((0.05, 0.6, 0.03))
+    assert b["other_share"] == pytest.approx(0.32)
+
+
 def test_offline_acceptance_accumulator():
     from eval.acceptance import AcceptanceAccumulator
 
@@ -303,7 +324,12 @@ def test_costmodel_cli(bench_dir, one_thread):
     rows = {r["method"]: r for r in d["methods"]}
     assert set(rows) == {"hf", "vanilla", "copy", "self"}
     assert rows["self"]["K"] == 3 and rows["self"]["draft_step_ms"] > 0
-    assert {"predicted_speedup", "measured_speedup", "gap"} <= set(rows["self"])
+    assert {"predicted_speedup", "measured_speedup", "gap", "predicted_speedup_in_run", "gap_in_run"} <= set(rows["self"])
+    # the bench timed its own forwards: one-token forwards (vanilla) and K+1 = 4-token ones (self's drafts)
+    curve = {(c["kind"], c["tokens"]): c for c in d["run_cost"]}
+    assert ("chain", 1) in curve and curve["chain", 1]["ms"] > 0 and curve["chain", 1]["forwards"] > 0
+    assert rows["self"]["breakdown"] == "timed in the run"
+    assert rows["self"]["predicted_speedup_in_run"] > 0
     assert (bench_dir / "costmodel.png").exists() and results.load(bench_dir).costmodel is not None
 
 

@@ -80,6 +80,8 @@ def test_oracle_tree_accepts_full_depth(tiny_llama):
     assert out.tokens[0] == ref
     assert out.stats.accept_lengths == [4] * 8  # 1 + 8 * 5 = 41 tokens in 9 forwards
     assert out.stats.per_position_acceptance() == [1.0] * 4
+    # each decode forward is timed as a tree forward over its nodes (the cost model's in-run curve)
+    assert [c[:2] for c in out.stats.step_costs] == [[TREE.size, 1]] * 8
 
 
 def test_batched_tree_equals_rows_alone(tiny_llama):
