@@ -263,21 +263,27 @@ def predict_in_run(samples: Iterable[dict], curves: dict[str, dict[int, float]])
     """Predicted speedup over plain decoding from a run's own costs: each generation's steps priced
     at the run's median forward cost for their size and kind (`run_cost_curves`), plus its measured
     prefill and drafting time; plain decoding of the same tokens = the same prefill + (n - 1)
-    forwards of one token. What is left out is the decode loop's own work, so the gap to the
-    measured speedup is what that work changes."""
+    forwards of one token. The predicted times go through the bench's own speedup metric (per
+    repeat, mean per-prompt tokens/s over that of plain; `mtp.results.speedup`), so a gap to the
+    measured speedup is what the decode loop's own work and the spread of forward times change,
+    not a different average."""
+    from mtp import results
+
     if 1 not in curves["chain"]:
         return {}
     chain, tree = interpolate(curves["chain"]), interpolate(curves["tree"]) if curves["tree"] else None
-    t_plain = t_method = 0.0
+    method, plain = [], []
     for s in samples:
         steps = s.get("step_costs")
         if not steps:
             return {}
         pre = float(s.get("prefill_time_s") or 0.0)
-        t_method += pre + float(s.get("draft_time_s") or 0.0) + sum(
-            (tree if t and tree else chain)(int(d) + 1) for d, t, _ in steps)
-        t_plain += pre + max(int(s["new_tokens"]) - 1, 0) * chain(1)
-    return {"predicted_speedup_in_run": t_plain / t_method} if t_method > 0 else {}
+        t = pre + float(s.get("draft_time_s") or 0.0) + sum((tree if k and tree else chain)(int(d) + 1)
+                                                            for d, k, _ in steps)
+        method.append({**s, "wall_time_s": t})
+        plain.append({**s, "wall_time_s": pre + max(int(s["new_tokens"]) - 1, 0) * chain(1)})
+    sp = results.speedup(method, plain)[0]
+    return {"predicted_speedup_in_run": sp} if sp == sp else {}
 
 
 def time_breakdown(samples: list[dict], C: Callable[[int], float], prefill_s: float,

@@ -127,7 +127,8 @@ def test_costmodel_from_the_runs_own_forwards():
     # m=3 chain 2.0, m=5 tree 4.0
     plain = {"new_tokens": 4, "target_forwards": 4, "prefill_time_s": 0.5, "draft_time_s": 0.0,
              "step_costs": [[0, 0, 0.9], [0, 0, 1.0], [0, 0, 5.0]]}
-    spec = {"new_tokens": 7, "target_forwards": 3, "prefill_time_s": 0.5, "draft_time_s": 0.3,
+    spec = {"new_tokens": 7, "target_forwards": 3, "prefill_time_s": 0.5, "draft_time_s": 0.3, "repeat": 0,
+            "prompt_id": "a",
             "step_costs": [[2, 0, 2.0], [4, 1, 4.0]]}
     curves = costmodel.run_cost_curves([plain, spec])
     assert curves["chain"] == {1: 1.0, 3: 2.0} and curves["tree"] == {5: 4.0}
@@ -135,6 +136,10 @@ def test_costmodel_from_the_runs_own_forwards():
     # spec: prefill 0.5 + drafting 0.3 + C(3) + V(5) = 6.8; plain decoding of its 7 tokens: 0.5 + 6 * C(1)
     p = costmodel.predict_in_run([spec], curves)
     assert p["predicted_speedup_in_run"] == pytest.approx(6.5 / 6.8)
+    # the bench's metric: mean over prompts of tokens/s, over that of plain decoding (not a ratio of summed times)
+    other = {**spec, "prompt_id": "b", "new_tokens": 3, "draft_time_s": 0.0, "step_costs": [[2, 0, 2.0]]}
+    p2 = costmodel.predict_in_run([spec, other], curves)  # b: 0.5 + C(3) = 2.5 against plain 0.5 + 2 C(1) = 2.5
+    assert p2["predicted_speedup_in_run"] == pytest.approx((7 / 6.8 + 3 / 2.5) / (7 / 6.5 + 3 / 2.5))
     assert costmodel.predict_in_run([{"new_tokens": 3, "target_forwards": 3}], curves) == {}  # nothing timed
     assert costmodel.predict_in_run([spec], costmodel.run_cost_curves([spec])) == {}  # no one-token forward
     b = costmodel.time_breakdown([{**spec, "wall_time_s": 10.0}], None, 99.0)
