@@ -2,7 +2,7 @@
 
     python -m eval.report results/demo [results/demo-gemma ...] [--readme README.md] [--docs docs/results]
 Prints the markdown table. --readme replaces the table between the README's results-table markers;
---docs copies the small files behind it (summary.json/csv, report.md, png; also the run's sweep*
+--docs copies the small files behind it (summary.json/csv, report.md, png, and a demo's own report.md; also the run's sweep*
 folders from eval.sweep) into that folder.
 """
 from __future__ import annotations
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                 dst.mkdir(parents=True, exist_ok=True)
                 for f in list(p.glob("*.json")) + list(p.glob("*.csv")) + list(p.glob("*.png")) + list(p.glob("*.md")):
                     shutil.copy2(f, dst / f.name)
+            for f in list(Path(run).glob("*.md")) + list(Path(run).glob("*.png")):  # a demo's report.md and plot
+                (docs / Path(run).name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, docs / Path(run).name / f.name)
         docs.mkdir(parents=True, exist_ok=True)
         plot_positions(a.runs, docs / "acceptance.png")
     if a.readme:

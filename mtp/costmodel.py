@@ -173,20 +173,34 @@ def predict_stepwise(samples: Iterable[dict], C: Callable[[int], float], draft_s
     the same tokens: plain = prefill + (n - 1) C(1); method = prefill + sum over decode forwards
     of (draft step + V(drafted + 1)) (forwards without drafts cost C(1), plus the drafter's call).
     V is the verify cost: C for chains, the tree-verify curve for tree drafts (`verify_cost`; a
-    tree step's draft length is its node count). Returns predicted speedup (ratio of summed
-    times) and predicted tokens/s."""
+    tree step's draft length is its node count). Returns the predicted speedup through the
+    bench's own metric (per repeat, mean per-prompt tokens/s over plain's; `_speedup_of`) and the
+    predicted tokens/s (all tokens over all time)."""
     t_plain = t_method = 0.0
     tokens = 0
+    method, plain = [], []
     for s in samples:
         decode = int(s["target_forwards"]) - 1  # the first forward is the prefill
-        t_method += prefill_s + verify_time(s, C, verify_cost)
+        tm = prefill_s + verify_time(s, C, verify_cost)
         if draft_step_s == draft_step_s and draft_step_s > 0:
-            t_method += decode * draft_step_s
-        t_plain += prefill_s + max(int(s["new_tokens"]) - 1, 0) * C(1)
-        tokens += int(s["new_tokens"])
-    return {"predicted_speedup": t_plain / t_method if t_method > 0 else float("nan"),
+            tm += decode * draft_step_s
+        tp = prefill_s + max(int(s["new_tokens"]) - 1, 0) * C(1)
+        method.append({**s, "wall_time_s": tm})
+        plain.append({**s, "wall_time_s": tp})
+        t_method, t_plain, tokens = t_method + tm, t_plain + tp, tokens + int(s["new_tokens"])
+    return {"predicted_speedup": _speedup_of(method, plain) if t_method > 0 else float("nan"),
             "predicted_tokens_per_s": tokens / t_method if t_method > 0 else float("nan"),
             "predicted_plain_tokens_per_s": tokens / t_plain if t_plain > 0 else float("nan")}
+
+
+def _speedup_of(method: list[dict], plain: list[dict]) -> float:
+    """The bench's speedup metric (mtp.results.speedup) over samples whose wall_time_s holds
+    predicted times: what a prediction is compared with is then averaged the same way (a mean of
+    per-prompt ratios weighs a prompt lookup copies at 3.9x far more than a ratio of summed times)."""
+    from mtp import results
+
+    keyed = lambda xs: [{**s, "repeat": s.get("repeat", 0), "prompt_id": s.get("prompt_id", "")} for s in xs]
+    return results.speedup(keyed(method), keyed(plain))[0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,8 +281,6 @@ def predict_in_run(samples: Iterable[dict], curves: dict[str, dict[int, float]])
     repeat, mean per-prompt tokens/s over that of plain; `mtp.results.speedup`), so a gap to the
     measured speedup is what the decode loop's own work and the spread of forward times change,
     not a different average."""
-    from mtp import results
-
     if 1 not in curves["chain"]:
         return {}
     chain, tree = interpolate(curves["chain"]), interpolate(curves["tree"]) if curves["tree"] else None
@@ -282,7 +294,7 @@ def predict_in_run(samples: Iterable[dict], curves: dict[str, dict[int, float]])
                                                             for d, k, _ in steps)
         method.append({**s, "wall_time_s": t})
         plain.append({**s, "wall_time_s": pre + max(int(s["new_tokens"]) - 1, 0) * chain(1)})
-    sp = results.speedup(method, plain)[0]
+    sp = _speedup_of(method, plain)
     return {"predicted_speedup_in_run": sp} if sp == sp else {}
 
 

@@ -15,7 +15,9 @@ Definitions (REFERENCES.md; per-step counts come from `mtp.stats.SpecStats`):
 Folder contract (written through `mtp.bench.SuiteRun` by eval.bench, eval.bench_foundation,
 eval.bench_trees and train.figures; eval.costmodel and eval.sweep add their tables):
     samples.jsonl   one line per (method, prompt, turn, repeat): SAMPLE_KEYS (+ method_key,
-                    draft_lengths, draft_depths, draft_time_s, length, prompt_tokens, max_new_tokens)
+                    draft_lengths, draft_depths, draft_time_s, length, prompt_tokens, max_new_tokens;
+                    kit methods: prefill_time_s and step_costs, [drafted, tree, seconds] per decode
+                    forward, the times eval.costmodel and the demo report split and model)
     summary.json    {"baseline", "greedy", "methods": {m: {"overall": M, "category": {c: M},
                      "length": {mix: M}}}, "mismatches": [...]} with M holding SUMMARY_KEYS and extras
     summary.csv     the same, one row per (method, scope, group)

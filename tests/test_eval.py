@@ -120,6 +120,10 @@ def test_costmodel_formulas():
     s = {"new_tokens": 7, "target_forwards": 4, "draft_lengths": [2, 2], "accept_lengths": [2, 1]}
     p = costmodel.predict_stepwise([s], C, 0.1, prefill_s=1.0)
     assert p["predicted_speedup"] == pytest.approx((1 + 6) / (1 + 2 * 2 + 1 + 3 * 0.1))
+    # two prompts: the bench's metric, a mean of per-prompt tokens/s (not a ratio of summed times)
+    s2 = {"new_tokens": 2, "target_forwards": 2, "draft_lengths": [], "accept_lengths": [], "prompt_id": "b"}
+    p = costmodel.predict_stepwise([{**s, "prompt_id": "a"}, s2], C, 0.1, prefill_s=1.0)
+    assert p["predicted_speedup"] == pytest.approx((7 / 6.3 + 2 / 2.1) / (7 / 7 + 2 / 2))
 
 
 def test_costmodel_from_the_runs_own_forwards():
