@@ -256,6 +256,13 @@ def verify_time(sample: dict, C: Callable[[int], float], verify_cost: Callable[[
     return plain_steps * C(1) + sum(V(d + 1) if d else C(1) for d in drafts)
 
 
+def timed(sample: dict) -> bool:
+    """Whether a bench sample's forwards were timed by the kit's engine: one `step_costs` entry per
+    decode forward (HF methods and results from before the engine timed them have none)."""
+    steps = sample.get("step_costs")
+    return steps is not None and len(steps) == int(sample["target_forwards"]) - 1
+
+
 def run_cost_curves(samples: Iterable[dict]) -> dict[str, dict[int, float]]:
     """The verify-cost curves of a bench run, from the forwards it timed itself (`step_costs`, kit
     engine, batch 1): {"chain": {m: median seconds}, "tree": {...}, "count_chain": {m: forwards},
@@ -263,8 +270,8 @@ def run_cost_curves(samples: Iterable[dict]) -> dict[str, dict[int, float]]:
     into one curve, so a method is predicted from the same costs as the others, timed under the
     run's own conditions (interleaved, same process) rather than before or after it."""
     by: dict[tuple[str, int], list[float]] = {}
-    for s in samples:
-        for drafted, tree, sec in s.get("step_costs") or []:
+    for s in filter(timed, samples):
+        for drafted, tree, sec in s["step_costs"]:
             by.setdefault(("tree" if tree else "chain", int(drafted) + 1), []).append(float(sec))
     out: dict[str, dict[int, float]] = {"chain": {}, "tree": {}, "count_chain": {}, "count_tree": {}}
     for (kind, m), xs in sorted(by.items()):
@@ -286,9 +293,9 @@ def predict_in_run(samples: Iterable[dict], curves: dict[str, dict[int, float]])
     chain, tree = interpolate(curves["chain"]), interpolate(curves["tree"]) if curves["tree"] else None
     method, plain = [], []
     for s in samples:
-        steps = s.get("step_costs")
-        if not steps:
+        if not timed(s):
             return {}
+        steps = s["step_costs"]
         pre = float(s.get("prefill_time_s") or 0.0)
         t = pre + float(s.get("draft_time_s") or 0.0) + sum((tree if k and tree else chain)(int(d) + 1)
                                                             for d, k, _ in steps)
@@ -306,8 +313,8 @@ def time_breakdown(samples: list[dict], C: Callable[[int], float], prefill_s: fl
     `step_costs`) when its samples have them, else priced from the cost curves and each step's
     draft length. Shares of the measured wall time."""
     wall = sum(float(s["wall_time_s"]) for s in samples)
-    timed = bool(samples) and all(s.get("step_costs") for s in samples)
-    if timed:
+    was_timed = bool(samples) and all(map(timed, samples))
+    if was_timed:
         prefill = sum(float(s.get("prefill_time_s") or 0.0) for s in samples)
         verify = sum(c[2] for s in samples for c in s["step_costs"])
     else:
@@ -317,7 +324,7 @@ def time_breakdown(samples: list[dict], C: Callable[[int], float], prefill_s: fl
     other = wall - prefill - verify - draft
     share = (lambda x: x / wall) if wall > 0 else (lambda x: float("nan"))
     return {"prefill_share": share(prefill), "verify_share": share(verify), "draft_share": share(draft),
-            "other_share": share(other), "breakdown": "timed in the run" if timed else "priced from the cost curves"}
+            "other_share": share(other), "breakdown": "timed in the run" if was_timed else "priced from the cost curves"}
 
 
 def method_row(name: str, K: int, samples: list[dict], C: Callable[[int], float], step_s: float, prefill_s: float,

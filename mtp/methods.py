@@ -35,7 +35,7 @@ class RunRecord:
     draft_depths: list[int] = field(default_factory=list)
     draft_time_s: float = 0.0  # time spent drafting (kit methods)
     prefill_time_s: float = 0.0  # the prefill forward's time (kit methods)
-    step_costs: list[list] = field(default_factory=list)  # [drafted, tree, seconds] per decode forward (kit methods)
+    step_costs: list[list] | None = None  # [drafted, tree, seconds] per decode forward (kit methods; None: not timed)
 
     def as_sample(self, prompt_id, repeat: int, turn: int = 0, category: str = "", **extra) -> dict:
         """This record as one line of a results folder's samples.jsonl (the one sample schema, see

@@ -240,7 +240,7 @@ def time_rows(folder: str | Path) -> list[dict]:
     rows = []
     for name in dict.fromkeys(s["method"] for s in samples):
         ms = [s for s in samples if s["method"] == name]
-        if not plain or not all(s.get("step_costs") for s in ms):
+        if not plain or not all(map(costmodel.timed, ms)):
             continue
         b = costmodel.time_breakdown(ms, None, 0.0)
         measured = R.speedup(ms, plain)[0]

@@ -141,10 +141,18 @@ def test_costmodel_from_the_runs_own_forwards():
     p = costmodel.predict_in_run([spec], curves)
     assert p["predicted_speedup_in_run"] == pytest.approx(6.5 / 6.8)
     # the bench's metric: mean over prompts of tokens/s, over that of plain decoding (not a ratio of summed times)
-    other = {**spec, "prompt_id": "b", "new_tokens": 3, "draft_time_s": 0.0, "step_costs": [[2, 0, 2.0]]}
+    other = {**spec, "prompt_id": "b", "new_tokens": 3, "target_forwards": 2, "draft_time_s": 0.0,
+             "step_costs": [[2, 0, 2.0]]}
     p2 = costmodel.predict_in_run([spec, other], curves)  # b: 0.5 + C(3) = 2.5 against plain 0.5 + 2 C(1) = 2.5
     assert p2["predicted_speedup_in_run"] == pytest.approx((7 / 6.8 + 3 / 2.5) / (7 / 6.5 + 3 / 2.5))
+    # a generation that stopped at its first token (EOS) was timed too: it has no decode forwards
+    eos = {**spec, "prompt_id": "c", "new_tokens": 1, "target_forwards": 1, "draft_time_s": 0.0, "step_costs": []}
+    p3 = costmodel.predict_in_run([spec, other, eos], curves)
+    assert p3["predicted_speedup_in_run"] == pytest.approx((7 / 6.8 + 3 / 2.5 + 1 / 0.5) / (7 / 6.5 + 3 / 2.5 + 1 / 0.5))
+    assert costmodel.time_breakdown([{**eos, "wall_time_s": 1.0}], None, 99.0)["breakdown"] == "timed in the run"
     assert costmodel.predict_in_run([{"new_tokens": 3, "target_forwards": 3}], curves) == {}  # nothing timed
+    hf_row = {"new_tokens": 3, "target_forwards": 3, "step_costs": []}  # written before HF rows had None
+    assert not costmodel.timed(hf_row) and costmodel.predict_in_run([hf_row], curves) == {}
     assert costmodel.predict_in_run([spec], costmodel.run_cost_curves([spec])) == {}  # no one-token forward
     b = costmodel.time_breakdown([{**spec, "wall_time_s": 10.0}], None, 99.0)
     assert b["breakdown"] == "timed in the run"
