@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
                 dst.mkdir(parents=True, exist_ok=True)
                 for f in list(p.glob("*.json")) + list(p.glob("*.csv")) + list(p.glob("*.png")) + list(p.glob("*.md")):
                     shutil.copy2(f, dst / f.name)
-            for f in list(Path(run).glob("*.md")) + list(Path(run).glob("*.png")):  # a demo's report.md and plot
+            top = list(Path(run).glob("*.md")) + list(Path(run).glob("*.png"))  # a demo's report.md and plot
+            if top:
                 (docs / Path(run).name).mkdir(parents=True, exist_ok=True)
+            for f in top:
                 shutil.copy2(f, docs / Path(run).name / f.name)
         docs.mkdir(parents=True, exist_ok=True)
         plot_positions(a.runs, docs / "acceptance.png")

@@ -167,8 +167,7 @@ class _Decoder:
         n0, first = verify_chain(out.logits[:, -1:], no_draft.tokens, no_draft.lengths, cfg,
                                  generator=self.opts.generator)
         first_l = first.tolist()
-        sync(self.device)
-        dt = time.perf_counter() - t0
+        dt = self._elapsed(t0)
         for s in st.stats:
             s.prefill_time_s += dt / B
         committed = [self._commit(r, [first_l[r]], 0, 0, prefill=True) for r in range(B)]
@@ -188,8 +187,7 @@ class _Decoder:
         out, v = self._verify(inputs, draft, node_depth)
         nxt_l = v.next_tokens.tolist()
         rows = [r for r in range(len(active)) if active[r]]
-        sync(self.device)
-        dt = time.perf_counter() - t0
+        dt = self._elapsed(t0)
         for r in rows:  # the forward's time, for the cost model's curve measured in the run itself
             st.stats[r].record_forward_time(len_l[r], draft.parents is not None, dt / len(rows))
         committed = [self._commit(r, [tok_l[r][i] for i in v.paths[r]] + [nxt_l[r]], len_l[r], len(v.paths[r]),
@@ -280,10 +278,14 @@ class _Decoder:
         if not prefill and rows:  # a head's work on the verified tokens is drafting time too
             self._charge_drafting(rows, t0)
 
-    def _charge_drafting(self, rows: list[int], t0: float) -> None:
-        """The time since t0 (after a device sync) as drafting time, split evenly over `rows`."""
+    def _elapsed(self, t0: float) -> float:
+        """Seconds since t0, after a device sync (queued work counts)."""
         sync(self.device)
-        dt = time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+    def _charge_drafting(self, rows: list[int], t0: float) -> None:
+        """The time since t0 as drafting time, split evenly over `rows`."""
+        dt = self._elapsed(t0)
         for r in rows:
             self.state.stats[r].draft_time_s += dt / len(rows)
 
