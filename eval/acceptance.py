@@ -153,7 +153,7 @@ def bench_tau(bench_dir: str | Path, heads_dir: str) -> dict | None:
     summary = json.loads((bench_dir / "summary.json").read_text())
     hd = str(Path(heads_dir).resolve())
     for name, spec in cfg.get("methods", {}).items():
-        if spec.startswith(("pld+", "union+")) or re.search(r":tree\d+$", spec):
+        if spec.startswith(("pld+", "union+", "adapt+")) or re.search(r":tree\d+$", spec):
             continue  # lookup-first or a tree: its tau is not these heads' chain
         base = re.sub(r":(\d+|auto)$", "", spec.removeprefix("heads:"))  # drop :K or :auto
         if Path(base).exists() and str(Path(base).resolve()) == hd and name in summary["methods"]:

@@ -4,7 +4,7 @@
         --temperature 0 --max-new-tokens 128 --repeats 3 --out results/smollm2-t0
 
 Methods (mtp.bench.make_method): hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K],
-heads:<checkpoint dir>[:K][:tree<N>], pld+heads:<dir>, union+heads:<dir>; "name=spec" gives a method a custom name
+heads:<checkpoint dir>[:K][:tree<N>], pld+heads:<dir>, union+heads:<dir>, adapt+heads:<dir>; "name=spec" gives a method a custom name
 (e.g. "copy=vanilla"). The runner is mtp.bench.SuiteRun: methods interleaved per prompt (order
 rotated per repeat) after warm-up. Every finished
 (method, prompt, turn, repeat) cell is appended to samples.jsonl at once; rerunning with the same

@@ -8,7 +8,7 @@ Each point is one `mtp.engine.generate` call over a batch of B suite prompts (EO
 row makes max_new_tokens tokens), median over repeats, points interleaved per repeat (the one batch
 sweep, mtp.sweep.batch_sweep). The folder gets sweep.json/csv/png, meta.json and report.md.
 interactivity = tokens per row / wall time; throughput = all tokens / wall time.
-Methods are kit methods, optionally named "name=spec" (vanilla, pld[:K], draft:<model>[:K], heads:<dir>[:K|:auto], pld+heads:..., union+heads:...);
+Methods are kit methods, optionally named "name=spec" (vanilla, pld[:K], draft:<model>[:K], heads:<dir>[:K|:auto], pld+heads:..., union+heads:..., adapt+heads:...);
 one without :K is swept over --draft-lengths; with :auto the cost model picks K at each batch size
 (mtp.shape: this machine's verify cost at that batch size, the head's held-out acceptance). HF `generate` is not swept (batch-1 runner only).
 """

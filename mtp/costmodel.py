@@ -99,6 +99,21 @@ def interpolate(costs: dict[int, float]) -> Callable[[int], float]:
     return C
 
 
+_MACHINE_CURVES: dict[tuple, Callable[[int], float]] = {}
+
+
+def machine_verify_cost(model, batch_size: int = 1, prefix_len: int = 256,
+                        tokens: Sequence[int] = (1, 2, 4, 8, 12, 16, 24, 32, 48)) -> Callable[[int], float]:
+    """C(m) for a drafter that chooses what to verify (mtp.drafters.AdaptiveUnionDrafter): this
+    machine's forward cost over m tokens at `batch_size` rows, timed once per model and batch size in
+    this process (a few seconds on a CPU) and interpolated."""
+    key = (id(model), batch_size, prefix_len, tuple(tokens))
+    if key not in _MACHINE_CURVES:
+        _MACHINE_CURVES[key] = interpolate(measure_forward_cost(model, prefix_len, tokens, repeats=5, warmup=1,
+                                                                batch_size=batch_size))
+    return _MACHINE_CURVES[key]
+
+
 class TimedDrafter(Drafter):
     """Wraps a drafter and times its propose and observe calls (its per-step cost in the engine)."""
 

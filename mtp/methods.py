@@ -161,7 +161,8 @@ class MethodSpecError(ValueError):
 
 
 METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K|:auto][:tree<N>], "
-                "pld+heads:<checkpoint dir>[:K|:auto][:tree<N>], union+heads:<checkpoint dir>[:K|:auto][:tree<N>]")
+                "pld+heads:<checkpoint dir>[:K|:auto][:tree<N>], union+heads:<checkpoint dir>[:K|:auto][:tree<N>], "
+                "adapt+heads:<checkpoint dir>[:K|:auto][:tree<N>]")
 
 
 def _k(spec: str, text: str) -> int:
@@ -199,6 +200,7 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
 
     hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K][:tree<N>] | <checkpoint dir>
     | pld+heads:<checkpoint dir>[:K][:tree<N>] | union+heads:<checkpoint dir>[:K][:tree<N>]
+    | adapt+heads:<checkpoint dir>[:K][:tree<N>]
     K defaults: 10 for prompt lookup (HF's default), 4 for draft models, the head's own for heads.
     ":tree<N>": the heads draft EAGLE-2 dynamic trees of N nodes and depth K; each depth keeps its
     tree_width(N, K) best nodes (at least 4, and enough that K depths hold N nodes).
@@ -207,6 +209,9 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     "union+heads:...": the heads draft every step and prompt lookup's chain, where there is one, is
     grafted into their draft as one more tree branch; one verify checks both
     (mtp.drafters.combined.LookupUnionDrafter).
+    "adapt+heads:...": per row and step, the union, lookup's chain alone or the heads' draft alone,
+    whichever the row's recent acceptance and this machine's verify-cost curve (timed when the method
+    is built, a few seconds) predict to be fastest (mtp.drafters.combined.AdaptiveUnionDrafter).
     ":auto": the chain length the cost model predicts fastest at `batch_size` on this machine, from
     the acceptance the trainer measured on held-out data (mtp.shape.auto_draft_length).
     `method.key` identifies what runs (the spec, plus a weights fingerprint for heads).
@@ -238,8 +243,8 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
 
 
 def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
-    """heads:<dir>... | pld+heads:<dir>... | union+heads:<dir>... | <dir> (see make_method)."""
-    combine = next((c for c in ("pld+", "union+") if spec.startswith(c + "heads:")), None)
+    """heads:<dir>... | pld+heads:<dir>... | union+heads:<dir>... | adapt+heads:<dir>... | <dir> (see make_method)."""
+    combine = next((c for c in ("pld+", "union+", "adapt+") if spec.startswith(c + "heads:")), None)
     explicit = combine is not None or spec.startswith("heads:")
     body = spec.split("heads:", 1)[1] if explicit else spec
     tree = None
@@ -272,9 +277,14 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
     else:
         drafter = heads.as_drafter(k or None)
     if combine is not None:
-        from mtp.drafters.combined import LookupFirstDrafter, LookupUnionDrafter
+        from mtp.drafters.combined import AdaptiveUnionDrafter, LookupFirstDrafter, LookupUnionDrafter
 
-        drafter = (LookupFirstDrafter if combine == "pld+" else LookupUnionDrafter)(drafter)
+        if combine == "adapt+":
+            from mtp.costmodel import machine_verify_cost
+
+            drafter = AdaptiveUnionDrafter(drafter, machine_verify_cost(model, batch_size))
+        else:
+            drafter = (LookupFirstDrafter if combine == "pld+" else LookupUnionDrafter)(drafter)
     m = KitMethod(spec, model, tokenizer, drafter, None if combine is not None else k or None)
     m.key = f"{spec}#{heads_fingerprint(base)}" + (f"#k{k}" if auto else "")
     m.auto_k = k if auto else None

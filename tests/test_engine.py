@@ -271,6 +271,106 @@ def test_lookup_first_uses_both_and_merges_with_a_tree_fallback(tiny_llama):
             assert d.lookup_steps > 0 and d.fallback_steps > 0
 
 
+@pytest.mark.parametrize("cost", ["flat", "linear"])
+def test_adaptive_union_in_a_batch_is_lossless(tiny_llama, cost):
+    """The adaptive union switches per row and step between the union, lookup alone and the head
+    alone (a flat verify cost favours the union, a cost linear in the tokens the smaller proposals);
+    greedy output still equals plain decoding row by row, for a chain head and a tree head."""
+    from mtp.drafters import AdaptiveUnionDrafter
+    from mtp.heads import build_head
+    from mtp.tree import DynamicTreeConfig
+
+    model, _ = tiny_llama
+    torch.manual_seed(0)
+    head = build_head("eagle3", model, num_heads=3)
+    prompts = _prompts(model.config.vocab_size, lengths=(12, 9, 17, 14), seed=5)
+    refs = [generate(model, p, max_new_tokens=30, ignore_eos=True).tokens[0] for p in prompts]
+    C = (lambda m: 1.0 + 0.01 * m) if cost == "flat" else (lambda m: float(m))
+    modes = dict.fromkeys(AdaptiveUnionDrafter.MODES, 0)
+    for fallback in (head.as_drafter(), head.as_drafter(tree=DynamicTreeConfig(total_tokens=8, depth=3, top_k=2))):
+        d = AdaptiveUnionDrafter(fallback, C, lookup_tokens=5, min_ngram=1, max_ngram=2)
+        out = generate(model, prompts, drafter=d, max_new_tokens=30, ignore_eos=True)
+        assert out.tokens == refs
+        modes = {k: modes[k] + v for k, v in d.mode_steps.items()}
+    assert modes["union"] > 0 and modes["heads"] > 0  # the first lookup step of a row is a union
+    if cost == "linear":
+        assert modes["lookup"] > 0, modes
+
+
+def test_adaptive_union_chooses_by_predicted_tokens_per_second():
+    from mtp.drafters.combined import AdaptiveUnionDrafter, _chain_match, _Estimates, _tree_match
+    from mtp.drafters.testing import RandomDrafter
+
+    C = lambda m: 0.050 + 0.0025 * m  # seconds: 52.5 ms for one token, 117.5 ms for 27
+    d = AdaptiveUnionDrafter(RandomDrafter(10, 3), C)
+    d.draft_s = 0.005
+    assert d.choose(_Estimates(lookup=8, union=8), 10) == "union"  # the head not seen yet
+    d.heads, d.nodes = 1.0, 16
+    assert d.choose(_Estimates(), 10) == "union"  # this bucket not seen yet
+    assert d.choose(_Estimates(lookup=9, union=9), 0) == "heads"  # no lookup match
+    assert d.choose(_Estimates(lookup=8, union=8), 10) == "lookup"  # 9 / 77.5 ms against 9 / 122.5 ms
+    assert d.choose(_Estimates(lookup=2.0, union=3.2), 10) == "lookup"  # 3 / 77.5 > 4.2 / 122.5
+    assert d.choose(_Estimates(lookup=2.0, union=4.0), 10) == "union"  # 5 / 122.5
+    d.heads = 1.5
+    assert d.choose(_Estimates(lookup=0.3, union=1.6), 10) == "heads"  # 2.5 / 97.5
+    # a bucket that stopped verifying the union verifies it again after `explore` steps
+    assert d.choose(_Estimates(lookup=8, union=8, since_union=d.explore), 10) == "union"
+    # what a proposal got accepted: its drafts that agree with the committed tokens
+    assert _chain_match((4, 5, 6), [4, 9]) == 1 and _chain_match((4, 5), [4, 5, 7]) == 2
+    tokens, parents = [4, 7, 5, 8], [-1, -1, 0, 2]
+    assert _tree_match(tokens, parents, [7, 1]) == 1 and _tree_match(tokens, parents, [4, 5, 8, 2]) == 3
+    assert d._update(None, 2) == 2 and d._update(2.0, 0) == pytest.approx(1.6)
+
+
+def test_adaptive_union_learns_only_from_verified_proposals():
+    """Lookup verified alone moves its bucket's lookup estimate, not the head's, and counts toward
+    the bucket's next exploring union; a union step updates lookup, head and union."""
+    from mtp.drafters import AdaptiveUnionDrafter
+    from mtp.drafters.base import DraftContext, TargetFeedback
+    from mtp.drafters.combined import AGREEMENT_BUCKETS
+    from mtp.drafters.testing import RandomDrafter
+    from mtp.sampling import SamplingConfig
+
+    d = AdaptiveUnionDrafter(RandomDrafter(100, 3, seed=0), lambda m: float(m))
+    seq = [1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3]  # "1 2 3" matched, agreeing 3 tokens back: chain 4 5 6 7 ...
+    d.reset([seq])
+    ctx = DraftContext([seq], 4, SamplingConfig(), None, [True], torch.device("cpu"))
+
+    def feedback(new, accepted):
+        return TargetFeedback(torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool), {}, None,
+                              [new], torch.tensor([accepted]), False)
+
+    draft = d.propose(ctx)  # nothing known: the union
+    assert d.mode_steps["union"] == 1 and d._rows[0].chain == (4, 5, 6, 7) and draft.parents is not None
+    est = d.buckets[d._rows[0].bucket]
+    assert d._rows[0].bucket == sum(3 >= b for b in AGREEMENT_BUCKETS)
+    d.observe(feedback([4, 5, 6, 7, 8], 4))
+    assert est.lookup == 4 and est.union == 4 and d.heads is not None and d.nodes == 3
+    heads = d.heads
+    d.verify_cost = lambda m: 1.0 + 100.0 * (m > 5)  # the union and the head's 3 + lookup's 4 nodes: dear
+    d.propose(ctx)
+    assert d.mode_steps["lookup"] == 1 and est.since_union == 1
+    d.observe(feedback([4, 5, 9], 2))
+    assert est.lookup == pytest.approx(3.6) and est.union == 4 and d.heads == heads
+
+
+def test_lookup_match_is_lookups_chain_with_its_agreement():
+    from mtp.drafters.ngram import lookup_continuation, lookup_match
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):  # the same chain as prompt lookup, on sequences with repeats
+        seq = torch.randint(0, 5, (int(torch.randint(1, 30, (1,), generator=g)),), generator=g).tolist()
+        chain, agree = lookup_match(seq, 3, 6, 2)
+        assert chain == lookup_continuation(seq, 3, 6, 2)
+        assert (agree == 0) == (not chain)
+    passage = [11, 12, 13, 14, 15, 16, 17, 18]
+    assert lookup_match([1] + passage + [2, 3] + passage[:6], 3, 4, 2) == ([17, 18, 2, 3], 6)  # copying 6 back
+    assert lookup_match([5, 7, 8, 9, 6, 7, 8], 3, 2, 2) == ([9, 6], 2)  # a chance 2-gram
+    assert lookup_match([5, 7, 8, 9], 3, 2, 2) == ([], 0)
+    assert lookup_match(passage * 6, 3, 2, 2)[1] == 8  # the earliest match: back to the sequence's start
+    assert lookup_match(passage * 6, 3, 2, 2, max_agree=5)[1] == 5
+
+
 def test_union_grafts_lookup_into_the_fallback_draft():
     """Deterministic drafts merge as a trie (shared prefix, distinct siblings); sampled chains get the
     lookup chain as a separate root branch with a point-mass q, after the sampled child."""

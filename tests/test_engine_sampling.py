@@ -65,15 +65,20 @@ def _draft(kind, model):
         counts = torch.arange(V, 0, -1).float()
         family = kind[: -len("-reduced-vocab")]
         return build_head(family, model, num_heads=2, draft_vocab_size=48, token_counts=counts).as_drafter()
-    if kind in ("lookup-first-mixed", "union-mixed"):
+    if kind in ("lookup-first-mixed", "union-mixed", "adapt-mixed"):
         # Per row and step a coin picks a deterministic "lookup" chain (the target's own greedy
         # continuation, so it is often accepted) or the draft model's sampled chain.
         # The union grafts that chain beside the draft model's sampled one (two proposals, two q's).
-        from mtp.drafters import LookupFirstDrafter, LookupUnionDrafter
+        # The adaptive union verifies per row the union, lookup alone or the draft model alone; here a
+        # second coin makes that choice (rows live too few steps for its estimates to settle), which
+        # mixes all three shapes in every batch.
+        from mtp.drafters import AdaptiveUnionDrafter, LookupFirstDrafter, LookupUnionDrafter
 
         greedy: dict[tuple, list[int]] = {}
+        base = {"lookup-first-mixed": LookupFirstDrafter, "union-mixed": LookupUnionDrafter,
+                "adapt-mixed": AdaptiveUnionDrafter}[kind]
 
-        class CoinLookup(LookupFirstDrafter if kind == "lookup-first-mixed" else LookupUnionDrafter):
+        class CoinLookup(base):
             gen = torch.Generator().manual_seed(3)
 
             def _lookup(self, seq, n):
@@ -83,17 +88,28 @@ def _draft(kind, model):
                     greedy[tuple(seq)] = generate(model, seq, max_new_tokens=2, ignore_eos=True).tokens[0]
                 return greedy[tuple(seq)][:n]
 
-        return CoinLookup(DraftModelDrafter(perturbed_copy(model, 0.1, seed=1), 2), lookup_tokens=2)
+            def _match(self, seq, n):
+                return self._lookup(seq, n), 2
+
+            def choose(self, est, chain_len):
+                modes = self.MODES if chain_len else ("heads",)
+                return modes[int(torch.randint(len(modes), (1,), generator=self.gen))]
+
+        dm = DraftModelDrafter(perturbed_copy(model, 0.1, seed=1), 2)
+        if kind == "adapt-mixed":
+            return CoinLookup(dm, lambda m: float(m), lookup_tokens=2)
+        return CoinLookup(dm, lookup_tokens=2)
     raise KeyError(kind)
 
 
 @pytest.mark.parametrize("kind", ["plain", "random-uniform-q", "draft-close", "draft-far", "eagle3-reduced-vocab",
                                   "deepseek-reduced-vocab", "medusa-reduced-vocab", "lookup-first-mixed",
-                                  "union-mixed"])
+                                  "union-mixed", "adapt-mixed"])
 def test_engine_sampling_is_lossless(tiny_llama, exact_joint, kind):
     model, _ = tiny_llama
     y0, joint = exact_joint
-    counts, stats = _empirical(model, _draft(kind, model), y0)
+    drafter = _draft(kind, model)
+    counts, stats = _empirical(model, drafter, y0)
     stat, dof = chi2_stat(counts, joint)
     assert stat < chi2_critical(dof), f"{kind}: chi2={stat:.1f} dof={dof}"
     print(kind, f"chi2={stat:.1f} crit={chi2_critical(dof):.1f} dof={dof}", stats)
@@ -101,6 +117,8 @@ def test_engine_sampling_is_lossless(tiny_llama, exact_joint, kind):
         assert stats.draft_acceptance_rate > 0.5
     if kind == "draft-far":
         assert stats.draft_acceptance_rate < 0.05
+    if kind == "adapt-mixed":
+        assert drafter.mode_steps["lookup"] > 0 and drafter.mode_steps["heads"] > 0, drafter.mode_steps
 
 
 def test_same_model_as_draft_accepts_everything(tiny_llama):

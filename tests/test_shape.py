@@ -52,9 +52,11 @@ def test_auto_draft_length_on_a_trained_run(tmp_path, tiny_llama):
     from mtp.engine import generate
 
     plain = generate(model, [5, 6, 7, 8, 5, 6], max_new_tokens=8, ignore_eos=True).tokens[0]
-    for spec in (f"heads:{run / 'best'}:auto", f"pld+heads:{run / 'best'}:auto", f"union+heads:{run / 'best'}:auto"):
+    for spec in (f"heads:{run / 'best'}:auto", f"pld+heads:{run / 'best'}:auto", f"union+heads:{run / 'best'}:auto",
+                 f"adapt+heads:{run / 'best'}:auto"):
         m = make_method(spec, model, tok, batch_size=2)
-        kind = {"heads": "HeadDrafter", "pld+heads": "LookupFirstDrafter", "union+heads": "LookupUnionDrafter"}
+        kind = {"heads": "HeadDrafter", "pld+heads": "LookupFirstDrafter", "union+heads": "LookupUnionDrafter",
+                "adapt+heads": "AdaptiveUnionDrafter"}
         assert type(m.drafter).__name__ == kind[spec.split(":", 1)[0]]
         k = m.auto_k
         assert m.key.endswith(f"#k{k}")

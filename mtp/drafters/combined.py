@@ -21,15 +21,27 @@ Sampled chains (T > 0) keep their q; the lookup branch joins them at the root wi
 and the tree's recursive rejection sampling tries the sampled child first, then the lookup child
 against the residual distribution. Each child is an independent proposal with its own q, which
 is what that rule needs to stay exact (SpecInfer's multi-draft sampling).
+
+`AdaptiveUnionDrafter` chooses per row and step between the union, lookup's chain alone and the
+fallback's draft alone. Each row keeps running estimates of how many drafts each proposal gets
+accepted (on the steps it was verified) and the
+drafter knows the machine's verify-cost curve C(m) and the fallback's drafting time; it verifies
+the proposal predicted to commit the most tokens per second. On a prompt that lookup copies, the
+head's nodes are dropped (the union verified 26-27 tokens for lookup's 11 there); where lookup's
+chain keeps failing, the chain is. The choice depends only on earlier steps, so the output is as
+lossless as each of the three proposals.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+import time
+from bisect import bisect_right
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 
 from mtp.drafters.base import Draft, DraftContext, Drafter, TargetFeedback
-from mtp.drafters.ngram import lookup_continuation
+from mtp.drafters.ngram import lookup_continuation, lookup_match
 
 
 class LookupFirstDrafter(Drafter):
@@ -94,16 +106,190 @@ class LookupUnionDrafter(LookupFirstDrafter):
         return _graft(chains, fb, ctx.device)
 
 
-def _graft(chains: list[list[int]], fb: Draft, device) -> Draft:
+#: a lookup match is put in a bucket by how far back the context agrees with it (its agreement,
+#: mtp.drafters.ngram.lookup_match): 2, 3, 4-5, 6-9, 10-15, 16 or more tokens
+AGREEMENT_BUCKETS = (3, 4, 6, 10, 16)
+
+
+@dataclass
+class _Estimates:
+    """Running estimates, for lookup matches of one agreement bucket, of the drafts lookup's chain
+    alone and the union get accepted (None: not verified yet), and the steps since the last union."""
+
+    lookup: float | None = None
+    union: float | None = None
+    since_union: int = 0
+
+
+@dataclass
+class _Pending:
+    """What one row's last step verified, for `observe`."""
+
+    mode: str | None = None
+    chain: tuple[int, ...] = ()
+    bucket: int = 0
+    tree: tuple[list[int], list[int]] | None = None  # the fallback's (tokens, parents)
+
+
+class AdaptiveUnionDrafter(LookupUnionDrafter):
+    """Per row and step the union, lookup's chain alone ("lookup") or the fallback's draft alone
+    ("heads"), whichever is predicted to commit the most tokens per second (see the module doc).
+
+    verify_cost(m): seconds of a target forward over m tokens at this batch size on this machine
+    (mtp.costmodel.measure_forward_cost, interpolated). The predicted rate of a proposal is
+    (1 + expected accepted drafts) / (C(tokens verified) + drafting seconds).
+
+    What lookup's chain will get accepted depends on how well its match agrees with the context: a
+    3-gram inside a copied passage agrees for dozens of tokens, a chance 2-gram for two or three. So
+    the estimates for lookup alone and for the union are kept per agreement bucket
+    (`AGREEMENT_BUCKETS`); the head's (`heads`) is one. They are pooled over rows and kept across
+    generations, so the drafter learns while it runs (a generation's tau depends on what ran before
+    it; its output does not). A bucket verifies the union until it has both estimates, and again
+    after `explore` of its steps without one: the estimates learn only from verified proposals (one
+    that was not verified cannot be counted: it might have gone on past what was committed), so
+    these steps refresh a bucket's union. `smoothing` is the weight of the newest step.
+    `mode_steps` counts the rows' steps per choice (per generation).
+    """
+
+    MODES = ("union", "lookup", "heads")
+
+    def __init__(self, fallback: Drafter, verify_cost: Callable[[int], float], lookup_tokens: int = 10,
+                 min_ngram: int = 2, max_ngram: int = 3, smoothing: float = 0.2, explore: int = 8) -> None:
+        super().__init__(fallback, lookup_tokens, min_ngram, max_ngram)
+        if not 0 < smoothing <= 1:
+            raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
+        if explore < 1:
+            raise ValueError(f"explore must be >= 1, got {explore}")
+        self.verify_cost, self.smoothing, self.explore = verify_cost, smoothing, explore
+        self.mode_steps = dict.fromkeys(self.MODES, 0)
+        self.buckets = [_Estimates() for _ in range(len(AGREEMENT_BUCKETS) + 1)]
+        self.heads: float | None = None  # drafts the fallback's draft gets accepted
+        self.nodes: int | None = None  # the fallback draft's size, last step
+        self.draft_s: float | None = None  # the fallback's propose time per step
+        self._rows: list[_Pending] = []
+
+    def reset(self, prompts: list[list[int]]) -> None:
+        super().reset(prompts)
+        self.mode_steps = dict.fromkeys(self.MODES, 0)
+        self._rows = [_Pending() for _ in prompts]
+
+    def for_row(self, row: int) -> "AdaptiveUnionDrafter":
+        fb = self.fallback.for_row(row)
+        if fb is self.fallback:
+            return self
+        return type(self)(fb, self.verify_cost, self.lookup_tokens, self.min_ngram, self.max_ngram, self.smoothing,
+                          self.explore)
+
+    def choose(self, est: _Estimates, chain_len: int) -> str:
+        """The proposal predicted to commit the most tokens per second for a lookup chain of chain_len
+        tokens (0: no match, so the fallback's draft) whose bucket has the estimates est."""
+        if chain_len == 0:
+            return "heads"
+        if None in (est.lookup, est.union, self.heads, self.nodes) or est.since_union >= self.explore:
+            return "union"
+        C, D = self.verify_cost, self.draft_s or 0.0
+        a_l = min(est.lookup, chain_len)
+        a_u = max(est.union, a_l, self.heads)  # the union keeps the longer of the two
+        rate = {"union": (1 + a_u) / (C(1 + chain_len + self.nodes) + D),
+                "lookup": (1 + a_l) / C(1 + chain_len),
+                "heads": (1 + self.heads) / (C(1 + self.nodes) + D)}
+        return max(self.MODES, key=rate.__getitem__)  # ties: the first in MODES
+
+    def _match(self, seq: list[int], n: int) -> tuple[list[int], int]:
+        """(lookup's chain, its agreement)."""
+        return lookup_match(seq, self.max_ngram, n, self.min_ngram)
+
+    def propose(self, ctx: DraftContext) -> Draft:
+        if len(self._rows) != len(ctx.sequences):
+            self._rows = [_Pending() for _ in ctx.sequences]
+        n = min(ctx.max_tokens, self.lookup_tokens)
+        chains: list[list[int]] = []
+        for seq, act, row in zip(ctx.sequences, ctx.active, self._rows):
+            chain, agree = self._match(seq, n) if act and n > 0 else ([], 0)
+            row.bucket = bisect_right(AGREEMENT_BUCKETS, agree)
+            row.mode = self.choose(self.buckets[row.bucket], len(chain)) if act else None
+            row.chain = tuple(chain) if row.mode in ("union", "lookup") else ()
+            row.tree = None
+            chains.append(list(row.chain))
+            if row.mode is not None:
+                self.mode_steps[row.mode] += 1
+                if chain and row.mode != "union":
+                    self.buckets[row.bucket].since_union += 1
+        self.lookup_steps += sum(bool(c) for c in chains)
+        need = [row.mode in ("union", "heads") for row in self._rows]
+        if not any(need):
+            return Draft.from_lists(chains, ctx.device)
+        self.fallback_steps += sum(need)
+        t0 = time.perf_counter()
+        fb = self.fallback.propose(replace(ctx, max_tokens=min(ctx.max_tokens, self.fallback.num_draft_tokens),
+                                           active=need))
+        self._remember(fb, need)
+        dt = time.perf_counter() - t0
+        self.draft_s = self._update(self.draft_s, dt)
+        if not any(chains):
+            return fb
+        return _graft(chains, fb, ctx.device, use_fb=need)
+
+    def _remember(self, fb: Draft, need: list[bool]) -> None:
+        toks, lens = fb.tokens.tolist(), fb.lengths.tolist()  # (a sync: the drafting time includes it)
+        pars = None if fb.parents is None else fb.parents.tolist()
+        for r, row in enumerate(self._rows):
+            if need[r]:
+                m = int(lens[r])
+                row.tree = (toks[r][:m], list(range(-1, m - 1)) if pars is None else pars[r][:m])
+                self.nodes = m
+
+    def observe(self, feedback: TargetFeedback) -> None:
+        super().observe(feedback)
+        if feedback.is_prefill:
+            return
+        for r, row in enumerate(self._rows):
+            got = feedback.new_tokens[r] if r < len(feedback.new_tokens) else []
+            if row.mode is None or not got:
+                continue
+            est = self.buckets[row.bucket]
+            if row.chain:  # verified alone or in the union
+                est.lookup = self._update(est.lookup, _chain_match(row.chain, got))
+            if row.tree is not None:
+                self.heads = self._update(self.heads, _tree_match(*row.tree, got))
+            if row.mode == "union" and row.chain:
+                est.union = self._update(est.union, int(feedback.num_accepted[r]))
+                est.since_union = 0
+
+    def _update(self, old: float | None, x: float) -> float:
+        """A running estimate after one more observation x."""
+        return float(x) if old is None else old + self.smoothing * (x - old)
+
+
+def _chain_match(chain: tuple[int, ...], got: list[int]) -> int:
+    """Drafts of the chain that the committed tokens agree with."""
+    m = 0
+    while m < len(chain) and m < len(got) and chain[m] == got[m]:
+        m += 1
+    return m
+
+
+def _tree_match(tokens: list[int], parents: list[int], got: list[int]) -> int:
+    """_chain_match for a token tree: the depth of the deepest node on the committed tokens' path."""
+    cur, m = -1, 0
+    for t in got:
+        nxt = next((i for i in range(len(tokens)) if parents[i] == cur and tokens[i] == t), None)
+        if nxt is None:
+            break
+        cur, m = nxt, m + 1
+    return m
+
+
+def _graft(chains: list[list[int]], fb: Draft, device, use_fb: list[bool] | None = None) -> Draft:
     """A tree Draft per row: the fallback's draft (a chain becomes a path) with the row's lookup
     chain added as a branch; shared with the fallback's nodes as a trie when probs is None, a
-    separate root branch with point-mass q otherwise."""
+    separate root branch with point-mass q otherwise. Rows with use_fb False get no fallback nodes."""
     B = len(chains)
     fb_tok, fb_len = fb.tokens.tolist(), fb.lengths.tolist()
     fb_par = None if fb.parents is None else fb.parents.tolist()
     rows: list[tuple[list[int], list[int], list[int]]] = []  # tokens, parents, source (fb index or -1-lookup index)
     for r in range(B):
-        m = int(fb_len[r])
+        m = int(fb_len[r]) if use_fb is None or use_fb[r] else 0
         toks = fb_tok[r][:m]
         pars = list(range(-1, m - 1)) if fb_par is None else fb_par[r][:m]
         src = list(range(m))

@@ -37,6 +37,26 @@ def lookup_continuation(seq: list[int], max_ngram: int, max_tokens: int, min_ngr
     return found[0] if found else []
 
 
+def lookup_match(seq: list[int], max_ngram: int, max_tokens: int, min_ngram: int = 1,
+                 max_agree: int = 32) -> tuple[list[int], int]:
+    """(lookup_continuation's chain, its agreement): how many tokens back from the end the sequence
+    agrees with the context before the match (at least the matched n-gram's n; capped at max_agree).
+    A long agreement means the output is copying a passage; ([], 0) without a match."""
+    L = len(seq)
+    if L < 2 or max_tokens <= 0:
+        return [], 0
+    t = torch.as_tensor(seq, dtype=torch.long)
+    for n in range(min(max_ngram, L - 1), min_ngram - 1, -1):
+        hits = (t.unfold(0, n, 1) == t[-n:]).all(-1).nonzero().flatten().tolist()
+        idx = next((i for i in hits if i + n < L), None)  # the earliest match with a continuation
+        if idx is not None:
+            agree = n
+            while agree < max_agree and idx - 1 - (agree - n) >= 0 and seq[idx - 1 - (agree - n)] == seq[L - 1 - agree]:
+                agree += 1
+            return seq[idx + n: min(idx + n + max_tokens, L)], agree
+    return [], 0
+
+
 def trie(chains: list[list[int]]) -> tuple[list[int], list[int]]:
     """Merge chains into a token tree: (tokens, parents) in topological order (mtp.tree layout)."""
     tokens: list[int] = []
