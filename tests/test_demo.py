@@ -16,7 +16,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert demo.main(argv) == 0
     for t in ("t0", "t1"):
         s = json.loads((res / t / "summary.json").read_text())
-        assert set(s["methods"]) == {"hf", "vanilla", "pld", "eagle3", "union+eagle3", "adapt+eagle3"}
+        assert set(s["methods"]) == {"hf", "vanilla", "pld", "eagle3", "adapt+eagle3"}
         assert s["methods"]["eagle3"]["overall"]["num_prompts"] == 2
         if t == "t0":  # greedy: every method's output equals the baseline's
             assert all(e["overall"]["exact_match"] == 1.0 for e in s["methods"].values())
@@ -27,7 +27,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     from mtp.report import time_rows
 
     rows = {r["method"]: r for r in time_rows(res / "t0")}
-    assert set(rows) == {"vanilla", "pld", "eagle3", "union+eagle3", "adapt+eagle3"}  # hf is not the kit's loop: nothing timed
+    assert set(rows) == {"vanilla", "pld", "eagle3", "adapt+eagle3"}  # hf is not the kit's loop: nothing timed
     assert all(0 <= float(r[k]) <= 1 for r in rows.values() for k in ("prefill", "verify", "drafting"))
     assert rows["vanilla"]["drafting"] == "0.00" and rows["vanilla"]["predicted vs vanilla"] == "1.00x"
     assert (tmp_path / "runs" / "demo" / "eagle3" / "best" / "model.safetensors").is_file()
