@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import weakref
 from bisect import bisect_left
 from typing import Callable, Iterable, Sequence
 
@@ -99,7 +100,7 @@ def interpolate(costs: dict[int, float]) -> Callable[[int], float]:
     return C
 
 
-_MACHINE_CURVES: dict[tuple, Callable[[int], float]] = {}
+_MACHINE_CURVES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {settings: C}
 
 
 def machine_verify_cost(model, batch_size: int = 1, prefix_len: int = 256,
@@ -107,11 +108,12 @@ def machine_verify_cost(model, batch_size: int = 1, prefix_len: int = 256,
     """C(m) for a drafter that chooses what to verify (mtp.drafters.AdaptiveUnionDrafter): this
     machine's forward cost over m tokens at `batch_size` rows, timed once per model and batch size in
     this process (a few seconds on a CPU) and interpolated."""
-    key = (id(model), batch_size, prefix_len, tuple(tokens))
-    if key not in _MACHINE_CURVES:
-        _MACHINE_CURVES[key] = interpolate(measure_forward_cost(model, prefix_len, tokens, repeats=5, warmup=1,
-                                                                batch_size=batch_size))
-    return _MACHINE_CURVES[key]
+    curves = _MACHINE_CURVES.setdefault(model, {})  # keyed by the model object, not its id (ids are reused)
+    key = (batch_size, prefix_len, tuple(tokens))
+    if key not in curves:
+        curves[key] = interpolate(measure_forward_cost(model, prefix_len, tokens, repeats=5, warmup=1,
+                                                       batch_size=batch_size))
+    return curves[key]
 
 
 class TimedDrafter(Drafter):

@@ -210,8 +210,8 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     grafted into their draft as one more tree branch; one verify checks both
     (mtp.drafters.combined.LookupUnionDrafter).
     "adapt+heads:...": per row and step, the union, lookup's chain alone or the heads' draft alone,
-    whichever the row's recent acceptance and this machine's verify-cost curve (timed when the method
-    is built, a few seconds) predict to be fastest (mtp.drafters.combined.AdaptiveUnionDrafter).
+    whichever the acceptance seen on earlier steps and this machine's verify-cost curve (timed when
+    the method is built, a few seconds) predict to be fastest (mtp.drafters.combined.AdaptiveUnionDrafter).
     ":auto": the chain length the cost model predicts fastest at `batch_size` on this machine, from
     the acceptance the trainer measured on held-out data (mtp.shape.auto_draft_length).
     `method.key` identifies what runs (the spec, plus a weights fingerprint for heads).

@@ -76,11 +76,15 @@ class LookupFirstDrafter(Drafter):
         if not any(need):
             return Draft.from_lists(chains, ctx.device)
         self.fallback_steps += sum(need)
-        fb = self.fallback.propose(replace(ctx, max_tokens=min(ctx.max_tokens, self.fallback.num_draft_tokens),
-                                           active=need))
+        fb = self._propose_fallback(ctx, need)
         if not any(chains):
             return fb
         return _merge(chains, need, fb, ctx.device)
+
+    def _propose_fallback(self, ctx: DraftContext, active: list[bool]) -> Draft:
+        """The fallback's proposal for the rows in `active`, at most its own draft length."""
+        return self.fallback.propose(replace(ctx, max_tokens=min(ctx.max_tokens, self.fallback.num_draft_tokens),
+                                             active=active))
 
     def _lookup_chains(self, ctx: DraftContext) -> list[list[int]]:
         """Each active row's lookup chain (empty where nothing matches); counted in lookup_steps."""
@@ -99,7 +103,7 @@ class LookupUnionDrafter(LookupFirstDrafter):
 
     def propose(self, ctx: DraftContext) -> Draft:
         chains = self._lookup_chains(ctx)
-        fb = self.fallback.propose(replace(ctx, max_tokens=min(ctx.max_tokens, self.fallback.num_draft_tokens)))
+        fb = self._propose_fallback(ctx, ctx.active)
         self.fallback_steps += sum(ctx.active)
         if not any(chains):
             return fb
@@ -221,8 +225,7 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
             return Draft.from_lists(chains, ctx.device)
         self.fallback_steps += sum(need)
         t0 = time.perf_counter()
-        fb = self.fallback.propose(replace(ctx, max_tokens=min(ctx.max_tokens, self.fallback.num_draft_tokens),
-                                           active=need))
+        fb = self._propose_fallback(ctx, need)
         self._remember(fb, need)
         dt = time.perf_counter() - t0
         self.draft_s = self._update(self.draft_s, dt)

@@ -6,28 +6,36 @@ import torch
 from mtp.drafters.base import Draft, DraftContext, Drafter
 
 
+def _ngram_hits(seq: list[int], max_ngram: int, min_ngram: int):
+    """(n, idx) for each earlier occurrence seq[idx:idx + n] of the sequence's last n-gram that has
+    a continuation: largest n first, earliest match first (HF's PromptLookupCandidateGenerator)."""
+    L = len(seq)
+    t = torch.as_tensor(seq, dtype=torch.long)
+    for n in range(min(max_ngram, L - 1), min_ngram - 1, -1):
+        windows = t.unfold(0, n, 1)  # [L-n+1, n]
+        for idx in (windows == t[-n:]).all(-1).nonzero().flatten().tolist():
+            if idx + n < L:
+                yield n, idx
+
+
 def lookup_continuations(seq: list[int], max_ngram: int, max_tokens: int, min_ngram: int = 1,
                          max_matches: int = 1) -> list[list[int]]:
     """Find the sequence's last n-gram earlier in the sequence (largest n first, earliest match
     first, as HF's PromptLookupCandidateGenerator) and return what followed it (up to max_tokens
-    tokens) for up to max_matches distinct matches."""
-    L = len(seq)
-    if L < 2 or max_tokens <= 0:
+    tokens) for up to max_matches distinct matches, all of the largest n that matched."""
+    if len(seq) < 2 or max_tokens <= 0:
         return []
-    t = torch.as_tensor(seq, dtype=torch.long)
     found: list[list[int]] = []
-    for n in range(min(max_ngram, L - 1), min_ngram - 1, -1):
-        windows = t.unfold(0, n, 1)  # [L-n+1, n]
-        hits = (windows == t[-n:]).all(-1).nonzero().flatten().tolist()
-        for idx in hits:
-            start = idx + n
-            end = min(start + max_tokens, L)
-            if start < end and seq[start:end] not in found:
-                found.append(seq[start:end])
-                if len(found) >= max_matches:
-                    return found
-        if found:
-            return found
+    found_n = None
+    for n, idx in _ngram_hits(seq, max_ngram, min_ngram):
+        if found and n != found_n:
+            break
+        cont = seq[idx + n: idx + n + max_tokens]
+        if cont not in found:
+            found.append(cont)
+            found_n = n
+            if len(found) >= max_matches:
+                break
     return found
 
 
@@ -45,15 +53,11 @@ def lookup_match(seq: list[int], max_ngram: int, max_tokens: int, min_ngram: int
     L = len(seq)
     if L < 2 or max_tokens <= 0:
         return [], 0
-    t = torch.as_tensor(seq, dtype=torch.long)
-    for n in range(min(max_ngram, L - 1), min_ngram - 1, -1):
-        hits = (t.unfold(0, n, 1) == t[-n:]).all(-1).nonzero().flatten().tolist()
-        idx = next((i for i in hits if i + n < L), None)  # the earliest match with a continuation
-        if idx is not None:
-            agree = n
-            while agree < max_agree and idx - 1 - (agree - n) >= 0 and seq[idx - 1 - (agree - n)] == seq[L - 1 - agree]:
-                agree += 1
-            return seq[idx + n: min(idx + n + max_tokens, L)], agree
+    for n, idx in _ngram_hits(seq, max_ngram, min_ngram):
+        agree = n
+        while agree < max_agree and idx - 1 - (agree - n) >= 0 and seq[idx - 1 - (agree - n)] == seq[L - 1 - agree]:
+            agree += 1
+        return seq[idx + n: idx + n + max_tokens], agree
     return [], 0
 
 
