@@ -209,7 +209,7 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     "union+heads:...": the heads draft every step and prompt lookup's chain, where there is one, is
     grafted into their draft as one more tree branch; one verify checks both
     (mtp.drafters.combined.LookupUnionDrafter).
-    "adapt+heads:...": per row and step, the union, lookup's chain alone or the heads' draft alone,
+    "adapt+heads:...": per row and step, the union, lookup's chain alone, the heads' draft alone or none,
     whichever the acceptance seen on earlier steps and this machine's verify-cost curve (timed when
     the method is built, a few seconds) predict to be fastest (mtp.drafters.combined.AdaptiveUnionDrafter).
     ":auto": the chain length the cost model predicts fastest at `batch_size` on this machine, from

@@ -271,30 +271,44 @@ def test_lookup_first_uses_both_and_merges_with_a_tree_fallback(tiny_llama):
             assert d.lookup_steps > 0 and d.fallback_steps > 0
 
 
-@pytest.mark.parametrize("cost", ["flat", "linear"])
+@pytest.mark.parametrize("cost", ["flat", "moderate", "linear"])
 def test_adaptive_union_in_a_batch_is_lossless(tiny_llama, cost):
-    """The adaptive union switches per row and step between the union, lookup alone and the head
-    alone (a flat verify cost favours the union, a cost linear in the tokens the smaller proposals);
-    greedy output still equals plain decoding row by row, for a chain head and a tree head."""
+    """The adaptive union switches per row and step between the union, lookup alone, the head alone
+    and no draft; greedy output still equals plain decoding row by row, for a chain head, a tree
+    head and a draft model's tree. Lookup's matches here are known: on a third of the steps the
+    target's own continuation (agreeing far back), on a third a wrong chain, on the rest none. A flat
+    verify cost favours the union, a cost linear in the tokens lookup's good chains and plain steps."""
     from mtp.drafters import AdaptiveUnionDrafter
     from mtp.heads import build_head
     from mtp.tree import DynamicTreeConfig
 
     model, _ = tiny_llama
+    V = model.config.vocab_size
     torch.manual_seed(0)
     head = build_head("eagle3", model, num_heads=3)
-    prompts = _prompts(model.config.vocab_size, lengths=(12, 9, 17, 14), seed=5)
+    prompts = _prompts(V, lengths=(12, 9, 17, 14), seed=5)
     refs = [generate(model, p, max_new_tokens=30, ignore_eos=True).tokens[0] for p in prompts]
-    C = (lambda m: 1.0 + 0.01 * m) if cost == "flat" else (lambda m: float(m))
+
+    class KnownLookup(AdaptiveUnionDrafter):
+        def _match(self, seq, n):
+            p, ref = next((p, r) for p, r in zip(prompts, refs) if seq[: len(p)] == p)
+            cont = ref[len(seq) - len(p):][:n]
+            kind = len(seq) % 3
+            if kind == 0 or not cont:
+                return [], 0
+            return (cont, 12) if kind == 1 else ([(t + 1) % V for t in cont], 2)
+
+    C = {"flat": lambda m: 1.0 + 0.01 * m, "moderate": lambda m: 1.0 + 0.2 * m, "linear": lambda m: float(m)}[cost]
     modes = dict.fromkeys(AdaptiveUnionDrafter.MODES, 0)
-    for fallback in (head.as_drafter(), head.as_drafter(tree=DynamicTreeConfig(total_tokens=8, depth=3, top_k=2))):
-        d = AdaptiveUnionDrafter(fallback, C, lookup_tokens=5, min_ngram=1, max_ngram=2)
+    for fallback in (head.as_drafter(), head.as_drafter(tree=DynamicTreeConfig(total_tokens=8, depth=3, top_k=2)),
+                     DraftModelDrafter(perturbed_copy(model, 0.05), 3, tree=DynamicTreeConfig(8, 3, 3))):
+        d = KnownLookup(fallback, C, lookup_tokens=5)
         out = generate(model, prompts, drafter=d, max_new_tokens=30, ignore_eos=True)
         assert out.tokens == refs
         modes = {k: modes[k] + v for k, v in d.mode_steps.items()}
-    assert modes["union"] > 0 and modes["heads"] > 0  # the first lookup step of a row is a union
-    if cost == "linear":
-        assert modes["lookup"] > 0, modes
+    assert min(modes.values()) > 0, modes  # every choice occurs (per curve: 4-42 steps each)
+    if cost == "linear":  # dear verifies: lookup's chains and plain steps more often than the union
+        assert modes["lookup"] + modes["plain"] > modes["union"] + modes["heads"], modes
 
 
 def test_adaptive_union_chooses_by_predicted_tokens_per_second():
@@ -315,6 +329,13 @@ def test_adaptive_union_chooses_by_predicted_tokens_per_second():
     assert d.choose(_Estimates(lookup=0.3, union=1.6), 10) == "heads"  # 2.5 / 97.5
     # a bucket that stopped verifying the union verifies it again after `explore` steps
     assert d.choose(_Estimates(lookup=8, union=8, since_union=d.explore), 10) == "union"
+    # a head whose draft commits less per second than a one-token step: plain steps (19.0 / s)
+    d.heads = 0.2
+    assert d.choose(_Estimates(), 0) == "plain"  # 1.2 / 97.5 ms = 12.3 / s
+    assert d.choose(_Estimates(lookup=0.0, union=0.3), 10) == "plain"  # lookup 12.9 / s, the union 10.6 / s
+    assert d.choose(_Estimates(lookup=0.5, union=0.6), 10) == "lookup"  # 1.5 / 77.5 ms = 19.4 / s
+    d.since_heads = d.explore  # ... until `explore` plain steps in a row: the head drafts again
+    assert d.choose(_Estimates(), 0) == "heads" and d.choose(_Estimates(lookup=0.0, union=0.3), 10) == "union"
     # what a proposal got accepted: its drafts that agree with the committed tokens
     assert _chain_match((4, 5, 6), [4, 9]) == 1 and _chain_match((4, 5), [4, 5, 7]) == 2
     tokens, parents = [4, 7, 5, 8], [-1, -1, 0, 2]

@@ -92,7 +92,7 @@ def _draft(kind, model):
                 return self._lookup(seq, n), 2
 
             def choose(self, est, chain_len):
-                modes = self.MODES if chain_len else ("heads",)
+                modes = self.MODES if chain_len else ("heads", "plain")
                 return modes[int(torch.randint(len(modes), (1,), generator=self.gen))]
 
         dm = DraftModelDrafter(perturbed_copy(model, 0.1, seed=1), 2)
@@ -118,7 +118,7 @@ def test_engine_sampling_is_lossless(tiny_llama, exact_joint, kind):
     if kind == "draft-far":
         assert stats.draft_acceptance_rate < 0.05
     if kind == "adapt-mixed":
-        assert drafter.mode_steps["lookup"] > 0 and drafter.mode_steps["heads"] > 0, drafter.mode_steps
+        assert min(drafter.mode_steps.values()) > 0, drafter.mode_steps
 
 
 def test_same_model_as_draft_accepts_everything(tiny_llama):

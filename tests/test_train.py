@@ -227,6 +227,36 @@ def test_cache_gives_the_same_loss_as_online(tmp_path, cyc_data, tiny_llama):
         Trainer(cfg_for(tmp_path, cyc_data, "name=bad", *over, "data.max_examples=10", f"data.cache={tmp_path / 'cache'}"))
 
 
+def test_cache_cli_runs_the_target_in_model_dtype(tmp_path, cyc_data, tiny_llama, capsys):
+    """train.cache --model-dtype bf16 runs the target's forwards in bf16 (the hidden states a bf16
+    target gives the heads at decode time), says so in meta.json, and an fp32 recipe trains from it;
+    without the flag the recipe's model.dtype is used."""
+    from mtp.data import load_examples
+    from train.cache import main
+
+    base = ["--config", str(RECIPE), "--topk", "16", f"data.train={cyc_data}", f"out_dir={tmp_path}",
+            "head.family=medusa"]
+    assert main([*base[:4], "--out", str(tmp_path / "c32"), *base[4:]]) == 0
+    assert main([*base[:4], "--out", str(tmp_path / "c16"), "--model-dtype", "bf16", *base[4:]]) == 0
+    out = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [o["model_dtype"] for o in out] == ["fp32", "bf16"]
+    m32, m16 = (json.loads((tmp_path / c / "meta.json").read_text()) for c in ("c32", "c16"))
+    assert (m32["model_dtype"], m16["model_dtype"]) == ("float32", "bfloat16")
+    from mtp.data.cache import HiddenStateCache
+
+    model, tok = tiny_llama
+    ex = load_examples(cyc_data, tok, max_seq_len=512, vocab_size=128)
+    h32, h16 = (HiddenStateCache(tmp_path / c).batch([0, 1], 24, [-1])["hidden_states"][-1] for c in ("c32", "c16"))
+    rel = ((h32.float() - h16.float()).abs().mean() / h32.float().abs().mean()).item()
+    assert 0 < rel < 0.1, rel  # bf16 forwards: near fp32's (0.03 here), not equal; other data would be ~1
+    t = Trainer(cfg_for(tmp_path, cyc_data, "name=bf16cache", "head.family=medusa", "loss.kl_weight=1.0",
+                        "loss.kl_topk=16", "optim.max_steps=2", "eval.every=0", "ckpt.every=0", "data.batch_size=8",
+                        f"data.cache={tmp_path / 'c16'}"))
+    assert t.target.dtype == torch.float32 and len(t.examples) == len(ex)
+    t.train()
+    assert all(torch.isfinite(w).all() for w in head_weights(t.run_dir).values())
+
+
 def test_joint_training_reports_the_target_loss(tmp_path, cyc_data):
     cfg = cfg_for(tmp_path, cyc_data, "joint.enabled=true", "joint.target_lr=1e-3", "optim.max_steps=3",
                   "eval.every=0", "ckpt.every=3")

@@ -105,6 +105,7 @@ def build_cache(target, examples: list[Example], layers: list[int], out_dir: str
         bar.close()
     meta = {"format": CACHE_FORMAT, "layers": norm_layers, "num_layers": L, "hidden_size": H,
             "vocab_size": V, "dtype": dtype, "topk": topk, "fingerprint": model_fingerprint(target),
+            "model_dtype": str(next(target.parameters()).dtype).removeprefix("torch."),
             "model": str(target.config.name_or_path), "num_examples": len(examples), "lengths": lengths,
             "digest": examples_digest(examples), "shards": shards, "tokens": sum(lengths),
             "bytes_per_token": bytes_per_token(H, len(norm_layers), dtype, topk),

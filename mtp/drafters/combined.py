@@ -22,14 +22,15 @@ and the tree's recursive rejection sampling tries the sampled child first, then 
 against the residual distribution. Each child is an independent proposal with its own q, which
 is what that rule needs to stay exact (SpecInfer's multi-draft sampling).
 
-`AdaptiveUnionDrafter` chooses per row and step between the union, lookup's chain alone and the
-fallback's draft alone. It keeps running estimates of how many drafts each proposal gets accepted
+`AdaptiveUnionDrafter` chooses per row and step between the union, lookup's chain alone, the
+fallback's draft alone and no draft (a plain one-token step). It keeps running estimates of how many drafts each proposal gets accepted
 on the steps it was verified (lookup's and the union's per bucket of how far back lookup's match
 agrees with the context), knows the machine's verify-cost curve C(m) and the fallback's drafting
 time, and verifies the proposal predicted to commit the most tokens per second. On a prompt that lookup copies, the
 head's nodes are dropped (the union verified 26-27 tokens for lookup's 11 there); where lookup's
-chain keeps failing, the chain is. The choice depends only on earlier steps, so the output is as
-lossless as each of the three proposals.
+chain keeps failing, the chain is; where the head's draft costs more time than its accepted tokens
+save (a weak head, a sampled tree at T > 0), both are. The choice depends only on earlier steps, so
+the output is as lossless as each of the proposals.
 """
 from __future__ import annotations
 
@@ -136,8 +137,9 @@ class _Pending:
 
 
 class AdaptiveUnionDrafter(LookupUnionDrafter):
-    """Per row and step the union, lookup's chain alone ("lookup") or the fallback's draft alone
-    ("heads"), whichever is predicted to commit the most tokens per second (see the module doc).
+    """Per row and step the union, lookup's chain alone ("lookup"), the fallback's draft alone
+    ("heads") or no draft at all ("plain": a one-token step), whichever is predicted to commit the
+    most tokens per second (see the module doc).
 
     verify_cost(m): seconds of a target forward over m tokens at this batch size on this machine
     (mtp.costmodel.measure_forward_cost, interpolated). The predicted rate of a proposal is
@@ -151,11 +153,13 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
     it; its output does not). A bucket verifies the union until it has both estimates, and again
     after `explore` of its steps without one: the estimates learn only from verified proposals (one
     that was not verified cannot be counted: it might have gone on past what was committed), so
-    these steps refresh a bucket's union. `smoothing` is the weight of the newest step.
+    these steps refresh a bucket's union. Likewise the fallback drafts again after `explore` plain
+    steps in a row (where its draft was predicted to cost more than it commits: a weak head, or a
+    sampled tree at T > 0). `smoothing` is the weight of the newest step.
     `mode_steps` counts the rows' steps per choice (per generation).
     """
 
-    MODES = ("union", "lookup", "heads")
+    MODES = ("union", "lookup", "heads", "plain")
 
     def __init__(self, fallback: Drafter, verify_cost: Callable[[int], float], lookup_tokens: int = 10,
                  min_ngram: int = 2, max_ngram: int = 3, smoothing: float = 0.2, explore: int = 8) -> None:
@@ -170,6 +174,7 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
         self.heads: float | None = None  # drafts the fallback's draft gets accepted
         self.nodes: int | None = None  # the fallback draft's size, last step
         self.draft_s: float | None = None  # the fallback's propose time per step
+        self.since_heads = 0  # plain steps since the fallback's draft was last verified
         self._rows: list[_Pending] = []
 
     def reset(self, prompts: list[list[int]]) -> None:
@@ -186,18 +191,22 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
 
     def choose(self, est: _Estimates, chain_len: int) -> str:
         """The proposal predicted to commit the most tokens per second for a lookup chain of chain_len
-        tokens (0: no match, so the fallback's draft) whose bucket has the estimates est."""
-        if chain_len == 0:
-            return "heads"
-        if None in (est.lookup, est.union, self.heads, self.nodes) or est.since_union >= self.explore:
-            return "union"
+        tokens (0: no match) whose bucket has the estimates est."""
+        if self.heads is None or self.nodes is None:
+            return "union" if chain_len else "heads"
         C, D = self.verify_cost, self.draft_s or 0.0
-        a_l = min(est.lookup, chain_len)
-        a_u = max(est.union, a_l, self.heads)  # the union keeps the longer of the two
-        rate = {"union": (1 + a_u) / (C(1 + chain_len + self.nodes) + D),
-                "lookup": (1 + a_l) / C(1 + chain_len),
-                "heads": (1 + self.heads) / (C(1 + self.nodes) + D)}
-        return max(self.MODES, key=rate.__getitem__)  # ties: the first in MODES
+        rate = {"heads": (1 + self.heads) / (C(1 + self.nodes) + D), "plain": 1 / C(1)}
+        if chain_len:
+            if None in (est.lookup, est.union) or est.since_union >= self.explore:
+                return "union"
+            a_l = min(est.lookup, chain_len)
+            a_u = max(est.union, a_l, self.heads)  # the union keeps the longer of the two
+            rate["union"] = (1 + a_u) / (C(1 + chain_len + self.nodes) + D)
+            rate["lookup"] = (1 + a_l) / C(1 + chain_len)
+        best = max((m for m in self.MODES if m in rate), key=rate.__getitem__)  # ties: the first in MODES
+        if best == "plain" and self.since_heads >= self.explore:
+            return "union" if chain_len else "heads"  # refresh the fallback's estimate
+        return best
 
     def _match(self, seq: list[int], n: int) -> tuple[list[int], int]:
         """(lookup's chain, its agreement)."""
@@ -219,6 +228,8 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
                 self.mode_steps[row.mode] += 1
                 if chain and row.mode != "union":
                     self.buckets[row.bucket].since_union += 1
+                if row.mode == "plain":
+                    self.since_heads += 1
         self.lookup_steps += sum(bool(c) for c in chains)
         need = [row.mode in ("union", "heads") for row in self._rows]
         if not any(need):
@@ -255,6 +266,7 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
                 est.lookup = self._update(est.lookup, _chain_match(row.chain, got))
             if row.tree is not None:
                 self.heads = self._update(self.heads, _tree_match(*row.tree, got))
+                self.since_heads = 0
             if row.mode == "union" and row.chain:
                 est.union = self._update(est.union, int(feedback.num_accepted[r]))
                 est.since_union = 0
