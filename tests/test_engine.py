@@ -336,14 +336,6 @@ def test_adaptive_union_chooses_by_predicted_tokens_per_second():
     assert d.choose(_Estimates(lookup=0.5, union=0.6), 10) == "lookup"  # 1.5 / 77.5 ms = 19.4 / s
     d.since_heads = d.explore  # ... until `explore` plain steps in a row: the head drafts again
     assert d.choose(_Estimates(), 0) == "heads" and d.choose(_Estimates(lookup=0.0, union=0.3), 10) == "union"
-    # after refreshes that found the same, the waits double: 2**backoff * explore steps
-    d.heads_backoff = 2
-    assert d.choose(_Estimates(), 0) == "plain"
-    d.since_heads = 4 * d.explore
-    assert d.choose(_Estimates(), 0) == "heads"
-    d.heads = 1.5
-    assert d.choose(_Estimates(lookup=8, union=8, since_union=d.explore, backoff=1), 10) == "lookup"
-    assert d.choose(_Estimates(lookup=8, union=8, since_union=2 * d.explore, backoff=1), 10) == "union"
     # what a proposal got accepted: its drafts that agree with the committed tokens
     assert _chain_match((4, 5, 6), [4, 9]) == 1 and _chain_match((4, 5), [4, 5, 7]) == 2
     tokens, parents = [4, 7, 5, 8], [-1, -1, 0, 2]
@@ -381,42 +373,6 @@ def test_adaptive_union_learns_only_from_verified_proposals():
     assert d.mode_steps["lookup"] == 1 and est.since_union == 1
     d.observe(feedback([4, 5, 9], 2))
     assert est.lookup == pytest.approx(3.6) and est.union == 4 and d.heads == heads
-
-
-def test_adaptive_union_backs_off_exploring_what_does_not_pay():
-    """An exploring union that finds lookup alone still faster doubles its bucket's wait (capped at
-    max_backoff); one that finds the union paying again resets it."""
-    from mtp.drafters import AdaptiveUnionDrafter
-    from mtp.drafters.base import DraftContext, TargetFeedback
-    from mtp.drafters.testing import RandomDrafter
-    from mtp.sampling import SamplingConfig
-
-    d = AdaptiveUnionDrafter(RandomDrafter(100, 3, seed=0), lambda m: float(m), max_backoff=2)
-    seq = [1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3]
-    d.reset([seq])
-    ctx = DraftContext([seq], 4, SamplingConfig(), None, [True], torch.device("cpu"))
-    fb = lambda: TargetFeedback(torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool), {}, None,
-                                [[4, 5, 6, 7, 8]], torch.tensor([4]), False)
-    d.propose(ctx)
-    d.observe(fb())  # the union: lookup's chain all accepted
-    est = d.buckets[d._rows[0].bucket]
-    dear = lambda m: 1.0 + 100.0 * (m > 5)  # lookup's 4 + 1 tokens cheap, the union dear
-    d.verify_cost = dear
-    for backoff in (1, 2, 2):  # each refresh finds lookup alone still the best: the wait doubles, up to 2**2
-        est.since_union = d.explore << est.backoff
-        d.propose(ctx)
-        assert d._rows[0].mode == "union" and d._rows[0].explores == "union"
-        d.observe(fb())
-        assert est.backoff == backoff and est.since_union == 0
-        est.since_union = (d.explore << est.backoff) - 1
-        d.propose(ctx)
-        assert d._rows[0].mode == "lookup" and d._rows[0].explores is None
-        d.observe(fb())
-    est.since_union = d.explore << est.backoff
-    d.propose(ctx)
-    d.verify_cost = lambda m: 10.0 - 9.0 * (m > 5)  # a curve on which the union pays again: the wait is explore again
-    d.observe(fb())
-    assert est.backoff == 0
 
 
 def test_lookup_match_is_lookups_chain_with_its_agreement():

@@ -119,13 +119,11 @@ AGREEMENT_BUCKETS = (3, 4, 6, 10, 16)
 @dataclass
 class _Estimates:
     """Running estimates, for lookup matches of one agreement bucket, of the drafts lookup's chain
-    alone and the union get accepted (None: not verified yet), the steps since the last union, and
-    how often exploring unions found the union not paying in a row (`backoff`, capped)."""
+    alone and the union get accepted (None: not verified yet), and the steps since the last union."""
 
     lookup: float | None = None
     union: float | None = None
     since_union: int = 0
-    backoff: int = 0
 
 
 @dataclass
@@ -136,7 +134,6 @@ class _Pending:
     chain: tuple[int, ...] = ()
     bucket: int = 0
     tree: tuple[list[int], list[int]] | None = None  # the fallback's (tokens, parents)
-    explores: str | None = None  # "union" / "heads": the step re-measures that estimate (it was not the best)
 
 
 class AdaptiveUnionDrafter(LookupUnionDrafter):
@@ -158,30 +155,26 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
     that was not verified cannot be counted: it might have gone on past what was committed), so
     these steps refresh a bucket's union. Likewise the fallback drafts again after `explore` plain
     steps in a row (where its draft was predicted to cost more than it commits: a weak head, or a
-    sampled tree at T > 0). Each time such a step finds its proposal still not the best, the wait
-    before the next doubles, up to `explore * 2**max_backoff` steps; once it is the best again, the
-    wait is back to `explore`. `smoothing` is the weight of the newest step.
+    sampled tree at T > 0). `smoothing` is the weight of the newest step.
     `mode_steps` counts the rows' steps per choice (per generation).
     """
 
     MODES = ("union", "lookup", "heads", "plain")
 
     def __init__(self, fallback: Drafter, verify_cost: Callable[[int], float], lookup_tokens: int = 10,
-                 min_ngram: int = 2, max_ngram: int = 3, smoothing: float = 0.2, explore: int = 8,
-                 max_backoff: int = 3) -> None:
+                 min_ngram: int = 2, max_ngram: int = 3, smoothing: float = 0.2, explore: int = 8) -> None:
         super().__init__(fallback, lookup_tokens, min_ngram, max_ngram)
         if not 0 < smoothing <= 1:
             raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
-        if explore < 1 or max_backoff < 0:
-            raise ValueError(f"need explore >= 1 and max_backoff >= 0, got {explore}, {max_backoff}")
-        self.verify_cost, self.smoothing, self.explore, self.max_backoff = verify_cost, smoothing, explore, max_backoff
+        if explore < 1:
+            raise ValueError(f"explore must be >= 1, got {explore}")
+        self.verify_cost, self.smoothing, self.explore = verify_cost, smoothing, explore
         self.mode_steps = dict.fromkeys(self.MODES, 0)
         self.buckets = [_Estimates() for _ in range(len(AGREEMENT_BUCKETS) + 1)]
         self.heads: float | None = None  # drafts the fallback's draft gets accepted
         self.nodes: int | None = None  # the fallback draft's size, last step
         self.draft_s: float | None = None  # the fallback's propose time per step
         self.since_heads = 0  # plain steps since the fallback's draft was last verified
-        self.heads_backoff = 0  # refreshes in a row that found a plain step still the best
         self._rows: list[_Pending] = []
 
     def reset(self, prompts: list[list[int]]) -> None:
@@ -194,33 +187,26 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
         if fb is self.fallback:
             return self
         return type(self)(fb, self.verify_cost, self.lookup_tokens, self.min_ngram, self.max_ngram, self.smoothing,
-                          self.explore, self.max_backoff)
+                          self.explore)
 
     def choose(self, est: _Estimates, chain_len: int) -> str:
         """The proposal predicted to commit the most tokens per second for a lookup chain of chain_len
-        tokens (0: no match) whose bucket has the estimates est, or the one an estimate is waiting
-        on (see the class doc)."""
-        best = self.best(est, chain_len)
-        if best is None:  # not all estimates measured yet
+        tokens (0: no match) whose bucket has the estimates est."""
+        if self.heads is None or self.nodes is None:
             return "union" if chain_len else "heads"
-        if chain_len and best != "union" and est.since_union >= self.explore << est.backoff:
-            return "union"  # refresh the bucket's union estimate
-        if best == "plain" and self.since_heads >= self.explore << self.heads_backoff:
-            return "union" if chain_len else "heads"  # refresh the fallback's estimate
-        return best
-
-    def best(self, est: _Estimates, chain_len: int) -> str | None:
-        """The proposal with the highest predicted tokens per second (None: some estimate unknown)."""
-        if self.heads is None or self.nodes is None or (chain_len and None in (est.lookup, est.union)):
-            return None
         C, D = self.verify_cost, self.draft_s or 0.0
         rate = {"heads": (1 + self.heads) / (C(1 + self.nodes) + D), "plain": 1 / C(1)}
         if chain_len:
+            if None in (est.lookup, est.union) or est.since_union >= self.explore:
+                return "union"
             a_l = min(est.lookup, chain_len)
             a_u = max(est.union, a_l, self.heads)  # the union keeps the longer of the two
             rate["union"] = (1 + a_u) / (C(1 + chain_len + self.nodes) + D)
             rate["lookup"] = (1 + a_l) / C(1 + chain_len)
-        return max((m for m in self.MODES if m in rate), key=rate.__getitem__)  # ties: the first in MODES
+        best = max((m for m in self.MODES if m in rate), key=rate.__getitem__)  # ties: the first in MODES
+        if best == "plain" and self.since_heads >= self.explore:
+            return "union" if chain_len else "heads"  # refresh the fallback's estimate
+        return best
 
     def _match(self, seq: list[int], n: int) -> tuple[list[int], int]:
         """(lookup's chain, its agreement)."""
@@ -234,13 +220,9 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
         for seq, act, row in zip(ctx.sequences, ctx.active, self._rows):
             chain, agree = self._match(seq, n) if act and n > 0 else ([], 0)
             row.bucket = bisect_right(AGREEMENT_BUCKETS, agree)
-            est = self.buckets[row.bucket]
-            row.mode = self.choose(est, len(chain)) if act else None
+            row.mode = self.choose(self.buckets[row.bucket], len(chain)) if act else None
             row.chain = tuple(chain) if row.mode in ("union", "lookup") else ()
             row.tree = None
-            row.explores = None
-            if row.mode in ("union", "heads") and self.best(est, len(chain)) not in (None, row.mode):
-                row.explores = "union" if chain and est.since_union >= self.explore << est.backoff else "heads"
             chains.append(list(row.chain))
             if row.mode is not None:
                 self.mode_steps[row.mode] += 1
@@ -288,13 +270,6 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
             if row.mode == "union" and row.chain:
                 est.union = self._update(est.union, int(feedback.num_accepted[r]))
                 est.since_union = 0
-            if row.explores is not None:  # does the proposal it re-measured pay again?
-                now = self.best(est, len(row.chain))
-                if row.explores == "union":
-                    est.backoff = 0 if now == "union" else min(est.backoff + 1, self.max_backoff)
-                else:
-                    pays = now in ("union", "heads")
-                    self.heads_backoff = 0 if pays else min(self.heads_backoff + 1, self.max_backoff)
 
     def _update(self, old: float | None, x: float) -> float:
         """A running estimate after one more observation x."""
