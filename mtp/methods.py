@@ -36,6 +36,9 @@ class RunRecord:
     draft_time_s: float = 0.0  # time spent drafting (kit methods)
     prefill_time_s: float = 0.0  # the prefill forward's time (kit methods)
     step_costs: list[list] | None = None  # [drafted, tree, seconds] per decode forward (kit methods; None: not timed)
+    # steps per proposal a choosing drafter verified (AdaptiveUnionDrafter.mode_steps: union / lookup /
+    # heads / plain); None for drafters that do not choose
+    choices: dict[str, int] | None = None
 
     def as_sample(self, prompt_id, repeat: int, turn: int = 0, category: str = "", **extra) -> dict:
         """This record as one line of a results folder's samples.jsonl (the one sample schema, see
@@ -45,7 +48,8 @@ class RunRecord:
                 "wall_time_s": self.wall_time_s, "target_forwards": self.target_forwards,
                 "accept_lengths": self.accept_lengths, "draft_lengths": self.draft_lengths,
                 "draft_depths": self.draft_depths, "draft_time_s": self.draft_time_s,
-                "prefill_time_s": self.prefill_time_s, "step_costs": self.step_costs, **extra}
+                "prefill_time_s": self.prefill_time_s, "step_costs": self.step_costs,
+                **({"choices": self.choices} if self.choices is not None else {}), **extra}
 
 
 def device_of(model) -> torch.device:
@@ -151,9 +155,10 @@ class KitMethod(Method):
                        max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                        ignore_eos=ignore_eos)
         s = out.stats
+        choices = getattr(self.drafter, "mode_steps", None)  # counted per generation
         return RunRecord(self.name, out.tokens[0], s.new_tokens, 0.0, s.target_forwards, list(s.accept_lengths),
                          list(s.draft_lengths), list(s.draft_depths), s.draft_time_s, s.prefill_time_s,
-                         list(s.step_costs))
+                         list(s.step_costs), dict(choices) if choices is not None else None)
 
 
 class MethodSpecError(ValueError):

@@ -17,7 +17,8 @@ eval.bench_trees and train.figures; eval.costmodel and eval.sweep add their tabl
     samples.jsonl   one line per (method, prompt, turn, repeat): SAMPLE_KEYS (+ method_key,
                     draft_lengths, draft_depths, draft_time_s, length, prompt_tokens, max_new_tokens;
                     kit methods: prefill_time_s and step_costs, [drafted, tree, seconds] per decode
-                    forward, the times eval.costmodel and the demo report split and model)
+                    forward, the times eval.costmodel and the demo report split and model;
+                    choosing drafters: choices, {proposal: steps} of the generation)
     summary.json    {"baseline", "greedy", "methods": {m: {"overall": M, "category": {c: M},
                      "length": {mix: M}}}, "mismatches": [...]} with M holding SUMMARY_KEYS and extras
     summary.csv     the same, one row per (method, scope, group)
@@ -201,6 +202,17 @@ def draft_cost(st: SpecStats) -> float:
     return (st.draft_time_s / steps) / (rest / st.target_forwards)
 
 
+def choice_shares(samples: list[dict]) -> dict[str, float] | None:
+    """A choosing drafter's share of steps per proposal over the samples (None: no sample has
+    `choices`); e.g. {"union": .2, "lookup": .3, "heads": .4, "plain": .1} for adapt+heads."""
+    tot: dict[str, int] = defaultdict(int)
+    for s in samples:
+        for k, v in (s.get("choices") or {}).items():
+            tot[k] += v
+    n = sum(tot.values())
+    return {k: v / n for k, v in tot.items()} if n else None
+
+
 def choose_baseline(samples: list[dict], methods: list[str]) -> str:
     """The faster (median tokens/s) of hf and vanilla among `methods`, else the first method."""
     cands = [m for m in BASELINE_CANDIDATES if m in methods]
@@ -235,6 +247,7 @@ def group_metrics(method_samples: list[dict], baseline_samples: list[dict], gree
         "accept_length_histogram": st.accept_length_histogram(),
         "mean_draft_length": statistics.fmean(st.draft_lengths) if st.draft_lengths else 0.0,
         "draft_cost": draft_cost(st),
+        "choice_shares": choice_shares(method_samples),
         "new_tokens": st.new_tokens,
         "target_forwards": st.target_forwards,
         "num_prompts": len({s["prompt_id"] for s in method_samples}),
@@ -280,7 +293,7 @@ def summary_rows(summary: dict) -> list[dict]:
         groups += [(scope, g, v) for scope in ("category", "length") for g, v in entry[scope].items()]
         for scope, g, v in groups:
             row = {"method": m, "scope": scope, "group": g, "baseline": summary["baseline"]}
-            row.update({k: json.dumps(x) if isinstance(x, list) else x for k, x in v.items()})
+            row.update({k: json.dumps(x) if isinstance(x, (list, dict)) else x for k, x in v.items()})
             rows.append(row)
     return rows
 

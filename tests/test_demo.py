@@ -20,6 +20,16 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
         assert s["methods"]["eagle3"]["overall"]["num_prompts"] == 2
         if t == "t0":  # greedy: every method's output equals the baseline's
             assert all(e["overall"]["exact_match"] == 1.0 for e in s["methods"].values())
+        # the adaptive union's choices per generation, and their shares per method and category
+        shares = s["methods"]["adapt+eagle3"]["overall"]["choice_shares"]
+        assert set(shares) == {"union", "lookup", "heads", "plain"} and abs(sum(shares.values()) - 1) < 1e-9
+        assert s["methods"]["eagle3"]["overall"]["choice_shares"] is None
+        samples = [json.loads(x) for x in (res / t / "samples.jsonl").read_text().splitlines()]
+        ours = [x for x in samples if x["method"] == "adapt+eagle3"]
+        # every decode step is one choice; plain steps draft nothing, so they are not speculative steps
+        assert [sum(x["choices"].values()) - x["choices"]["plain"] for x in ours] == [len(x["accept_lengths"]) for x in ours]
+        assert all(sum(x["choices"].values()) <= x["target_forwards"] for x in ours)
+        assert all("choices" not in x for x in samples if x["method"] != "adapt+eagle3")
     report = (res / "report.md").read_text()
     assert "| tiny-llama | eagle3 |" in report and (res / "acceptance.png").is_file()
     # where the time goes, from the forwards the run timed itself: every kit method, shares in [0, 1]
