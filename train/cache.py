@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(a.config, a.overrides)
-        target, tok = load_model(cfg.model.name, dtype=a.model_dtype or cfg.model.dtype, device=a.device)
+        model_dtype = a.model_dtype or cfg.model.dtype
+        target, tok = load_model(cfg.model.name, dtype=model_dtype, device=a.device)
         layers = a.layers
         if not layers:
             layers = list(build_head_for(cfg, target, torch.ones(target.config.vocab_size)).config.hidden_layers)
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     size = HiddenStateCache(a.out).size_bytes()
-    print(json.dumps({"out": a.out, "layers": meta["layers"], "dtype": a.dtype, "model_dtype": a.model_dtype or cfg.model.dtype, "topk": meta["topk"],
+    print(json.dumps({"out": a.out, "layers": meta["layers"], "dtype": a.dtype, "model_dtype": model_dtype, "topk": meta["topk"],
                       "tokens": meta["tokens"], "bytes": size, "MB_per_million_tokens": size / meta["tokens"] * 1e6 / 2**20,
                       "build_seconds": meta["build_seconds"]}))
     return 0
