@@ -189,7 +189,8 @@ class DynamicTreeConfig:
     top_k: int = 10
 
 
-def build_dynamic_tree(expand, cfg: DynamicTreeConfig, max_depth: int | None = None) -> tuple[list[int], list[int]]:
+def build_dynamic_tree(expand, cfg: DynamicTreeConfig, max_depth: int | None = None,
+                       vocab: list[int] | None = None) -> tuple[list[int], list[int]]:
     """Grow one row's tree by cumulative draft confidence (EAGLE-2).
 
     expand(tokens, parents, nodes) -> [len(nodes), V] next-token log-probabilities after each
@@ -197,6 +198,8 @@ def build_dynamic_tree(expand, cfg: DynamicTreeConfig, max_depth: int | None = N
     cumulative log-prob) each propose their top_k children; after the last depth every node is
     ranked by cumulative log-prob and the best total_tokens kept (a child never scores above its
     parent, so the kept set is a tree). Returns (tokens, parents) in topological order.
+    vocab: the token id of each column of expand's output (a reduced draft vocabulary), if not the
+    column index itself; tokens (and the paths expand is given) are then those ids.
     """
     depth = cfg.depth if max_depth is None else min(cfg.depth, max_depth)
     tokens: list[int] = []
@@ -210,7 +213,7 @@ def build_dynamic_tree(expand, cfg: DynamicTreeConfig, max_depth: int | None = N
             base = 0.0 if f < 0 else scores[f]
             top = logp[fi].topk(cfg.top_k)
             for v, t in zip(top.values.tolist(), top.indices.tolist()):
-                cands.append((base + v, f, t))
+                cands.append((base + v, f, t if vocab is None else vocab[t]))
         cands.sort(key=lambda c: -c[0])
         new_nodes = []
         for s, f, t in cands[: cfg.top_k]:
@@ -226,11 +229,12 @@ def build_dynamic_tree(expand, cfg: DynamicTreeConfig, max_depth: int | None = N
     return [tokens[i] for i in keep], [remap[parents[i]] if parents[i] >= 0 else -1 for i in keep]
 
 
-def fill_static_tree(tree: StaticTree, next_logits) -> tuple[list[int], list[int]]:
+def fill_static_tree(tree: StaticTree, next_logits, vocab: list[int] | None = None) -> tuple[list[int], list[int]]:
     """Fill a static tree for one row: each node takes the candidate of its rank from the draft
     distribution after its parent's path. next_logits(paths: list[list[int]]) -> [len(paths), V]
     logits after each token path (the empty path: after the pending token). Siblings are
-    distinct top-k candidates, so the drafts are deterministic (lossless with probs None)."""
+    distinct top-k candidates, so the drafts are deterministic (lossless with probs None).
+    vocab: as in build_dynamic_tree (the token id of each column of next_logits' output)."""
     tokens = [0] * tree.size
     by_parent: dict[int, list[int]] = {}
     for i, par in enumerate(tree.parents):
@@ -253,5 +257,5 @@ def fill_static_tree(tree: StaticTree, next_logits) -> tuple[list[int], list[int
             need = max(tree.ranks[k] for k in kids) + 1
             top = logits[li].topk(need).indices.tolist()
             for k in kids:
-                tokens[k] = top[tree.ranks[k]]
+                tokens[k] = top[tree.ranks[k]] if vocab is None else vocab[top[tree.ranks[k]]]
     return tokens, list(tree.parents)

@@ -439,9 +439,11 @@ def test_offline_acceptance_scores_what_the_drafter_drafts(tiny_llama, family):
             head.draft_observe(state, {l: h[:, : t + 1] for l, h in hs.items()}, torch.tensor([t + 1]),
                                [ids[0, : t + 2].tolist()])
             seen = []
-            head.draft_chain(state, [ids[0, : t + 2].tolist()], 1, lambda lg: seen.append(lg) or lg.argmax(-1))
-            assert torch.allclose(seen[0][0].float()[head.d2t], z[t, head.d2t], atol=1e-4), t
-            assert int(seen[0][0].argmax()) == int(z[t].argmax()), t
+            head.draft_chain(state, [ids[0, : t + 2].tolist()], 1,
+                             lambda lg: seen.append(lg) or head.d2t[lg.argmax(-1)])
+            assert seen[0].shape == (1, 32)  # drafting logits are over the draft vocabulary
+            assert torch.allclose(seen[0][0].float(), z[t, head.d2t], atol=1e-4), t
+            assert int(head.d2t[seen[0][0].argmax()]) == int(z[t].argmax()), t
 
 
 def test_acceptance_finds_the_bench_chain_of_its_heads(tmp_path):

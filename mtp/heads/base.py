@@ -146,8 +146,15 @@ class MTPHead(nn.Module, abc.ABC):
         """Most tokens one drafting step can give (None: autoregressive, any number)."""
         return self.config.num_heads
 
+    @property
+    def draft_vocab(self) -> torch.Tensor | None:
+        """d2t [Vd] (draft index -> target id) when the head's logits are over a reduced draft
+        vocabulary, else None (over the target's)."""
+        return None
+
     # Drafting hooks (see mtp/heads/drafting.py): per-generation state, feed newly committed
-    # positions, draft a chain by calling pick(logits [B, V]) -> tokens [B] once per token.
+    # positions, draft a chain by calling pick(logits [B, V or Vd]) -> target token ids [B] once
+    # per token.
     def draft_state(self, batch_size: int, device: torch.device) -> Any:
         raise NotImplementedError(f"{type(self).__name__} cannot draft")
 

@@ -66,9 +66,9 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
         self.mods = nn.ModuleList([MTPModule(self.target, b) for b in blocks])
         self.init_draft_vocabulary(token_counts)
 
-    def _logits(self, m: int, h: torch.Tensor, train: bool = False) -> torch.Tensor:
-        """Module m's logits: over the draft vocabulary in training when there is one, else over V."""
-        return self.unembed(self.mods[m].norm(h), train)
+    def _logits(self, m: int, h: torch.Tensor) -> torch.Tensor:
+        """Module m's logits: over the draft vocabulary when there is one, else over V."""
+        return self.unembed(self.mods[m].norm(h))
 
     def forward_train(self, hidden_states, input_ids, attention_mask=None) -> HeadTrainOutput:
         h = hidden_states[self.config.hidden_layers[-1]]
@@ -79,7 +79,7 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
         for m, mod in enumerate(self.mods):
             x = mod.inputs(h, self.target.embed(shift_ids(input_ids, m + 1)))
             h = run_layer(mod.block, self.target, x, allowed, pos)
-            logits.append(self._logits(m, h, train=True))
+            logits.append(self._logits(m, h))
         return HeadTrainOutput(logits=logits, vocab=self.d2t)
 
     # ---- drafting -------------------------------------------------------------------------

@@ -4,6 +4,9 @@ A head that drafts implements three hooks:
     state = head.draft_state(batch_size, device)
     head.draft_observe(state, hs, counts, seqs)   # new committed positions' target hidden states
     head.draft_chain(state, seqs, K, pick)        # calls pick(logits [B, V]) -> tokens [B] K times
+A head with a reduced draft vocabulary (`head.draft_vocab`, d2t [Vd]) gives logits over it,
+[B, Vd]: the drafter picks there and maps the pick to target ids (pick returns target ids), and
+only a sampled draft's q is spread over the target's vocabulary, for verification.
 `hs[layer]` is [B, n, H] with each row's newly committed positions packed to the left (counts[r]
 of them); `seqs[r]` is the committed sequence with the pending token last, so a row holds
 len(seqs[r]) - 1 target hidden states in all and the new ones are the last counts[r] of them.
@@ -44,6 +47,8 @@ class HeadDrafter(Drafter):
         self.hidden_layers = tuple(head.config.hidden_layers)
         #: most tokens the head can draft per step (None: any number)
         self.max_chain: int | None = head.max_draft_tokens
+        d2t = head.draft_vocab  # the draft vocabulary's target ids (None: none), for trees
+        self._d2t_list = None if d2t is None else d2t.tolist()
         self._state = None
         self._seqs: list[list[int]] = []
 
@@ -86,11 +91,12 @@ class HeadDrafter(Drafter):
 
         def pick(logits: torch.Tensor) -> torch.Tensor:
             if ctx.sampling.greedy:
-                t = logits.argmax(-1)
+                i = logits.argmax(-1)
             else:
                 q = logits_to_probs(logits, ctx.sampling)
-                t = sample(q, ctx.generator)
-                probs.append(q)
+                i = sample(q, ctx.generator)
+                probs.append(self._over_target_vocab(q))
+            t = self._target_ids(i)
             tokens.append(t)
             return t
 
@@ -99,9 +105,20 @@ class HeadDrafter(Drafter):
         lengths = torch.tensor([K if a else 0 for a in ctx.active], device=ctx.device)
         return Draft(tok, lengths, torch.stack(probs, 1).to(ctx.device) if probs else None)
 
+    def _target_ids(self, i: torch.Tensor) -> torch.Tensor:
+        """Column indices of the head's logits -> target token ids."""
+        d2t = self.head.draft_vocab
+        return i if d2t is None else d2t[i]
+
+    def _over_target_vocab(self, q: torch.Tensor) -> torch.Tensor:
+        """Probabilities [B, Vd] over the draft vocabulary -> [B, V] (zero outside it)."""
+        d2t = self.head.draft_vocab
+        if d2t is None:
+            return q
+        return q.new_zeros(*q.shape[:-1], self.head.config.vocab_size).index_copy(-1, d2t, q)
 
     def _next_logits(self, paths: list[list[int]]) -> torch.Tensor:
-        """[B, V] the head's logits for the token after each row's forced draft path (all paths
+        """[B, V] (or [B, Vd]) the head's logits for the token after each row's forced draft path (all paths
         the same length), through the family's own draft_chain; the head's state is unchanged."""
         d = len(paths[0])
         dev = self._device()
@@ -111,7 +128,9 @@ class HeadDrafter(Drafter):
         def pick(logits: torch.Tensor) -> torch.Tensor:
             step = len(out)
             out.append(logits)
-            return forced[:, step] if step < d else logits.argmax(-1)
+            if step < d:
+                return forced[:, step]
+            return self._target_ids(logits.argmax(-1))
 
         self.head.draft_chain(self._state, self._seqs, d + 1, pick)
         return out[d]
@@ -119,7 +138,8 @@ class HeadDrafter(Drafter):
     def _propose_tree(self, ctx: DraftContext, max_depth: int) -> Draft:
         """Top-k token trees (deterministic distinct siblings: lossless at any temperature). Each
         node's candidates come from the head's distribution after the node's path, evaluated by
-        re-running the family's chain with the path forced (heads are cheap next to the target)."""
+        re-running the family's chain with the path forced (heads are cheap next to the target).
+        Candidates are ranked over the draft vocabulary and mapped to target ids (vocab=)."""
         from mtp.tree import DynamicTreeConfig, StaticTree, build_dynamic_tree, fill_static_tree
 
         B = len(ctx.sequences)
@@ -145,7 +165,7 @@ class HeadDrafter(Drafter):
                 tree = self.tree
                 if tree.depth > max_depth:
                     tree = StaticTree([c for c in tree.choices if len(c) <= max_depth])
-                trees.append(fill_static_tree(tree, next_logits))
+                trees.append(fill_static_tree(tree, next_logits, vocab=self._d2t_list))
             elif isinstance(self.tree, DynamicTreeConfig):
                 def expand(tokens, parents, nodes):
                     paths = []
@@ -158,7 +178,7 @@ class HeadDrafter(Drafter):
                     # group by path length: draft_chain runs one length at a time
                     return next_logits(paths).log_softmax(-1)
 
-                trees.append(build_dynamic_tree(expand, self.tree, max_depth=max_depth))
+                trees.append(build_dynamic_tree(expand, self.tree, max_depth=max_depth, vocab=self._d2t_list))
             else:
                 raise TypeError(f"tree must be a StaticTree or DynamicTreeConfig, got {type(self.tree).__name__}")
             if batched:

@@ -49,11 +49,8 @@ class FeatureARHead(SharedUnembedding, MTPHead):
 
     @abc.abstractmethod
     def readout(self, g: torch.Tensor) -> torch.Tensor:
-        """Draft feature [..., H] -> logits over the target vocabulary [..., V]."""
-
-    @abc.abstractmethod
-    def readout_train(self, g: torch.Tensor) -> torch.Tensor:
-        """Training logits: over the draft vocabulary when the head has one (see `draft_vocab`)."""
+        """Draft feature [..., H] -> logits [..., V], or [..., Vd] over the head's draft vocabulary
+        (`draft_vocab`), in training and drafting alike."""
 
     @property
     def max_draft_tokens(self) -> int | None:
@@ -80,7 +77,7 @@ class FeatureARHead(SharedUnembedding, MTPHead):
             if s == 0:
                 allowed = allowed | eye
             g = self._layer(x, allowed, pos0 + s, cache)
-            logits.append(self.readout_train(g))
+            logits.append(self.readout(g))
             feats.append(g)
         return logits, feats
 
@@ -173,9 +170,6 @@ class EagleHead(FeatureARHead):
 
     def readout(self, g):
         return self.unembed(g)  # features are post-norm, as the LM head takes them
-
-    def readout_train(self, g):
-        return self.unembed(g, train=True)
 
     def loss_weights(self) -> list[float]:
         return [self.config.token_loss_weight] * self.config.num_heads

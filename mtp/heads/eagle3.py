@@ -10,11 +10,10 @@ suggested step weights `step_decay`**j (0.8).
 
 Reduced vocabulary: `draft_vocab_size` Vd (`SharedUnembedding` with rows=False: buffers d2t [Vd],
 the absolute target ids, not EAGLE's offset, and t2d [V] bool, from `token_counts` given to
-build_head). The head's own LM head has Vd rows, initialised from the target's. Logits are returned
-over the full target vocabulary with the minimum float outside the draft vocabulary when drafting,
-so draws and q never leave it; training logits stay over the draft vocabulary
-(`HeadTrainOutput.vocab` is d2t) and the losses map labels through it (labels outside it count as
-misses, with no CE).
+build_head). The head's own LM head has Vd rows, initialised from the target's. Its logits are over
+the draft vocabulary, in training (`HeadTrainOutput.vocab` is d2t; the losses map labels through
+it, labels outside it count as misses, with no CE) and in drafting (the drafter maps drafted
+indices to target ids through `draft_vocab`).
 """
 from __future__ import annotations
 
@@ -70,9 +69,6 @@ class Eagle3Head(FeatureARHead):
         return self.fc(torch.cat([self.enorm(self.target.embed(ids).to(g.dtype)), self.gnorm(g)], dim=-1))
 
     def readout(self, g):
-        return self.to_target_vocab(self.lm_head(self.norm(g)))
-
-    def readout_train(self, g):
         return self.lm_head(self.norm(g))  # over the draft vocabulary when there is one (draft_vocab)
 
     def loss_weights(self) -> list[float]:

@@ -49,16 +49,16 @@ class HydraHead(SharedUnembedding, MTPHead):
         e = self.target.embed(ids).to(self.in_proj[0].weight.dtype)
         return F.rms_norm(e, (e.shape[-1],))
 
-    def head_logits(self, j: int, h: torch.Tensor, embs: list[torch.Tensor], train: bool = False) -> torch.Tensor:
+    def head_logits(self, j: int, h: torch.Tensor, embs: list[torch.Tensor]) -> torch.Tensor:
         """h [..., H], embs: j+1 embeddings [..., H] of tokens t+1..t+1+j -> logits [..., V]
-        (training: [..., Vd] with a draft vocabulary)."""
+        ([..., Vd] with a draft vocabulary)."""
         x = self.in_proj[j](torch.cat([h, *embs[: j + 1]], dim=-1))
-        return self.unembed(self.blocks[j](x), train)
+        return self.unembed(self.blocks[j](x))
 
     def forward_train(self, hidden_states, input_ids, attention_mask=None) -> HeadTrainOutput:
         h = hidden_states[self.config.hidden_layers[-1]]
         embs = [self._embed(shift_ids(input_ids, o + 1)) for o in range(self.config.num_heads)]
-        return HeadTrainOutput(logits=[self.head_logits(j, h, embs, train=True) for j in range(self.config.num_heads)],
+        return HeadTrainOutput(logits=[self.head_logits(j, h, embs) for j in range(self.config.num_heads)],
                                vocab=self.draft_vocab)
 
     # ---- drafting -------------------------------------------------------------------------

@@ -183,10 +183,11 @@ class SharedUnembedding:
     reduced draft vocabulary (FR-Spec, Zhao et al. 2025): `config.draft_vocab_size` Vd restricts
     the LM head to its rows for the Vd most frequent target tokens (`token_counts` [V] given to
     build_head). Buffers d2t [Vd] (draft index -> target id), t2d [V] bool and lm_rows [Vd, H] are
-    saved with the head, so a loaded head drafts from the same rows. Training logits are over the
-    draft vocabulary (`draft_vocab` is d2t; the losses map labels through it); drafting logits are
-    over the full vocabulary with the minimum float outside it, so draws and q never leave it.
-    Verification stays the target's, over the full vocabulary."""
+    saved with the head, so a loaded head drafts from the same rows. Its logits, in training and in
+    drafting, are over the draft vocabulary (`draft_vocab` is d2t): the losses map labels through
+    it, and the drafter (mtp.heads.drafting) maps drafted indices to target ids, so nothing the
+    size of the target's vocabulary is built per draft (on gemma3-270m, with 262k tokens, that cost
+    more than the head's own layers). Verification stays the target's, over the full vocabulary."""
 
     build_kwargs = ("token_counts",)
 
@@ -212,18 +213,14 @@ class SharedUnembedding:
         """The rows [Vd, H] of an LM-head weight [V, H] for the draft vocabulary (all rows without one)."""
         return weight if self.d2t is None else weight[self.d2t.to(weight.device)]
 
-    def to_target_vocab(self, logits: torch.Tensor, train: bool = False) -> torch.Tensor:
-        """Draft-vocabulary logits [..., Vd] as the caller needs them: unchanged in training,
-        expanded to [..., V] for drafting."""
-        return logits if (train or self.d2t is None) else expand_draft_logits(logits, self.d2t, self.config.vocab_size)
-
-    def unembed(self, h: torch.Tensor, train: bool = False) -> torch.Tensor:
-        """The shared LM head on a post-norm hidden state [..., H] (its draft rows when there are)."""
-        return self.to_target_vocab(self.target.logits(h, rows=self.lm_rows), train)
+    def unembed(self, h: torch.Tensor) -> torch.Tensor:
+        """The shared LM head on a post-norm hidden state [..., H]: logits [..., Vd] over its draft
+        rows when there are, else [..., V]."""
+        return self.target.logits(h, rows=self.lm_rows)
 
     @property
     def draft_vocab(self) -> torch.Tensor | None:
-        """d2t [Vd] when training logits are over a reduced draft vocabulary, else None."""
+        """d2t [Vd] when the head's logits are over a reduced draft vocabulary, else None."""
         return self.d2t
 
 

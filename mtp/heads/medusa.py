@@ -46,16 +46,14 @@ class MedusaHead(SharedUnembedding, MTPHead):
         else:
             self.lm_heads = None
 
-    def head_logits(self, j: int, h: torch.Tensor, train: bool = False) -> torch.Tensor:
-        """Head j on hidden states [..., H] -> logits [..., V] (training: [..., Vd] with a draft vocabulary)."""
+    def head_logits(self, j: int, h: torch.Tensor) -> torch.Tensor:
+        """Head j on hidden states [..., H] -> logits [..., V] ([..., Vd] with a draft vocabulary)."""
         x = self.blocks[j](h)
-        if self.lm_heads is None:
-            return self.unembed(x, train)
-        return self.to_target_vocab(self.lm_heads[j](x), train)
+        return self.unembed(x) if self.lm_heads is None else self.lm_heads[j](x)
 
     def forward_train(self, hidden_states, input_ids, attention_mask=None) -> HeadTrainOutput:
         h = hidden_states[self.config.hidden_layers[-1]]
-        return HeadTrainOutput(logits=[self.head_logits(j, h, train=True) for j in range(self.config.num_heads)],
+        return HeadTrainOutput(logits=[self.head_logits(j, h) for j in range(self.config.num_heads)],
                                vocab=self.draft_vocab)
 
     # ---- drafting -------------------------------------------------------------------------

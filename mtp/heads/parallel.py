@@ -45,7 +45,7 @@ class ParallelHead(SharedUnembedding, MTPHead):
         if attention_mask is None:
             attention_mask = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
         outs = self._run(x, causal_allowed(attention_mask), positions_from_mask(attention_mask))
-        return HeadTrainOutput(logits=[self.unembed(n(o), train=True) for n, o in zip(self.norms, outs)], vocab=self.draft_vocab)
+        return HeadTrainOutput(logits=[self.unembed(n(o)) for n, o in zip(self.norms, outs)], vocab=self.draft_vocab)
 
     # ---- drafting -------------------------------------------------------------------------
     def draft_state(self, batch_size, device):
