@@ -6,12 +6,21 @@ from train import demo
 
 
 def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
+    extra = tmp_path / "mine.jsonl"  # --prompts: the user's own prompts, answered and trained on too
+    extra.write_text("".join(json.dumps({"id": f"m{i}", "turns": [f"Tell me about item {i}."]}) + "\n" for i in range(3)))
     argv = ["--model", "tiny-llama", "--preset", "tiny", "--runs", str(tmp_path / "runs"),
-            "--results", str(tmp_path / "results")]
+            "--results", str(tmp_path / "results"), "--prompts", str(extra)]
     res = tmp_path / "results" / "demo"
     # data and heads only: no benchmark yet
     assert demo.main([*argv, "--until", "train"]) == 0
     assert (tmp_path / "runs" / "demo" / "eagle3" / "best" / "model.safetensors").is_file()
+    recs = [json.loads(x) for f in sorted((tmp_path / "runs" / "demo" / "data" / "distill-extra").glob("shard-*.jsonl"))
+            for x in f.read_text().splitlines()]
+    assert sorted(r["prompt_id"] for r in recs) == ["m0", "m1", "m2"]
+    import yaml
+
+    train = yaml.safe_load((tmp_path / "runs" / "demo" / "configs" / "eagle3.yaml").read_text())["data"]["train"]
+    assert train.split(",")[-1] == str(tmp_path / "runs" / "demo" / "data" / "distill-extra")
     assert not (res / "t0").exists() and "stopped after training" in capsys.readouterr().err
     assert demo.main(argv) == 0
     for t in ("t0", "t1"):

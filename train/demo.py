@@ -137,6 +137,8 @@ def run(a: argparse.Namespace) -> int:
     n = 4 + len(p.temperatures)
     prompts = stage_prompts(a.model, p, data, n)
     train_data = stage_distill(a.model, p, data, prompts, n)
+    if a.prompts:
+        train_data += "," + stage_extra(a.model, p, data, a.prompts, n)
     heads = {fam: stage_train(a.model, fam, p, train_data, runs, n) for fam in p.families}
     if a.until == "train":
         print(f"[demo] stopped after training (--until train): heads in {runs}/<family>/best; run again "
@@ -205,6 +207,18 @@ def stage_distill(model: str, p: Preset, data: Path, prompts: str, n: int) -> st
     _call("train.distill", cmd)
     _done(t0)
     return f"{data / 'distill'},{data / 'distill-passages'}"
+
+
+def stage_extra(model: str, p: Preset, data: Path, prompts: str, n: int) -> str:
+    """2b. The target's answers to the user's own prompt files (--prompts), added to the training
+    data; returns their distillation folder."""
+    out = data / "distill-extra"
+    cmd = ["--model", model, "--prompts", prompts, "--out", str(out), "--batch-size", str(p.distill_batch),
+           "--max-new-tokens", str(p.max_new_tokens), "--dtype", p.dtype, "--on-long-prompt", "skip"]
+    t0 = _stage(2, n, f"self-distillation of {prompts} (--prompts)", ["train.distill", *cmd])
+    _call("train.distill", cmd)
+    _done(t0)
+    return str(out)
 
 
 def stage_train(model: str, fam: str, p: Preset, train_data: str, runs: Path, n: int) -> Path:
@@ -288,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="demo", help="runs/<name> and results/<name>")
     ap.add_argument("--families", default="", help="comma-separated head families (default: the preset's)")
     ap.add_argument("--steps", type=int, default=0, help="training steps (default: the preset's)")
+    ap.add_argument("--prompts", default="",
+                    help="more prompts for the target to answer and the heads to train on (train.distill --prompts: "
+                         "JSONL / .txt files, comma-separated). A base model writes no usable passages itself: give "
+                         "it an instruct model's passage tasks, e.g. runs/demo/data/passages.jsonl")
     ap.add_argument("--suite", default="spec", help="benchmark suite (eval.bench --suite)")
     ap.add_argument("--until", choices=("train", "report"), default="report",
                     help="last stage to run: 'train' stops before the benchmark (run it later on a quiet machine)")
