@@ -294,3 +294,38 @@ def test_batched_frontier_expansion_equals_per_path_chains(tiny_llama, trained_h
     for tree in (StaticTree([(0,), (1,), (0, 0), (0, 1), (1, 0), (0, 0, 0)]), DynamicTreeConfig(10, 3, 3)):
         out = generate(model, PROMPTS[0], drafter=head.as_drafter(tree=tree), max_new_tokens=24, ignore_eos=True)
         assert out.tokens == refs and out.stats.accepted > 0
+
+
+@pytest.mark.parametrize("family", ["hydra", "eagle3", "medusa"])
+def test_reduced_vocab_drafts_are_target_ids(tiny_llama, family):
+    """A head with a draft vocabulary picks over its Vd logits and drafts target ids: a chain's first
+    draft is d2t[argmax], a tree's root children are its top candidates mapped the same way, every
+    drafted token is in the draft vocabulary (here the 32 highest ids, so an unmapped index would
+    show), and greedy decoding with either equals plain decoding."""
+    from mtp.drafters.base import DraftContext
+    from mtp.heads import build_head
+    from mtp.tree import DynamicTreeConfig
+
+    model, _ = tiny_llama
+    V = model.config.vocab_size
+    torch.manual_seed(0)
+    head = build_head(family, model, num_heads=2, draft_vocab_size=32, token_counts=torch.arange(V).float()).eval()
+    d2t = head.draft_vocab.tolist()
+    assert d2t == list(range(V - 32, V))
+    ref = generate(model, PROMPTS[0], max_new_tokens=16, ignore_eos=True).tokens
+    for tree in (None, DynamicTreeConfig(8, 2, 3)):
+        d = head.as_drafter(tree=tree)
+        assert generate(model, PROMPTS[0], drafter=d, max_new_tokens=16, ignore_eos=True).tokens == ref
+        ctx = DraftContext(sequences=[list(s) for s in d._seqs], max_tokens=2, sampling=SamplingConfig(),
+                           generator=None, active=[True], device=torch.device("cpu"))
+        with torch.no_grad():
+            draft = d.propose(ctx)
+            first = d._next_logits([[]])[0]
+        assert first.shape == (32,)
+        toks = draft.tokens[0, : int(draft.lengths[0])].tolist()
+        assert toks and set(toks) <= set(d2t)
+        if tree is None:
+            assert toks[0] == d2t[int(first.argmax())]
+        else:
+            roots = {t for t, p in zip(toks, draft.parents[0].tolist()) if p == -1}
+            assert roots <= {d2t[i] for i in first.topk(3).indices.tolist()} and roots
