@@ -180,11 +180,16 @@ def stage_prompts(model: str, p: Preset, data: Path, n: int) -> str:
     return f"builtin,{data / 'prompts.jsonl'}"
 
 
+def _distill_args(p: Preset) -> list[str]:
+    """train.distill's generation arguments for the preset (every distillation the demo runs)."""
+    return ["--batch-size", str(p.distill_batch), "--max-new-tokens", str(p.max_new_tokens), "--dtype", p.dtype,
+            "--on-long-prompt", "skip"]
+
+
 def stage_distill(model: str, p: Preset, data: Path, prompts: str, n: int) -> str:
     """2. Self-distillation, then passage tasks built from its answers and distilled in turn;
     returns the training data (distillation folders joined by commas)."""
-    gen = ["--batch-size", str(p.distill_batch), "--max-new-tokens", str(p.max_new_tokens), "--dtype", p.dtype,
-           "--on-long-prompt", "skip"]
+    gen = _distill_args(p)
     cmd = ["--model", model, "--prompts", prompts, "--shuffle", "--out", str(data / "distill"), *gen]
     if p.builtin_prompts:
         cmd += ["--num-prompts", str(p.builtin_prompts)]
@@ -213,8 +218,7 @@ def stage_extra(model: str, p: Preset, data: Path, prompts: str, n: int) -> str:
     """2b. The target's answers to the user's own prompt files (--prompts), added to the training
     data; returns their distillation folder."""
     out = data / "distill-extra"
-    cmd = ["--model", model, "--prompts", prompts, "--out", str(out), "--batch-size", str(p.distill_batch),
-           "--max-new-tokens", str(p.max_new_tokens), "--dtype", p.dtype, "--on-long-prompt", "skip"]
+    cmd = ["--model", model, "--prompts", prompts, "--out", str(out), *_distill_args(p)]
     t0 = _stage(2, n, f"self-distillation of {prompts} (--prompts)", ["train.distill", *cmd])
     _call("train.distill", cmd)
     _done(t0)
@@ -261,9 +265,8 @@ def stage_bench(model: str, p: Preset, heads: dict[str, Path], results: Path, su
     # the head's dynamic tree with prompt lookup's chain grafted in, one verify for both, where that is
     # predicted fastest from the acceptance seen so far and this machine's verify-cost curve; lookup's
     # chain alone, the head's tree alone or a plain one-token step where one of those is
-    # (mtp.drafters.AdaptiveUnionDrafter). It
-    # replaced union+<family> (always both) here: 1.57x against 1.46x in round 8's quick demo, which
-    # ran both and took 25.6 min
+    # (mtp.drafters.AdaptiveUnionDrafter). It replaced union+<family> (always both) here: 1.57x
+    # against 1.46x in round 8's quick demo, which ran both and took 25.6 min
     methods += [f"adapt+{fam}=adapt+heads:{path}:{p.num_heads}:tree{p.union_tree}" for fam, path in heads.items()]
     for i, temp in enumerate(p.temperatures):
         cmd = ["--model", model, "--dtype", p.dtype, "--methods", ",".join(methods), "--suite", suite,

@@ -27,9 +27,10 @@ fallback's draft alone and no draft (a plain one-token step). It keeps running e
 many drafts each proposal gets accepted on the steps it was verified (lookup's and the union's per
 bucket of how far back lookup's match agrees with the context), knows the machine's verify-cost
 curve C(m) and the fallback's drafting time, and verifies the proposal predicted to commit the most
-tokens per second. On a prompt that lookup copies, the head's nodes are dropped (the union verified 26-27 tokens for lookup's 11 there); where lookup's
-chain keeps failing, the chain is; where the head's draft costs more time than its accepted tokens
-save (a weak head, a sampled tree at T > 0), both are. The choice depends only on earlier steps, so
+tokens per second. On a prompt that lookup copies, the head's nodes are dropped (the union verified
+26-27 tokens for lookup's 11 there); where lookup's chain keeps failing, the chain is; where the
+head's draft costs more time than its accepted tokens save (a weak head, a sampled tree at T > 0),
+both are. The choice depends only on earlier steps, so
 the output is as lossless as each of the proposals.
 """
 from __future__ import annotations
