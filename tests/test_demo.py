@@ -57,3 +57,21 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert demo.main(argv) == 0
     err = capsys.readouterr().err
     assert "is complete, skipped" in err and "heads are trained" in err and "0 to run" in err
+
+
+def test_preset_sizes_from_the_command_line():
+    import argparse
+
+    import pytest
+
+    def ns(**kw):
+        base = dict(preset="full", families="hydra", steps=0, self_prompts=None, passage_prompts=None)
+        return argparse.Namespace(**{**base, **kw})
+
+    p = demo._preset(ns())
+    assert (p.self_prompts, p.passage_prompts, p.steps, p.families) == (1200, 900, 800, ("hydra",))
+    p = demo._preset(ns(self_prompts=400, passage_prompts=0, steps=600))
+    assert (p.self_prompts, p.passage_prompts, p.steps) == (400, 0, 600)
+    assert p.lr == demo.PRESETS["full"].lr  # the rest of the preset is kept
+    with pytest.raises(SystemExit, match="--passage-prompts must be >= 0"):
+        demo._preset(ns(passage_prompts=-1))

@@ -3,6 +3,8 @@
     python -m train.demo [--model smollm2-135m] [--preset quick|full|gpu|tiny] [--families eagle3,...]
     make demo                      # the same, after all set-up (MODEL=gemma3-270m make demo, PRESET=full ...)
     python -m train.demo --until train   # data and heads only (benchmark later, on a quiet machine)
+    python -m train.demo --preset full --families hydra --self-prompts 400 --passage-prompts 400 --steps 600
+    #                                    a preset resized from the command line
 
 Stages (each is also a command of its own, printed as it runs, and skipped when already done, so a
 killed demo run again picks up where it stopped):
@@ -155,10 +157,17 @@ def run(a: argparse.Namespace) -> int:
 
 def _preset(a: argparse.Namespace) -> Preset:
     p = PRESETS[a.preset]
+    for flag in ("steps", "self_prompts", "passage_prompts"):
+        if (getattr(a, flag) or 0) < 0:
+            raise SystemExit(f"error: --{flag.replace('_', '-')} must be >= 0, got {getattr(a, flag)}")
     if a.families:
         p = replace(p, families=tuple(f.strip() for f in a.families.split(",") if f.strip()))
     if a.steps:
         p = replace(p, steps=a.steps)
+    if a.self_prompts is not None:
+        p = replace(p, self_prompts=a.self_prompts)
+    if a.passage_prompts is not None:
+        p = replace(p, passage_prompts=a.passage_prompts)
     from mtp.heads import list_families
 
     unknown = [f for f in p.families if f not in list_families()]
@@ -305,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="demo", help="runs/<name> and results/<name>")
     ap.add_argument("--families", default="", help="comma-separated head families (default: the preset's)")
     ap.add_argument("--steps", type=int, default=0, help="training steps (default: the preset's)")
+    ap.add_argument("--self-prompts", type=int, default=None,
+                    help="self-written prompts added to the built-in set (default: the preset's; 0: none)")
+    ap.add_argument("--passage-prompts", type=int, default=None,
+                    help="passage tasks built from the distilled answers (default: the preset's; 0: none)")
     ap.add_argument("--prompts", default="",
                     help="more prompts for the target to answer and the heads to train on (train.distill --prompts: "
                          "JSONL / .txt files, comma-separated). A base model writes no usable passages itself: give "
