@@ -167,7 +167,7 @@ class MethodSpecError(ValueError):
 
 METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K|:auto][:tree<N>], "
                 "pld+heads:<checkpoint dir>[:K|:auto][:tree<N>], union+heads:<checkpoint dir>[:K|:auto][:tree<N>], "
-                "adapt+heads:<checkpoint dir>[:K|:auto][:tree<N>]")
+                "adapt+heads:<checkpoint dir>[:K|:auto][:tree<N>][:chain<N>]")
 
 
 def _k(spec: str, text: str) -> int:
@@ -205,7 +205,7 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
 
     hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K][:tree<N>] | <checkpoint dir>
     | pld+heads:<checkpoint dir>[:K][:tree<N>] | union+heads:<checkpoint dir>[:K][:tree<N>]
-    | adapt+heads:<checkpoint dir>[:K][:tree<N>]
+    | adapt+heads:<checkpoint dir>[:K][:tree<N>][:chain<N>]
     K defaults: 10 for prompt lookup (HF's default), 4 for draft models, the head's own for heads.
     ":tree<N>": the heads draft EAGLE-2 dynamic trees of N nodes and depth K; each depth keeps its
     tree_width(N, K) best nodes (at least 4, and enough that K depths hold N nodes).
@@ -214,7 +214,9 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     "union+heads:...": the heads draft every step and prompt lookup's chain, where there is one, is
     grafted into their draft as one more tree branch; one verify checks both
     (mtp.drafters.combined.LookupUnionDrafter).
-    "adapt+heads:...": per row and step, the union, lookup's chain alone, the heads' draft alone or none,
+    "adapt+heads:...": per row and step, the union, lookup's chain alone, the heads' draft alone, the
+    heads' greedy chain (where they draft trees; of the tree's depth, or N with a final :chain<N>,
+    :chain0 for none) or none,
     whichever the acceptance seen on earlier steps and this machine's verify-cost curve (timed when
     the method is built, a few seconds) predict to be fastest (mtp.drafters.combined.AdaptiveUnionDrafter).
     ":auto": the chain length the cost model predicts fastest at `batch_size` on this machine, from
@@ -252,6 +254,10 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
     combine = next((c for c in ("pld+", "union+", "adapt+") if spec.startswith(c + "heads:")), None)
     explicit = combine is not None or spec.startswith("heads:")
     body = spec.split("heads:", 1)[1] if explicit else spec
+    chain_tokens = None  # adapt+: the heads' chain choice (None: the tree's depth)
+    head_part, sep, tail = body.rpartition(":")
+    if combine == "adapt+" and sep and tail.startswith("chain") and tail[len("chain"):].isdigit():
+        body, chain_tokens = head_part, int(tail[len("chain"):])
     tree = None
     head_part, sep, tail = body.rpartition(":")
     if sep and tail.startswith("tree"):  # EAGLE-2 dynamic tree of N nodes, depth K
@@ -287,7 +293,10 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
         if combine == "adapt+":
             from mtp.costmodel import machine_verify_cost
 
-            drafter = AdaptiveUnionDrafter(drafter, machine_verify_cost(model, batch_size))
+            if chain_tokens and tree is None:
+                raise MethodSpecError(f"method {spec!r}: :chain<N> is the heads' chain beside their tree; "
+                                      "give a tree (:tree<N>) or drop :chain<N>")
+            drafter = AdaptiveUnionDrafter(drafter, machine_verify_cost(model, batch_size), chain_tokens=chain_tokens)
         else:
             drafter = (LookupFirstDrafter if combine == "pld+" else LookupUnionDrafter)(drafter)
     m = KitMethod(spec, model, tokenizer, drafter, None if combine is not None else k or None)

@@ -305,7 +305,7 @@ def test_adaptive_union_in_a_batch_is_lossless(tiny_llama, cost):
         d = KnownLookup(fallback, C, lookup_tokens=5)
         out = generate(model, prompts, drafter=d, max_new_tokens=30, ignore_eos=True)
         assert out.tokens == refs
-        modes = {k: modes[k] + v for k, v in d.mode_steps.items()}
+        modes = {k: n + d.mode_steps.get(k, 0) for k, n in modes.items()}
     assert min(modes.values()) > 0, modes  # every choice occurs (per curve: 4-42 steps each)
     if cost == "linear":  # dear verifies: lookup's chains and plain steps more often than the union
         assert modes["lookup"] + modes["plain"] > modes["union"] + modes["heads"], modes
@@ -341,6 +341,40 @@ def test_adaptive_union_chooses_by_predicted_tokens_per_second():
     tokens, parents = [4, 7, 5, 8], [-1, -1, 0, 2]
     assert _tree_match(tokens, parents, [7, 1]) == 1 and _tree_match(tokens, parents, [4, 5, 8, 2]) == 3
     assert d._update(None, 2) == 2 and d._update(2.0, 0) == pytest.approx(1.6)
+
+
+def test_adaptive_union_chooses_the_heads_chain_where_it_beats_the_tree():
+    """A head that drafts trees also offers its greedy chain: fewer nodes to verify and draft. It is
+    chosen where its predicted rate is highest, tried before the first plain step, and tried again
+    after `explore` steps without it; a fallback with no chain has no such choice."""
+    from mtp.drafters.combined import AdaptiveUnionDrafter, _Estimates
+    from mtp.drafters.testing import RandomDrafter
+
+    class TreeHead(RandomDrafter):  # stands in for a HeadDrafter with a tree
+        offers_chain = True
+
+        def propose_chain(self, ctx):
+            return self.propose(ctx)
+
+    C = lambda m: 0.050 + 0.0025 * m  # seconds
+    d = AdaptiveUnionDrafter(TreeHead(10, 3), C)
+    assert d.chain_tokens == 3 and d.modes == ("union", "lookup", "heads", "chain", "plain")
+    d.heads, d.nodes, d.draft_s = 0.6, 16, 0.005  # the tree: 1.6 / 97.5 ms = 16.4 / s; plain 19.0 / s
+    assert d.choose(_Estimates(), 0) == "chain"  # not seen yet
+    d.chain, d.chain_s = 0.5, 0.002  # 1.5 / 62 ms = 24.2 / s
+    assert d.choose(_Estimates(), 0) == "chain"
+    assert d.choose(_Estimates(lookup=0.5, union=0.6), 10) == "chain"  # lookup alone: 1.5 / 77.5 ms
+    assert d.choose(_Estimates(lookup=8, union=8), 10) == "lookup"
+    d.heads = 2.0  # 3 / 97.5 ms = 30.8 / s
+    assert d.choose(_Estimates(), 0) == "heads"
+    d.heads, d.chain = 0.6, 0.05  # 1.05 / 62 ms = 16.9 / s: plain steps ...
+    assert d.choose(_Estimates(), 0) == "plain"
+    d.since_chain = d.explore  # ... until `explore` steps without the chain
+    assert d.choose(_Estimates(), 0) == "chain"
+    assert AdaptiveUnionDrafter(TreeHead(10, 3), C, chain_tokens=0).modes == ("union", "lookup", "heads", "plain")
+    assert AdaptiveUnionDrafter(RandomDrafter(10, 3), C).modes == ("union", "lookup", "heads", "plain")
+    with pytest.raises(ValueError, match="offers_chain"):
+        AdaptiveUnionDrafter(RandomDrafter(10, 3), C, chain_tokens=2)
 
 
 def test_adaptive_union_learns_only_from_verified_proposals():

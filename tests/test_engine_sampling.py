@@ -65,7 +65,7 @@ def _draft(kind, model):
         counts = torch.arange(V, 0, -1).float()
         family = kind[: -len("-reduced-vocab")]
         return build_head(family, model, num_heads=2, draft_vocab_size=48, token_counts=counts).as_drafter()
-    if kind in ("lookup-first-mixed", "union-mixed", "adapt-mixed"):
+    if kind in ("lookup-first-mixed", "union-mixed", "adapt-mixed", "adapt-tree-mixed"):
         # Per row and step a coin picks a deterministic "lookup" chain (the target's own greedy
         # continuation, so it is often accepted) or the draft model's sampled chain.
         # The union grafts that chain beside the draft model's sampled one (two proposals, two q's).
@@ -76,7 +76,7 @@ def _draft(kind, model):
 
         greedy: dict[tuple, list[int]] = {}
         base = {"lookup-first-mixed": LookupFirstDrafter, "union-mixed": LookupUnionDrafter,
-                "adapt-mixed": AdaptiveUnionDrafter}[kind]
+                "adapt-mixed": AdaptiveUnionDrafter, "adapt-tree-mixed": AdaptiveUnionDrafter}[kind]
 
         class CoinLookup(base):
             gen = torch.Generator().manual_seed(3)
@@ -92,19 +92,33 @@ def _draft(kind, model):
                 return self._lookup(seq, n), 2
 
             def choose(self, est, chain_len):
-                modes = self.MODES if chain_len else ("heads", "plain")
+                modes = self.modes if chain_len else tuple(m for m in self.modes if m in ("heads", "chain", "plain"))
                 return modes[int(torch.randint(len(modes), (1,), generator=self.gen))]
 
         dm = DraftModelDrafter(perturbed_copy(model, 0.1, seed=1), 2)
         if kind == "adapt-mixed":
             return CoinLookup(dm, lambda m: float(m), lookup_tokens=2)
+        if kind == "adapt-tree-mixed":
+            # A fallback that also offers a greedy chain ("chain", as a head drafting trees does:
+            # HeadDrafter.propose_chain), here the draft model's, beside its sampled chain: rows with
+            # point-mass chains and rows with sampled q in one batch. (A real head's tree drafts row
+            # by row: too slow for this many rows; test_engine checks it greedy.)
+            from dataclasses import replace
+
+            class WithChain(DraftModelDrafter):
+                offers_chain = True
+
+                def propose_chain(self, ctx):
+                    return self.propose(replace(ctx, sampling=SamplingConfig()))
+
+            return CoinLookup(WithChain(perturbed_copy(model, 0.1, seed=1), 2), lambda m: float(m), lookup_tokens=2)
         return CoinLookup(dm, lookup_tokens=2)
     raise KeyError(kind)
 
 
 @pytest.mark.parametrize("kind", ["plain", "random-uniform-q", "draft-close", "draft-far", "eagle3-reduced-vocab",
                                   "deepseek-reduced-vocab", "medusa-reduced-vocab", "lookup-first-mixed",
-                                  "union-mixed", "adapt-mixed"])
+                                  "union-mixed", "adapt-mixed", "adapt-tree-mixed"])
 def test_engine_sampling_is_lossless(tiny_llama, exact_joint, kind):
     model, _ = tiny_llama
     y0, joint = exact_joint
@@ -117,8 +131,9 @@ def test_engine_sampling_is_lossless(tiny_llama, exact_joint, kind):
         assert stats.draft_acceptance_rate > 0.5
     if kind == "draft-far":
         assert stats.draft_acceptance_rate < 0.05
-    if kind == "adapt-mixed":
+    if kind.startswith("adapt-"):
         assert min(drafter.mode_steps.values()) > 0, drafter.mode_steps
+        assert ("chain" in drafter.mode_steps) == (kind == "adapt-tree-mixed")
 
 
 def test_same_model_as_draft_accepts_everything(tiny_llama):

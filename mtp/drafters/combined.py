@@ -23,14 +23,15 @@ against the residual distribution. Each child is an independent proposal with it
 is what that rule needs to stay exact (SpecInfer's multi-draft sampling).
 
 `AdaptiveUnionDrafter` chooses per row and step between the union, lookup's chain alone, the
-fallback's draft alone and no draft (a plain one-token step). It keeps running estimates of how
+fallback's draft alone, the fallback head's greedy chain where the fallback drafts trees (fewer
+nodes to verify and to draft than its tree) and no draft (a plain one-token step). It keeps running estimates of how
 many drafts each proposal gets accepted on the steps it was verified (lookup's and the union's per
 bucket of how far back lookup's match agrees with the context), knows the machine's verify-cost
 curve C(m) and the fallback's drafting time, and verifies the proposal predicted to commit the most
 tokens per second. On a prompt that lookup copies, the head's nodes are dropped (the union verified
 26-27 tokens for lookup's 11 there); where lookup's chain keeps failing, the chain is; where the
-head's draft costs more time than its accepted tokens save (a weak head, a sampled tree at T > 0),
-both are. The choice depends only on earlier steps, so
+head's tree costs more time than its accepted tokens save (a weak head), its chain is tried, and
+where that does not pay either, both are dropped. The choice depends only on earlier steps, so
 the output is as lossless as each of the proposals.
 """
 from __future__ import annotations
@@ -135,12 +136,14 @@ class _Pending:
     chain: tuple[int, ...] = ()
     bucket: int = 0
     tree: tuple[list[int], list[int]] | None = None  # the fallback's (tokens, parents)
+    head_chain: tuple[int, ...] = ()  # the fallback head's greedy chain ("chain" steps)
 
 
 class AdaptiveUnionDrafter(LookupUnionDrafter):
     """Per row and step the union, lookup's chain alone ("lookup"), the fallback's draft alone
-    ("heads") or no draft at all ("plain": a one-token step), whichever is predicted to commit the
-    most tokens per second (see the module doc).
+    ("heads"), the fallback head's greedy chain of `chain_tokens` ("chain") or no draft at all
+    ("plain": a one-token step), whichever is predicted to commit the most tokens per second (see
+    the module doc).
 
     verify_cost(m): seconds of a target forward over m tokens at this batch size on this machine
     (mtp.costmodel.measure_forward_cost, interpolated). The predicted rate of a proposal is
@@ -156,31 +159,49 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
     that was not verified cannot be counted: it might have gone on past what was committed), so
     these steps refresh a bucket's union. Likewise the fallback drafts again after `explore` plain
     steps in a row (where its draft was predicted to cost more than it commits: a weak head, or a
-    sampled tree at T > 0). `smoothing` is the weight of the newest step.
-    `mode_steps` counts the rows' steps per choice (per generation).
+    sampled tree at T > 0), and the head's chain is verified again after `explore` steps without it
+    where the tree or a plain step was chosen. `smoothing` is the weight of the newest step.
+
+    chain_tokens: drafts in the "chain" choice; None: the fallback's tree depth when the fallback is
+    a head drafting trees (`offers_chain`, `propose_chain`), else no "chain" choice; 0: none. The chain is greedy at
+    any temperature (deterministic drafts, verified as point masses), like the tree's nodes.
+    `modes` lists the choices this drafter has; `mode_steps` counts the rows' steps per choice (per
+    generation).
     """
 
-    MODES = ("union", "lookup", "heads", "plain")
+    MODES = ("union", "lookup", "heads", "chain", "plain")
 
     def __init__(self, fallback: Drafter, verify_cost: Callable[[int], float], lookup_tokens: int = 10,
-                 min_ngram: int = 2, max_ngram: int = 3, smoothing: float = 0.2, explore: int = 8) -> None:
+                 min_ngram: int = 2, max_ngram: int = 3, smoothing: float = 0.2, explore: int = 8,
+                 chain_tokens: int | None = None) -> None:
         super().__init__(fallback, lookup_tokens, min_ngram, max_ngram)
+        can_chain = bool(getattr(fallback, "offers_chain", False))
+        if chain_tokens is None:
+            chain_tokens = fallback.num_draft_tokens if can_chain else 0
+        if chain_tokens < 0 or (chain_tokens and not can_chain):
+            raise ValueError(f"chain_tokens={chain_tokens}: needs >= 0, and > 0 only with a fallback that offers a "
+                             "chain beside its own draft (offers_chain and propose_chain: a head drafting trees)")
+        self.chain_tokens = chain_tokens
+        self.modes = tuple(m for m in self.MODES if m != "chain" or chain_tokens)
         if not 0 < smoothing <= 1:
             raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
         if explore < 1:
             raise ValueError(f"explore must be >= 1, got {explore}")
         self.verify_cost, self.smoothing, self.explore = verify_cost, smoothing, explore
-        self.mode_steps = dict.fromkeys(self.MODES, 0)
+        self.mode_steps = dict.fromkeys(self.modes, 0)
         self.buckets = [_Estimates() for _ in range(len(AGREEMENT_BUCKETS) + 1)]
         self.heads: float | None = None  # drafts the fallback's draft gets accepted
         self.nodes: int | None = None  # the fallback draft's size, last step
         self.draft_s: float | None = None  # the fallback's propose time per step
         self.since_heads = 0  # plain steps since the fallback's draft was last verified
+        self.chain: float | None = None  # drafts the head's chain gets accepted
+        self.chain_s: float | None = None  # its drafting time per step
+        self.since_chain = 0  # steps choosing the tree or a plain step since the chain was last verified
         self._rows: list[_Pending] = []
 
     def reset(self, prompts: list[list[int]]) -> None:
         super().reset(prompts)
-        self.mode_steps = dict.fromkeys(self.MODES, 0)
+        self.mode_steps = dict.fromkeys(self.modes, 0)
         self._rows = [_Pending() for _ in prompts]
 
     def for_row(self, row: int) -> "AdaptiveUnionDrafter":
@@ -188,7 +209,7 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
         if fb is self.fallback:
             return self
         return type(self)(fb, self.verify_cost, self.lookup_tokens, self.min_ngram, self.max_ngram, self.smoothing,
-                          self.explore)
+                          self.explore, self.chain_tokens)
 
     def choose(self, est: _Estimates, chain_len: int) -> str:
         """The proposal predicted to commit the most tokens per second for a lookup chain of chain_len
@@ -204,9 +225,13 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
             a_u = max(est.union, a_l, self.heads)  # the union keeps the longer of the two
             rate["union"] = (1 + a_u) / (C(1 + chain_len + self.nodes) + D)
             rate["lookup"] = (1 + a_l) / C(1 + chain_len)
+        if self.chain_tokens and self.chain is not None:
+            rate["chain"] = (1 + min(self.chain, self.chain_tokens)) / (C(1 + self.chain_tokens) + (self.chain_s or 0.0))
         best = max((m for m in self.MODES if m in rate), key=rate.__getitem__)  # ties: the first in MODES
         if best == "plain" and self.since_heads >= self.explore:
             return "union" if chain_len else "heads"  # refresh the fallback's estimate
+        if best in ("heads", "plain") and self.chain_tokens and (self.chain is None or self.since_chain >= self.explore):
+            return "chain"  # estimate the head's chain, or refresh its estimate
         return best
 
     def _match(self, seq: list[int], n: int) -> tuple[list[int], int]:
@@ -231,7 +256,10 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
                     self.buckets[row.bucket].since_union += 1
                 if row.mode == "plain":
                     self.since_heads += 1
+                if row.mode in ("heads", "plain"):
+                    self.since_chain += 1
         self.lookup_steps += sum(bool(c) for c in chains)
+        self._propose_head_chains(ctx, chains)
         need = [row.mode in ("union", "heads") for row in self._rows]
         if not any(need):
             return Draft.from_lists(chains, ctx.device)
@@ -244,6 +272,22 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
         if not any(chains):
             return fb
         return _graft(chains, fb, ctx.device, use_fb=need)
+
+    def _propose_head_chains(self, ctx: DraftContext, chains: list[list[int]]) -> None:
+        """The head's greedy chain for the rows that chose "chain", put in their place in `chains`
+        (with no fallback nodes beside it, `_graft` verifies it alone)."""
+        want = [row.mode == "chain" for row in self._rows]
+        if not any(want):
+            return
+        self.fallback_steps += sum(want)
+        t0 = time.perf_counter()
+        hc = self.fallback.propose_chain(replace(ctx, max_tokens=min(ctx.max_tokens, self.chain_tokens), active=want))
+        toks, lens = hc.tokens.tolist(), hc.lengths.tolist()
+        self.chain_s = self._update(self.chain_s, time.perf_counter() - t0)
+        for r, row in enumerate(self._rows):
+            row.head_chain = tuple(toks[r][: int(lens[r])]) if want[r] else ()
+            if want[r]:
+                chains[r] = list(row.head_chain)
 
     def _remember(self, fb: Draft, need: list[bool]) -> None:
         toks, lens = fb.tokens.tolist(), fb.lengths.tolist()  # (a sync: the drafting time includes it)
@@ -271,6 +315,9 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
             if row.mode == "union" and row.chain:
                 est.union = self._update(est.union, int(feedback.num_accepted[r]))
                 est.since_union = 0
+            if row.mode == "chain":
+                self.chain = self._update(self.chain, _chain_match(row.head_chain, got))
+                self.since_chain = 0
 
     def _update(self, old: float | None, x: float) -> float:
         """A running estimate after one more observation x."""

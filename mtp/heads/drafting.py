@@ -13,10 +13,12 @@ len(seqs[r]) - 1 target hidden states in all and the new ones are the last count
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from mtp.drafters.base import Draft, DraftContext, Drafter, TargetFeedback
-from mtp.sampling import logits_to_probs, sample
+from mtp.sampling import SamplingConfig, logits_to_probs, sample
 
 
 def pack_valid(valid: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,6 +106,22 @@ class HeadDrafter(Drafter):
         tok = torch.stack(tokens, 1).to(ctx.device)
         lengths = torch.tensor([K if a else 0 for a in ctx.active], device=ctx.device)
         return Draft(tok, lengths, torch.stack(probs, 1).to(ctx.device) if probs else None)
+
+    @property
+    def offers_chain(self) -> bool:
+        """Whether `propose_chain` offers something other than `propose` (a drafter that drafts trees)."""
+        return self.tree is not None
+
+    @torch.no_grad()
+    def propose_chain(self, ctx: DraftContext) -> Draft:
+        """The head's greedy chain of up to ctx.max_tokens drafts from the same state, whatever its
+        tree setting (for a drafter that chooses per step between the tree and the chain). Greedy at
+        any temperature: deterministic drafts, which verification treats as point masses."""
+        tree, self.tree = self.tree, None
+        try:
+            return self.propose(replace(ctx, sampling=SamplingConfig()))
+        finally:
+            self.tree = tree
 
     def _target_ids(self, i: torch.Tensor) -> torch.Tensor:
         """Column indices of the head's logits -> target token ids."""
