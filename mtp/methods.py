@@ -215,8 +215,7 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     grafted into their draft as one more tree branch; one verify checks both
     (mtp.drafters.combined.LookupUnionDrafter).
     "adapt+heads:...": per row and step, the union, lookup's chain alone, the heads' draft alone, the
-    heads' greedy chain (where they draft trees; of the tree's depth, or N with a final :chain<N>,
-    :chain0 for none) or none,
+    heads' greedy chain of N with a final :chain<N> (beside their tree; off by default) or none,
     whichever the acceptance seen on earlier steps and this machine's verify-cost curve (timed when
     the method is built, a few seconds) predict to be fastest (mtp.drafters.combined.AdaptiveUnionDrafter).
     ":auto": the chain length the cost model predicts fastest at `batch_size` on this machine, from
@@ -254,7 +253,7 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
     combine = next((c for c in ("pld+", "union+", "adapt+") if spec.startswith(c + "heads:")), None)
     explicit = combine is not None or spec.startswith("heads:")
     body = spec.split("heads:", 1)[1] if explicit else spec
-    chain_tokens = None  # adapt+: the heads' chain choice (None: the tree's depth)
+    chain_tokens = 0  # adapt+: the heads' chain choice (0: none)
     head_part, sep, tail = body.rpartition(":")
     if combine == "adapt+" and sep and tail.startswith("chain") and tail[len("chain"):].isdigit():
         body, chain_tokens = head_part, int(tail[len("chain"):])

@@ -31,7 +31,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
             assert all(e["overall"]["exact_match"] == 1.0 for e in s["methods"].values())
         # the adaptive union's choices per generation, and their shares per method and category
         shares = s["methods"]["adapt+eagle3"]["overall"]["choice_shares"]
-        assert set(shares) == {"union", "lookup", "heads", "chain", "plain"} and abs(sum(shares.values()) - 1) < 1e-9
+        assert set(shares) == {"union", "lookup", "heads", "plain"} and abs(sum(shares.values()) - 1) < 1e-9
         assert s["methods"]["eagle3"]["overall"]["choice_shares"] is None
         samples = [json.loads(x) for x in (res / t / "samples.jsonl").read_text().splitlines()]
         ours = [x for x in samples if x["method"] == "adapt+eagle3"]

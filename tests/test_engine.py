@@ -302,7 +302,7 @@ def test_adaptive_union_in_a_batch_is_lossless(tiny_llama, cost):
     modes = dict.fromkeys(AdaptiveUnionDrafter.MODES, 0)
     for fallback in (head.as_drafter(), head.as_drafter(tree=DynamicTreeConfig(total_tokens=8, depth=3, top_k=2)),
                      DraftModelDrafter(perturbed_copy(model, 0.05), 3, tree=DynamicTreeConfig(8, 3, 3))):
-        d = KnownLookup(fallback, C, lookup_tokens=5)
+        d = KnownLookup(fallback, C, lookup_tokens=5, chain_tokens=3 if getattr(fallback, "offers_chain", False) else 0)
         out = generate(model, prompts, drafter=d, max_new_tokens=30, ignore_eos=True)
         assert out.tokens == refs
         modes = {k: n + d.mode_steps.get(k, 0) for k, n in modes.items()}
@@ -357,8 +357,8 @@ def test_adaptive_union_chooses_the_heads_chain_where_it_beats_the_tree():
             return self.propose(ctx)
 
     C = lambda m: 0.050 + 0.0025 * m  # seconds
-    d = AdaptiveUnionDrafter(TreeHead(10, 3), C)
-    assert d.chain_tokens == 3 and d.modes == ("union", "lookup", "heads", "chain", "plain")
+    d = AdaptiveUnionDrafter(TreeHead(10, 3), C, chain_tokens=3)
+    assert d.modes == ("union", "lookup", "heads", "chain", "plain")
     d.heads, d.nodes, d.draft_s = 0.6, 16, 0.005  # the tree: 1.6 / 97.5 ms = 16.4 / s; plain 19.0 / s
     assert d.choose(_Estimates(), 0) == "chain"  # not seen yet
     d.chain, d.chain_s = 0.5, 0.002  # 1.5 / 62 ms = 24.2 / s
@@ -371,7 +371,7 @@ def test_adaptive_union_chooses_the_heads_chain_where_it_beats_the_tree():
     assert d.choose(_Estimates(), 0) == "plain"
     d.since_chain = d.explore  # ... until `explore` steps without the chain
     assert d.choose(_Estimates(), 0) == "chain"
-    assert AdaptiveUnionDrafter(TreeHead(10, 3), C, chain_tokens=0).modes == ("union", "lookup", "heads", "plain")
+    assert AdaptiveUnionDrafter(TreeHead(10, 3), C).modes == ("union", "lookup", "heads", "plain")  # off by default
     assert AdaptiveUnionDrafter(RandomDrafter(10, 3), C).modes == ("union", "lookup", "heads", "plain")
     with pytest.raises(ValueError, match="offers_chain"):
         AdaptiveUnionDrafter(RandomDrafter(10, 3), C, chain_tokens=2)

@@ -111,7 +111,8 @@ def _draft(kind, model):
                 def propose_chain(self, ctx):
                     return self.propose(replace(ctx, sampling=SamplingConfig()))
 
-            return CoinLookup(WithChain(perturbed_copy(model, 0.1, seed=1), 2), lambda m: float(m), lookup_tokens=2)
+            return CoinLookup(WithChain(perturbed_copy(model, 0.1, seed=1), 2), lambda m: float(m), lookup_tokens=2,
+                              chain_tokens=2)
         return CoinLookup(dm, lookup_tokens=2)
     raise KeyError(kind)
 

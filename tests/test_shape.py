@@ -104,8 +104,8 @@ def test_tree_spec_holds_the_nodes_it_names(tmp_path, tiny_llama, nodes, depth):
 
 
 def test_adapt_spec_sets_the_heads_chain_beside_their_tree(tmp_path, tiny_llama):
-    """adapt+heads:<dir>:K:tree<N> offers the heads' greedy chain of K beside their tree; :chain<N>
-    sets its length and :chain0 removes it; a chain of the heads' own drafts has no separate choice."""
+    """adapt+heads:<dir>:K:tree<N>:chain<N> offers the heads' greedy chain of N beside their tree
+    (none without :chain<N>, or with :chain0); heads drafting chains have no separate chain choice."""
     from mtp.engine import generate
     from mtp.heads import build_head
     from mtp.heads.checkpoint import save_head
@@ -116,7 +116,7 @@ def test_adapt_spec_sets_the_heads_chain_beside_their_tree(tmp_path, tiny_llama)
     save_head(build_head("hydra", model, num_heads=3), tmp_path / "best")
     base = f"adapt+heads:{tmp_path / 'best'}"
     plain = generate(model, [5, 6, 7, 8, 5, 6], max_new_tokens=16, ignore_eos=True).tokens[0]
-    for tail, chain in ((":3:tree8", 3), (":3:tree8:chain2", 2), (":3:tree8:chain0", 0), (":2", 0)):
+    for tail, chain in ((":3:tree8", 0), (":3:tree8:chain3", 3), (":3:tree8:chain2", 2), (":3:tree8:chain0", 0), (":2", 0)):
         m = make_method(base + tail, model, tok)
         assert m.drafter.chain_tokens == chain and ("chain" in m.drafter.modes) == bool(chain)
         rec = m.run([5, 6, 7, 8, 5, 6], max_new_tokens=16, temperature=0.0, seed=0, ignore_eos=True)

@@ -273,7 +273,7 @@ def stage_bench(model: str, p: Preset, heads: dict[str, Path], results: Path, su
     methods = ["hf", "vanilla", "pld"] + [f"{fam}=heads:{path}{k}" for fam, path in heads.items()]
     # the head's dynamic tree with prompt lookup's chain grafted in, one verify for both, where that is
     # predicted fastest from the acceptance seen so far and this machine's verify-cost curve; lookup's
-    # chain alone, the head's tree alone, its greedy chain or a plain one-token step where one of those is
+    # chain alone, the head's tree alone or a plain one-token step where one of those is
     # (mtp.drafters.AdaptiveUnionDrafter). It replaced union+<family> (always both) here: 1.57x
     # against 1.46x in round 8's quick demo, which ran both and took 25.6 min
     methods += [f"adapt+{fam}=adapt+heads:{path}:{p.num_heads}:tree{p.union_tree}" for fam, path in heads.items()]

@@ -23,15 +23,16 @@ against the residual distribution. Each child is an independent proposal with it
 is what that rule needs to stay exact (SpecInfer's multi-draft sampling).
 
 `AdaptiveUnionDrafter` chooses per row and step between the union, lookup's chain alone, the
-fallback's draft alone, the fallback head's greedy chain where the fallback drafts trees (fewer
-nodes to verify and to draft than its tree) and no draft (a plain one-token step). It keeps running estimates of how
+fallback's draft alone, optionally the fallback head's greedy chain where the fallback drafts
+trees (fewer nodes to verify and to draft than its tree; `chain_tokens`) and no draft (a plain
+one-token step). It keeps running estimates of how
 many drafts each proposal gets accepted on the steps it was verified (lookup's and the union's per
 bucket of how far back lookup's match agrees with the context), knows the machine's verify-cost
 curve C(m) and the fallback's drafting time, and verifies the proposal predicted to commit the most
 tokens per second. On a prompt that lookup copies, the head's nodes are dropped (the union verified
 26-27 tokens for lookup's 11 there); where lookup's chain keeps failing, the chain is; where the
-head's tree costs more time than its accepted tokens save (a weak head), its chain is tried, and
-where that does not pay either, both are dropped. The choice depends only on earlier steps, so
+head's tree costs more time than its accepted tokens save (a weak head), its chain (when offered)
+is tried, and where that does not pay either, both are dropped. The choice depends only on earlier steps, so
 the output is as lossless as each of the proposals.
 """
 from __future__ import annotations
@@ -141,7 +142,7 @@ class _Pending:
 
 class AdaptiveUnionDrafter(LookupUnionDrafter):
     """Per row and step the union, lookup's chain alone ("lookup"), the fallback's draft alone
-    ("heads"), the fallback head's greedy chain of `chain_tokens` ("chain") or no draft at all
+    ("heads"), the fallback head's greedy chain of `chain_tokens` ("chain", off by default) or no draft at all
     ("plain": a one-token step), whichever is predicted to commit the most tokens per second (see
     the module doc).
 
@@ -162,9 +163,10 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
     sampled tree at T > 0), and the head's chain is verified again after `explore` steps without it
     where the tree or a plain step was chosen. `smoothing` is the weight of the newest step.
 
-    chain_tokens: drafts in the "chain" choice; None: the fallback's tree depth when the fallback is
-    a head drafting trees (`offers_chain`, `propose_chain`), else no "chain" choice; 0: none. The chain is greedy at
-    any temperature (deterministic drafts, verified as point masses), like the tree's nodes.
+    chain_tokens: drafts in the "chain" choice (0: no such choice), for a fallback head that drafts
+    trees (`offers_chain`, `propose_chain`). The chain is greedy at any temperature (deterministic
+    drafts, verified as point masses), like the tree's nodes. Off by default: on smollm2-135m it
+    replaced a third of the plain steps and measured +1% at T=0, +0.1% at T=1 (round 11).
     `modes` lists the choices this drafter has; `mode_steps` counts the rows' steps per choice (per
     generation).
     """
@@ -173,11 +175,9 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
 
     def __init__(self, fallback: Drafter, verify_cost: Callable[[int], float], lookup_tokens: int = 10,
                  min_ngram: int = 2, max_ngram: int = 3, smoothing: float = 0.2, explore: int = 8,
-                 chain_tokens: int | None = None) -> None:
+                 chain_tokens: int = 0) -> None:
         super().__init__(fallback, lookup_tokens, min_ngram, max_ngram)
         can_chain = bool(getattr(fallback, "offers_chain", False))
-        if chain_tokens is None:
-            chain_tokens = fallback.num_draft_tokens if can_chain else 0
         if chain_tokens < 0 or (chain_tokens and not can_chain):
             raise ValueError(f"chain_tokens={chain_tokens}: needs >= 0, and > 0 only with a fallback that offers a "
                              "chain beside its own draft (offers_chain and propose_chain: a head drafting trees)")
