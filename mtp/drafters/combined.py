@@ -23,17 +23,17 @@ against the residual distribution. Each child is an independent proposal with it
 is what that rule needs to stay exact (SpecInfer's multi-draft sampling).
 
 `AdaptiveUnionDrafter` chooses per row and step between the union, lookup's chain alone, the
-fallback's draft alone, optionally the fallback head's greedy chain where the fallback drafts
-trees (fewer nodes to verify and to draft than its tree; `chain_tokens`) and no draft (a plain
-one-token step). It keeps running estimates of how
-many drafts each proposal gets accepted on the steps it was verified (lookup's and the union's per
-bucket of how far back lookup's match agrees with the context), knows the machine's verify-cost
-curve C(m) and the fallback's drafting time, and verifies the proposal predicted to commit the most
-tokens per second. On a prompt that lookup copies, the head's nodes are dropped (the union verified
-26-27 tokens for lookup's 11 there); where lookup's chain keeps failing, the chain is; where the
-head's tree costs more time than its accepted tokens save (a weak head), its chain (when offered)
-is tried, and where that does not pay either, both are dropped. The choice depends only on earlier steps, so
-the output is as lossless as each of the proposals.
+fallback's draft alone, no draft (a plain one-token step) and, where the fallback is a head drafting
+trees and `chain_tokens` is set, the head's greedy chain (fewer nodes to verify and to draft than
+its tree). It keeps running estimates of how many drafts each proposal gets accepted on the steps it
+was verified (lookup's and the union's per bucket of how far back lookup's match agrees with the
+context), knows the machine's verify-cost curve C(m) and the fallback's drafting time, and verifies
+the proposal predicted to commit the most tokens per second. On a prompt that lookup copies, the
+head's nodes are dropped (the union verified 26-27 tokens for lookup's 11 there); where lookup's
+chain keeps failing, the chain is; where the head's tree costs more time than its accepted tokens
+save (a weak head), its chain (when offered) is tried, and where that does not pay either, both are
+dropped. The choice depends only on earlier steps, so the output is as lossless as each of the
+proposals.
 """
 from __future__ import annotations
 
@@ -142,9 +142,9 @@ class _Pending:
 
 class AdaptiveUnionDrafter(LookupUnionDrafter):
     """Per row and step the union, lookup's chain alone ("lookup"), the fallback's draft alone
-    ("heads"), the fallback head's greedy chain of `chain_tokens` ("chain", off by default) or no draft at all
-    ("plain": a one-token step), whichever is predicted to commit the most tokens per second (see
-    the module doc).
+    ("heads"), the fallback head's greedy chain of `chain_tokens` ("chain", off by default) or no
+    draft at all ("plain": a one-token step), whichever is predicted to commit the most tokens per
+    second (see the module doc).
 
     verify_cost(m): seconds of a target forward over m tokens at this batch size on this machine
     (mtp.costmodel.measure_forward_cost, interpolated). The predicted rate of a proposal is
