@@ -262,6 +262,9 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
     if sep and tail.startswith("tree"):  # EAGLE-2 dynamic tree of N nodes, depth K
         n = _k(spec, tail[len("tree"):])
         body, tree = head_part, n
+    if chain_tokens and tree is None:
+        raise MethodSpecError(f"method {spec!r}: :chain<N> is the heads' chain beside their tree; "
+                              "give a tree (:tree<N>) or drop :chain<N>")
     auto = body.endswith(":auto")
     if auto:
         body = body[: -len(":auto")]
@@ -292,9 +295,6 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
         if combine == "adapt+":
             from mtp.costmodel import machine_verify_cost
 
-            if chain_tokens and tree is None:
-                raise MethodSpecError(f"method {spec!r}: :chain<N> is the heads' chain beside their tree; "
-                                      "give a tree (:tree<N>) or drop :chain<N>")
             drafter = AdaptiveUnionDrafter(drafter, machine_verify_cost(model, batch_size), chain_tokens=chain_tokens)
         else:
             drafter = (LookupFirstDrafter if combine == "pld+" else LookupUnionDrafter)(drafter)

@@ -226,7 +226,7 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
             rate["union"] = (1 + a_u) / (C(1 + chain_len + self.nodes) + D)
             rate["lookup"] = (1 + a_l) / C(1 + chain_len)
         if self.chain_tokens and self.chain is not None:
-            rate["chain"] = (1 + min(self.chain, self.chain_tokens)) / (C(1 + self.chain_tokens) + (self.chain_s or 0.0))
+            rate["chain"] = (1 + self.chain) / (C(1 + self.chain_tokens) + (self.chain_s or 0.0))
         best = max((m for m in self.MODES if m in rate), key=rate.__getitem__)  # ties: the first in MODES
         if best == "plain" and self.since_heads >= self.explore:
             return "union" if chain_len else "heads"  # refresh the fallback's estimate
@@ -285,8 +285,8 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
         toks, lens = hc.tokens.tolist(), hc.lengths.tolist()
         self.chain_s = self._update(self.chain_s, time.perf_counter() - t0)
         for r, row in enumerate(self._rows):
-            row.head_chain = tuple(toks[r][: int(lens[r])]) if want[r] else ()
             if want[r]:
+                row.head_chain = tuple(toks[r][: int(lens[r])])
                 chains[r] = list(row.head_chain)
 
     def _remember(self, fb: Draft, need: list[bool]) -> None:

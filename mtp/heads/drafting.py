@@ -81,12 +81,27 @@ class HeadDrafter(Drafter):
 
     @torch.no_grad()
     def propose(self, ctx: DraftContext) -> Draft:
+        return self._propose(ctx, tree=self.tree is not None)
+
+    @property
+    def offers_chain(self) -> bool:
+        """Whether `propose_chain` offers something other than `propose` (a drafter that drafts trees)."""
+        return self.tree is not None
+
+    @torch.no_grad()
+    def propose_chain(self, ctx: DraftContext) -> Draft:
+        """The head's greedy chain of up to ctx.max_tokens drafts from the same state, whatever its
+        tree setting (for a drafter that chooses per step between the tree and the chain). Greedy at
+        any temperature: deterministic drafts, which verification treats as point masses."""
+        return self._propose(replace(ctx, sampling=SamplingConfig()), tree=False)
+
+    def _propose(self, ctx: DraftContext, tree: bool) -> Draft:
         assert self._state is not None, "reset() was not called"
         K = ctx.max_tokens if self.max_chain is None else min(ctx.max_tokens, self.max_chain)
         B = len(ctx.sequences)
         if K <= 0:
             return Draft.empty(B, ctx.device)
-        if self.tree is not None:
+        if tree:
             return self._propose_tree(ctx, K)
         tokens: list[torch.Tensor] = []
         probs: list[torch.Tensor] = []
@@ -106,22 +121,6 @@ class HeadDrafter(Drafter):
         tok = torch.stack(tokens, 1).to(ctx.device)
         lengths = torch.tensor([K if a else 0 for a in ctx.active], device=ctx.device)
         return Draft(tok, lengths, torch.stack(probs, 1).to(ctx.device) if probs else None)
-
-    @property
-    def offers_chain(self) -> bool:
-        """Whether `propose_chain` offers something other than `propose` (a drafter that drafts trees)."""
-        return self.tree is not None
-
-    @torch.no_grad()
-    def propose_chain(self, ctx: DraftContext) -> Draft:
-        """The head's greedy chain of up to ctx.max_tokens drafts from the same state, whatever its
-        tree setting (for a drafter that chooses per step between the tree and the chain). Greedy at
-        any temperature: deterministic drafts, which verification treats as point masses."""
-        tree, self.tree = self.tree, None
-        try:
-            return self.propose(replace(ctx, sampling=SamplingConfig()))
-        finally:
-            self.tree = tree
 
     def _target_ids(self, i: torch.Tensor) -> torch.Tensor:
         """Column indices of the head's logits -> target token ids."""
