@@ -255,7 +255,10 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
     body = spec.split("heads:", 1)[1] if explicit else spec
     chain_tokens = 0  # adapt+: the heads' chain choice (0: none)
     head_part, sep, tail = body.rpartition(":")
-    if combine == "adapt+" and sep and tail.startswith("chain") and tail[len("chain"):].isdigit():
+    if sep and tail.startswith("chain") and tail[len("chain"):].isdigit():
+        if combine != "adapt+":
+            raise MethodSpecError(f"method {spec!r}: :chain<N> is an option of adapt+heads:... only (the adaptive "
+                                  "union's chain choice); drop it, or write adapt+heads:<dir>:K:tree<N>:chain<N>")
         body, chain_tokens = head_part, int(tail[len("chain"):])
     tree = None
     head_part, sep, tail = body.rpartition(":")

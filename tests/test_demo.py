@@ -75,3 +75,21 @@ def test_preset_sizes_from_the_command_line():
     assert p.lr == demo.PRESETS["full"].lr  # the rest of the preset is kept
     with pytest.raises(SystemExit, match="--passage-prompts must be >= 0"):
         demo._preset(ns(passage_prompts=-1))
+
+
+def test_families_reading_the_same_layers_share_one_cache(tmp_path, capsys):
+    """Hydra and Medusa both read the last layer: the second trains from the first's cache (no
+    second cache is built), EAGLE-3 reads three layers and gets its own."""
+    import yaml
+
+    argv = ["--model", "tiny-llama", "--preset", "tiny", "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results"), "--families", "hydra,medusa,eagle3", "--until", "train"]
+    assert demo.main(argv) == 0
+    runs = tmp_path / "runs" / "demo"
+    caches = {fam: yaml.safe_load((runs / "configs" / f"{fam}.yaml").read_text())["data"]["cache"]
+              for fam in ("hydra", "medusa", "eagle3")}
+    assert caches == {"hydra": str(runs / "data" / "cache-hydra"), "medusa": str(runs / "data" / "cache-hydra"),
+                      "eagle3": str(runs / "data" / "cache-eagle3")}
+    assert not (runs / "data" / "cache-medusa").exists()
+    assert "cache-hydra holds its layers for the same data, reused" in capsys.readouterr().err
+    assert all((runs / fam / "best" / "model.safetensors").is_file() for fam in caches)

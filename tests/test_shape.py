@@ -105,7 +105,8 @@ def test_tree_spec_holds_the_nodes_it_names(tmp_path, tiny_llama, nodes, depth):
 
 def test_adapt_spec_sets_the_heads_chain_beside_their_tree(tmp_path, tiny_llama):
     """adapt+heads:<dir>:K:tree<N>:chain<N> offers the heads' greedy chain of N beside their tree
-    (none without :chain<N>, or with :chain0); heads drafting chains have no separate chain choice."""
+    (none without :chain<N>, or with :chain0); heads drafting chains have no separate chain choice, and
+    the other forms refuse :chain<N> by name."""
     from mtp.engine import generate
     from mtp.heads import build_head
     from mtp.heads.checkpoint import save_head
@@ -123,3 +124,6 @@ def test_adapt_spec_sets_the_heads_chain_beside_their_tree(tmp_path, tiny_llama)
         assert rec.output_ids[-16:] == plain
     with pytest.raises(MethodSpecError, match="tree"):
         make_method(base + ":2:chain2", model, tok)
+    for combine in ("pld+", "union+", ""):  # only the adaptive union has a chain choice
+        with pytest.raises(MethodSpecError, match="adapt"):
+            make_method(f"{combine}heads:{tmp_path / 'best'}:3:tree8:chain3", model, tok)

@@ -244,7 +244,14 @@ def stage_train(model: str, fam: str, p: Preset, train_data: str, runs: Path, n:
     cfg_path = runs / "configs" / f"{fam}.yaml"
     cache = data / f"cache-{fam}"
     atomic_write_text(cfg_path, yaml.safe_dump(recipe(model, fam, p, train_data, cache, runs), sort_keys=False))
-    if _cache_ready(cfg_path, cache):
+    shared = None if _cache_ready(cfg_path, cache) else _shared_cache(cfg_path, fam, model, p.dtype, data)
+    if shared is not None:
+        # another family's cache holds this family's layers for the same data: train from it
+        cache = shared
+        atomic_write_text(cfg_path, yaml.safe_dump(recipe(model, fam, p, train_data, cache, runs), sort_keys=False))
+        print(f"[demo] stage 3/{n}: cache for {fam}: {cache} holds its layers for the same data, reused",
+              file=sys.stderr)
+    elif _cache_ready(cfg_path, cache):
         print(f"[demo] stage 3/{n}: cache for {fam}: {cache} is complete, skipped", file=sys.stderr)
     else:
         # the target runs in the benchmark's dtype here: on CPU bf16 builds the cache 1.9x faster than
@@ -287,6 +294,31 @@ def stage_bench(model: str, p: Preset, heads: dict[str, Path], results: Path, su
         t0 = _stage(5 + i, n, f"benchmark at T={temp:g}", ["eval.bench", *cmd])
         _call("eval.bench", cmd)
         _done(t0)
+
+
+_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def _shared_cache(cfg_path: Path, fam: str, model: str, dtype: str, data: Path) -> Path | None:
+    """A complete cache in data/ (another family's) built from the same examples, model and dtype
+    whose layers include every layer `fam` reads, or None. Hydra, Medusa, parallel heads, EAGLE and
+    DeepSeek MTP all read the last layer: the full preset builds that cache once, not five times."""
+    from mtp.data.cache import normalize_layer
+    from mtp.heads import HEAD_FAMILIES
+
+    cls = HEAD_FAMILIES[fam]
+    for cand in sorted(data.glob("cache-*")):
+        meta = cand / "meta.json"
+        if not meta.is_file():
+            continue
+        m = json.loads(meta.read_text())
+        if m.get("model") != model or m.get("model_dtype") != _DTYPE_NAMES.get(dtype) or "num_layers" not in m:
+            continue
+        n_layers = int(m["num_layers"])
+        need = {normalize_layer(x, n_layers) for x in cls.resolve_hidden_layers(cls.config_class(), n_layers)}
+        if need <= set(m.get("layers", ())) and _cache_ready(cfg_path, cand):
+            return cand
+    return None
 
 
 def _cache_ready(cfg_path: Path, cache: Path) -> bool:
