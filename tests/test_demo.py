@@ -93,3 +93,23 @@ def test_families_reading_the_same_layers_share_one_cache(tmp_path, capsys):
     assert not (runs / "data" / "cache-medusa").exists()
     assert "cache-hydra holds its layers for the same data, reused" in capsys.readouterr().err
     assert all((runs / fam / "best" / "model.safetensors").is_file() for fam in caches)
+
+
+def test_full_preset_benchmarks_each_family_as_chain_and_tree(tmp_path, monkeypatch):
+    """The full preset reports every family's best drafting shape: its chain (:auto) and its tree."""
+    from pathlib import Path
+
+    calls = []
+    monkeypatch.setattr(demo, "_call", lambda module, argv: calls.append((module, argv)))
+    heads = {"hydra": Path("runs/x/hydra/best"), "eagle3": Path("runs/x/eagle3/best")}
+    demo.stage_bench("smollm2-135m", demo.PRESETS["full"], heads, tmp_path, "spec", 6)
+    assert [m for m, _ in calls] == ["eval.bench", "eval.bench"]  # T=0 and T=1
+    for _, argv in calls:
+        methods = argv[argv.index("--methods") + 1].split(",")
+        assert methods[:3] == ["hf", "vanilla", "pld"]
+        for fam, path in heads.items():
+            assert {f"{fam}=heads:{path}:auto", f"{fam}-tree=heads:{path}:3:tree16",
+                    f"adapt+{fam}=adapt+heads:{path}:3:tree16"} <= set(methods)
+    calls.clear()
+    demo.stage_bench("smollm2-135m", demo.PRESETS["quick"], heads, tmp_path, "spec", 6)
+    assert not any(m.split("=")[0].endswith("-tree") for _, argv in calls for m in argv[argv.index("--methods") + 1].split(","))

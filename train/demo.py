@@ -59,6 +59,8 @@ class Preset:
     temperatures: tuple[float, ...] = (0.0, 1.0)
     draft_tokens: int = 0  # chain length at decode (0: chosen by the cost model, heads:<dir>:auto)
     union_tree: int = 16  # adapt+<family>: lookup's chain grafted into the head's tree of this many nodes
+    tree_depth: int = 3  # depth of those trees (at most num_heads)
+    bench_trees: bool = False  # also benchmark each family's tree alone (<family>-tree), to report its best shape
     dtype: str = "bf16"  # target dtype for distillation and benchmarks
     # target dtype for the hidden-state cache and training; fp32 keeps the head's weights (built in the
     # target's dtype) and AdamW's updates in fp32, with bf16 autocast doing the compute
@@ -73,7 +75,8 @@ PRESETS = {
     "quick": Preset(builtin_prompts=320, passage_prompts=120, families=("hydra",), steps=220, eval_every=110),
     # the README table: every family, more data and steps (hours on CPU)
     "full": Preset(self_prompts=1200, passage_prompts=900, families=("eagle3", "eagle", "hydra", "medusa", "parallel", "deepseek"),
-                   num_heads=4, steps=800, eval_every=200, lr=6e-4, bench_prompts=48, bench_prompts_sampled=24),
+                   num_heads=4, steps=800, eval_every=200, lr=6e-4, bench_prompts=48, bench_prompts_sampled=24,
+                   bench_trees=True),
     # one GPU: 10x the CPU data, minutes
     "gpu": Preset(self_prompts=12000, passage_prompts=6000, distill_batch=256, num_heads=5, steps=4000, batch_size=32, eval_every=500,
                   bench_prompts=None, bench_prompts_sampled=None, bench_repeats=3),
@@ -275,7 +278,8 @@ def stage_train(model: str, fam: str, p: Preset, train_data: str, runs: Path, n:
 
 def stage_bench(model: str, p: Preset, heads: dict[str, Path], results: Path, suite: str, n: int) -> None:
     """5. hf, vanilla, pld, every head (chain length from the cost model unless the preset fixes
-    it) and adapt+head, at each temperature; one eval.bench folder per temperature."""
+    it; with bench_trees also its dynamic tree) and adapt+head, at each temperature; one eval.bench
+    folder per temperature."""
     k = f":{p.draft_tokens}" if p.draft_tokens else ":auto"
     methods = ["hf", "vanilla", "pld"] + [f"{fam}=heads:{path}{k}" for fam, path in heads.items()]
     # the head's dynamic tree with prompt lookup's chain grafted in, one verify for both, where that is
@@ -283,7 +287,10 @@ def stage_bench(model: str, p: Preset, heads: dict[str, Path], results: Path, su
     # chain alone, the head's tree alone or a plain one-token step where one of those is
     # (mtp.drafters.AdaptiveUnionDrafter). It replaced union+<family> (always both) here: 1.57x
     # against 1.46x in round 8's quick demo, which ran both and took 25.6 min
-    methods += [f"adapt+{fam}=adapt+heads:{path}:{p.num_heads}:tree{p.union_tree}" for fam, path in heads.items()]
+    tree = f":{min(p.tree_depth, p.num_heads)}:tree{p.union_tree}"
+    if p.bench_trees:  # each family's best drafting shape, chain or tree
+        methods += [f"{fam}-tree=heads:{path}{tree}" for fam, path in heads.items()]
+    methods += [f"adapt+{fam}=adapt+heads:{path}{tree}" for fam, path in heads.items()]
     for i, temp in enumerate(p.temperatures):
         cmd = ["--model", model, "--dtype", p.dtype, "--methods", ",".join(methods), "--suite", suite,
                "--temperature", str(temp), "--max-new-tokens", str(p.bench_tokens), "--repeats", str(p.bench_repeats),
