@@ -180,7 +180,8 @@ def _cols(rows: list[dict]) -> list[str]:
 
 def tables(runs: list[str | Path]) -> str:
     """Markdown: the overall table of every run (with a `run` column, the folder's name, when there
-    are several), then per-category tau / speedup at T=0."""
+    are several), then per-category tau / speedup at T=0, then each head family's best drafting shape
+    where a run benchmarked its chain and its tree (`shape_rows`)."""
     rows = [r if len(runs) == 1 else {"model": r["model"], "run": Path(run).name, **r}
             for run in runs for r in run_rows(run)]
     if not rows:
@@ -191,6 +192,13 @@ def tables(runs: list[str | Path]) -> str:
         if cat:
             model = run_rows(run)[0]["model"]
             out += [f"Per category at T=0, {model} (`{run}`): tau / speedup", "", markdown_table(cat, _cols(cat)), ""]
+    for run in runs:
+        for temp, folder in temperature_folders(run).items():
+            shapes = shape_rows(folder)
+            if shapes:
+                model = run_rows(run)[0]["model"]
+                out += [f"Each family's best drafting shape at T={temp:g}, {model} (`{run}`): the faster of its chain "
+                        "and its tree (other shape: tau / speedup)", "", markdown_table(shapes, _cols(shapes)), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -224,6 +232,29 @@ def plot_positions(runs: list[str | Path], out: str | Path):
     ax.legend(fontsize=7)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def shape_rows(folder: str | Path) -> list[dict]:
+    """Each head family's best drafting shape in one bench folder: for every method `<name>` benchmarked
+    beside `<name>-tree` (as the full preset names a family's chain and its tree), the faster of the
+    two, with its tau and speedup against prompt lookup's tau (`pld`) and plain decoding (1.0x).
+    Empty when the folder holds no such pair."""
+    methods = _summary(Path(folder)).get("methods", {})
+    pld_tau = (methods.get("pld") or {}).get("overall", {}).get("tau")
+    rows = []
+    for name in methods:
+        if name.endswith("-tree") or f"{name}-tree" not in methods:
+            continue
+        shapes = {"chain": methods[name]["overall"], "tree": methods[f"{name}-tree"]["overall"]}
+        shape, e = max(shapes.items(), key=lambda kv: kv[1].get("speedup") or 0.0)
+        tau, sp = e.get("tau"), e.get("speedup")
+        rows.append({"family": name, "best shape": shape, "tau": _f(tau), "speedup": _fmt_sp(e),
+                     "other shape": f"{_f(shapes['tree' if shape == 'chain' else 'chain'].get('tau'))} / "
+                                    f"{_fmt_sp(shapes['tree' if shape == 'chain' else 'chain'])}",
+                     "draft cost": _f(e.get("draft_cost")), "lookup tau": _f(pld_tau),
+                     "beats lookup's tau": "-" if pld_tau is None or tau is None else ("yes" if tau > pld_tau else "no"),
+                     "faster than plain": "-" if sp is None else ("yes" if sp > 1.0 else "no")})
+    return rows
 
 
 def time_rows(folder: str | Path) -> list[dict]:

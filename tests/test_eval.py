@@ -489,3 +489,24 @@ def test_leakage_counts_held_out_ngrams_seen_in_training(tmp_path, capsys):
     assert leakage.main(["--data", str(data), "--bench", str(bench), "--method", "pld", "--n", "4"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["bench_seen"] == 0.0
     assert leakage.main(["--data", str(data), "--bench", str(bench), "--method", "nope"]) == 2
+
+
+def test_shape_rows_pick_each_familys_faster_shape_and_compare_with_lookup(tmp_path):
+    from mtp.io import atomic_write_json
+    from mtp.report import shape_rows
+
+    def e(tau, sp):
+        return {"overall": {"tau": tau, "speedup": sp, "draft_cost": 0.1}}
+
+    atomic_write_json(tmp_path / "summary.json", {"methods": {
+        "vanilla": e(1.0, 1.0), "pld": e(1.8, 1.7),
+        "hydra": e(1.4, 1.1), "hydra-tree": e(2.0, 0.9),  # chain faster; the tree beats lookup's tau
+        "eagle3": e(1.5, 0.95), "eagle3-tree": e(1.9, 1.2),  # tree faster and above lookup's tau
+        "medusa": e(1.2, 0.9),  # no tree beside it: not a family pair
+    }})
+    rows = {r["family"]: r for r in shape_rows(tmp_path)}
+    assert set(rows) == {"hydra", "eagle3"}
+    assert (rows["hydra"]["best shape"], rows["hydra"]["beats lookup's tau"], rows["hydra"]["faster than plain"]) == \
+        ("chain", "no", "yes")
+    assert (rows["eagle3"]["best shape"], rows["eagle3"]["tau"], rows["eagle3"]["beats lookup's tau"]) == ("tree", "1.90", "yes")
+    assert rows["eagle3"]["other shape"] == "1.50 / 0.95x" and rows["eagle3"]["lookup tau"] == "1.80"
