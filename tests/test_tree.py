@@ -260,7 +260,7 @@ def test_every_head_drafts_lossless_trees(tiny_llama, trained_heads, family):
 
 
 # families whose trees grow one head call per depth over the whole frontier (EAGLE, EAGLE-3,
-# Hydra; Medusa and parallel heads, whose logits depend only on the depth)
+# Hydra, DeepSeek MTP; Medusa and parallel heads, whose logits depend only on the depth)
 @pytest.mark.parametrize("family", [f for f in list_families() if hasattr(HEAD_FAMILIES[f], "tree_expander")])
 def test_batched_frontier_expansion_equals_per_path_chains(tiny_llama, trained_heads, family):
     """The one-call-per-depth tree expansion gives, for every node, the logits the family's own
@@ -272,19 +272,19 @@ def test_batched_frontier_expansion_equals_per_path_chains(tiny_llama, trained_h
     head = trained_heads[family]
     d = HeadDrafter(head)
     generate(model, PROMPTS[1], drafter=d, max_new_tokens=9, ignore_eos=True)  # leaves a live draft state
-    kv = d._state.get("kv")
-    lengths = kv.lengths.clone() if kv is not None else None
+    kvs = d._state.get("kv")
+    kvs = [] if kvs is None else kvs if isinstance(kvs, list) else [kvs]  # DeepSeek: one cache per module
+    lengths = [kv.lengths.clone() for kv in kvs]
     expand = head.tree_expander(d._state, d._seqs)
     levels = [[()], [(5,), (9,), (17,)], [(5, 3), (5, 40), (9, 3)], [(5, 3, 8)]]
     if head.max_draft_tokens is not None:  # parallel families draft at most num_heads tokens
         levels = [lv for lv in levels if len(lv[0]) < head.max_draft_tokens]
-    if family == "hydra":
+    if family in ("hydra", "deepseek"):
         levels.append([(7, 2), (), (11,)])
     with torch.no_grad():
         got = [expand(level) for level in levels]
         expand.close()
-        if kv is not None:
-            assert torch.equal(kv.lengths, lengths)  # speculative slots dropped
+        assert all(torch.equal(kv.lengths, n) for kv, n in zip(kvs, lengths))  # speculative slots dropped
         for level, logits in zip(levels, got):
             for path, row in zip(level, logits):
                 torch.testing.assert_close(row, d._next_logits([list(path)])[0], rtol=1e-4, atol=1e-4)

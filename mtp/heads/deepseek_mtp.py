@@ -135,6 +135,66 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
             count[m] = ends
             state["kv"][m].truncate(state["kv"][m].lengths)
 
+    def tree_expander(self, state, sequences):
+        """Batch 1: next_logits(paths) -> [len(paths), Vd] draft logits after each token path, one
+        decoder-layer forward per path length over the whole frontier (EAGLE-2's batched expansion),
+        instead of re-running the modules' chain once per node. A path p of length d is read from
+        module d at the last committed position t; its speculative inputs are positions t-d+1 .. t
+        with tokens p and, as hidden states, module d-1's true output at t-d+1 followed by its
+        outputs for p[:-1] (kept from the call that expanded p[:-1]; prefixes no call expanded are
+        expanded first). Each path gets its own d slots in module d's cache, attending to the committed slots
+        and to its own earlier slots. Call the returned `close()` after the tree."""
+        seq = sequences[0]
+        t = len(seq) - 2  # last committed position (seq ends with the pending token x_{t+1})
+        hist, kvs = state["hist"], state["kv"]
+        spec: dict[tuple, torch.Tensor] = {(): hist[1][0][t: t + 1][:0]}  # path -> module d outputs at t-d+1..t
+        true_len: dict[int, torch.Tensor] = {}
+        dev = kvs[0].mask.device
+
+        def expand(d: int, new: list[tuple]) -> None:
+            if d + 1 > state["depth"]:  # a module no chain has used yet: bring it up to date first
+                state["depth"] = d + 1
+                self._catch_up(state, sequences, d + 1)
+            kv, mod = kvs[d], self.mods[d]
+            if d not in true_len:
+                true_len[d] = kv.lengths.clone()
+                kv.begin_tree()
+            h0 = hist[d][0][t - d + 1]  # module d-1's true output at t-d+1
+            h = torch.stack([torch.cat([h0[None], spec[p[:-1]]]) for p in new]).reshape(1, len(new) * d, -1)
+            ids = torch.tensor([[tok for p in new for tok in p]], dtype=torch.long, device=dev)
+            anc, depths = [], []
+            S0 = kv.num_slots
+            for i in range(len(new)):
+                for j in range(d):
+                    anc.append([S0 + i * d + k for k in range(j)])
+                    depths.append(j + 1)
+            out, _ = kv.step_tree(mod.inputs(h, self.target.embed(ids)), anc, depths,
+                                  lambda x, allowed, pos, cache: run_layer(mod.block, self.target, x, allowed, pos, cache))
+            out = out[0].reshape(len(new), d, -1)
+            for i, p in enumerate(new):
+                spec[p] = out[i]
+
+        def next_logits(paths):
+            paths = [tuple(p) for p in paths]
+            by_len: dict[int, list[tuple]] = {}
+            for p in paths:  # a path's prefixes are expanded first when no earlier call did
+                for q in (p[:k] for k in range(1, len(p) + 1)):
+                    if q not in spec and q not in by_len.get(len(q), ()):
+                        by_len.setdefault(len(q), []).append(q)
+            for d in sorted(by_len):
+                if d > len(self.mods) - 1:
+                    raise ValueError(f"a path of {d} tokens needs module {d}; this head has {len(self.mods)}")
+                expand(d, by_len[d])
+            rows = [self._logits(len(p), spec[p][-1] if p else hist[1][0][t]) for p in paths]
+            return torch.stack(rows)
+
+        def close():
+            for d, n in true_len.items():
+                kvs[d].truncate(n)
+
+        next_logits.close = close
+        return next_logits
+
     def draft_chain(self, state, sequences, num_tokens, pick):
         if num_tokens > state["depth"]:  # modules not used so far: bring them up to date first
             state["depth"] = num_tokens
