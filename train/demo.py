@@ -247,14 +247,15 @@ def stage_train(model: str, fam: str, p: Preset, train_data: str, runs: Path, n:
     cfg_path = runs / "configs" / f"{fam}.yaml"
     cache = data / f"cache-{fam}"
     atomic_write_text(cfg_path, yaml.safe_dump(recipe(model, fam, p, train_data, cache, runs), sort_keys=False))
-    shared = None if _cache_ready(cfg_path, cache) else _shared_cache(cfg_path, fam, model, p.dtype, data)
+    examples = _examples_key(cfg_path)  # read once: every cache below is checked against it
+    shared = None if _cache_ready(cache, examples) else _shared_cache(fam, model, p.dtype, data, examples)
     if shared is not None:
         # another family's cache holds this family's layers for the same data: train from it
         cache = shared
         atomic_write_text(cfg_path, yaml.safe_dump(recipe(model, fam, p, train_data, cache, runs), sort_keys=False))
         print(f"[demo] stage 3/{n}: cache for {fam}: {cache} holds its layers for the same data, reused",
               file=sys.stderr)
-    elif _cache_ready(cfg_path, cache):
+    elif _cache_ready(cache, examples):
         print(f"[demo] stage 3/{n}: cache for {fam}: {cache} is complete, skipped", file=sys.stderr)
     else:
         # the target runs in the benchmark's dtype here: on CPU bf16 builds the cache 1.9x faster than
@@ -303,15 +304,13 @@ def stage_bench(model: str, p: Preset, heads: dict[str, Path], results: Path, su
         _done(t0)
 
 
-_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-
-
-def _shared_cache(cfg_path: Path, fam: str, model: str, dtype: str, data: Path) -> Path | None:
+def _shared_cache(fam: str, model: str, dtype: str, data: Path, examples: tuple | None) -> Path | None:
     """A complete cache in data/ (another family's) built from the same examples, model and dtype
     whose layers include every layer `fam` reads, or None. Hydra, Medusa, parallel heads, EAGLE and
     DeepSeek MTP all read the last layer: the full preset builds that cache once, not five times."""
     from mtp.data.cache import normalize_layer
     from mtp.heads import HEAD_FAMILIES
+    from mtp.models.device import resolve_dtype
 
     cls = HEAD_FAMILIES[fam]
     for cand in sorted(data.glob("cache-*")):
@@ -319,30 +318,38 @@ def _shared_cache(cfg_path: Path, fam: str, model: str, dtype: str, data: Path) 
         if not meta.is_file():
             continue
         m = json.loads(meta.read_text())
-        if m.get("model") != model or m.get("model_dtype") != _DTYPE_NAMES.get(dtype) or "num_layers" not in m:
+        if m.get("model") != model or "num_layers" not in m or "model_dtype" not in m:
+            continue
+        if resolve_dtype(m["model_dtype"]) != resolve_dtype(dtype):
             continue
         n_layers = int(m["num_layers"])
         need = {normalize_layer(x, n_layers) for x in cls.resolve_hidden_layers(cls.config_class(), n_layers)}
-        if need <= set(m.get("layers", ())) and _cache_ready(cfg_path, cand):
+        if need <= set(m.get("layers", ())) and _cache_ready(cand, examples):
             return cand
     return None
 
 
-def _cache_ready(cfg_path: Path, cache: Path) -> bool:
-    """The cache exists and was built from the recipe's current data (digest checked)."""
-    if not (cache / "meta.json").is_file():
-        return False
-    from mtp.data.dataset import examples_digest, load_examples
-
-    m = json.loads((cache / "meta.json").read_text())
+def _examples_key(cfg_path: Path) -> tuple | None:
+    """(number, digest) of the recipe's training examples, as a cache's meta.json records them;
+    None when they cannot be read."""
     import yaml
+
+    from mtp.data.dataset import examples_digest, load_examples
 
     cfg = yaml.safe_load(cfg_path.read_text())
     try:
         ex = load_examples(cfg["data"]["train"], None, max_seq_len=cfg["data"]["max_seq_len"])
     except Exception:
+        return None
+    return len(ex), examples_digest(ex)
+
+
+def _cache_ready(cache: Path, examples: tuple | None) -> bool:
+    """The cache exists and was built from these examples (`_examples_key`: count and digest)."""
+    if examples is None or not (cache / "meta.json").is_file():
         return False
-    return m.get("num_examples") == len(ex) and m.get("digest") == examples_digest(ex)
+    m = json.loads((cache / "meta.json").read_text())
+    return (m.get("num_examples"), m.get("digest")) == examples
 
 
 def main(argv: list[str] | None = None) -> int:

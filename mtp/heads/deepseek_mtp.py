@@ -147,7 +147,7 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
         seq = sequences[0]
         t = len(seq) - 2  # last committed position (seq ends with the pending token x_{t+1})
         hist, kvs = state["hist"], state["kv"]
-        spec: dict[tuple, torch.Tensor] = {(): hist[1][0][t: t + 1][:0]}  # path -> module d outputs at t-d+1..t
+        spec: dict[tuple, torch.Tensor] = {(): hist[1][0][:0]}  # path -> module d outputs at t-d+1..t (none for ())
         true_len: dict[int, torch.Tensor] = {}
         dev = kvs[0].mask.device
 
