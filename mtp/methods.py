@@ -165,7 +165,7 @@ class MethodSpecError(ValueError):
     """A method spec that does not parse; the message lists the valid forms."""
 
 
-METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K|:auto][:tree<N>], "
+METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K|:auto][:tree<N>|:autotree], "
                 "pld+heads:<checkpoint dir>[:K|:auto][:tree<N>], union+heads:<checkpoint dir>[:K|:auto][:tree<N>], "
                 "adapt+heads:<checkpoint dir>[:K|:auto][:tree<N>][:chain<N>]")
 
@@ -203,7 +203,7 @@ def heads_fingerprint(path) -> str:
 def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     """Build a method from its spec string (parsed strictly; MethodSpecError names the problem).
 
-    hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K][:tree<N>] | <checkpoint dir>
+    hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K][:tree<N>] | heads:<dir>:autotree | <checkpoint dir>
     | pld+heads:<checkpoint dir>[:K][:tree<N>] | union+heads:<checkpoint dir>[:K][:tree<N>]
     | adapt+heads:<checkpoint dir>[:K][:tree<N>][:chain<N>]
     K defaults: 10 for prompt lookup (HF's default), 4 for draft models, the head's own for heads.
@@ -220,6 +220,9 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     the method is built, a few seconds) predict to be fastest (mtp.drafters.combined.AdaptiveUnionDrafter).
     ":auto": the chain length the cost model predicts fastest at `batch_size` on this machine, from
     the acceptance the trainer measured on held-out data (mtp.shape.auto_draft_length).
+    ":autotree" (in place of :K / :tree<N>): a static tree, `best_static_tree` over the held-out
+    acceptance by depth and rank, of the size the cost model predicts fastest from this machine's
+    verify-cost curve and the drafter's cost for each candidate (mtp.shape.auto_tree).
     `method.key` identifies what runs (the spec, plus a weights fingerprint for heads).
     """
     from mtp.drafters import DraftModelDrafter, PromptLookupDrafter
@@ -262,10 +265,17 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
         body, chain_tokens = head_part, int(tail[len("chain"):])
     tree = None
     head_part, sep, tail = body.rpartition(":")
-    if sep and tail.startswith("tree"):  # EAGLE-2 dynamic tree of N nodes, depth K
+    autotree = bool(sep) and tail == "autotree"
+    if autotree:  # a static tree from held-out acceptance and this machine's costs (mtp.shape.auto_tree)
+        body = head_part
+        head_part, sep, tail = body.rpartition(":")
+        if sep and (tail == "auto" or tail.isdigit() or tail.startswith("tree")):
+            raise MethodSpecError(f"method {spec!r}: :autotree chooses the tree's size and depth itself; "
+                                  "drop the :K / :auto / :tree<N> before it")
+    elif sep and tail.startswith("tree"):  # EAGLE-2 dynamic tree of N nodes, depth K
         n = _k(spec, tail[len("tree"):])
         body, tree = head_part, n
-    if chain_tokens and tree is None:
+    if chain_tokens and tree is None and not autotree:
         raise MethodSpecError(f"method {spec!r}: :chain<N> is the heads' chain beside their tree; "
                               "give a tree (:tree<N>) or drop :chain<N>")
     auto = body.endswith(":auto")
@@ -285,7 +295,14 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
         if tree is not None:
             raise MethodSpecError(f"method {spec!r}: :auto chooses a chain length; give trees an explicit depth")
         k = _auto_k(spec, base, heads, model, batch_size)
-    if tree is not None:
+    chosen = None
+    if autotree:
+        chosen = _auto_tree(spec, base, heads, model, batch_size)
+    if chosen is not None:
+        drafter = heads.as_drafter(tree=chosen)
+    elif autotree:  # no tree predicted to beat plain decoding: the cheapest, one draft token
+        drafter = heads.as_drafter(1)
+    elif tree is not None:
         from mtp.tree import DynamicTreeConfig
 
         depth = k or heads.config.num_heads
@@ -301,8 +318,10 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
             drafter = AdaptiveUnionDrafter(drafter, machine_verify_cost(model, batch_size), chain_tokens=chain_tokens)
         else:
             drafter = (LookupFirstDrafter if combine == "pld+" else LookupUnionDrafter)(drafter)
-    m = KitMethod(spec, model, tokenizer, drafter, None if combine is not None else k or None)
+    m = KitMethod(spec, model, tokenizer, drafter, None if (combine is not None or autotree) else k or None)
     m.key = f"{spec}#{heads_fingerprint(base)}" + (f"#k{k}" if auto else "")
+    if autotree:  # what ran: the chosen tree's nodes
+        m.key += "#tree" + ("-".join("".join(map(str, c)) for c in chosen.choices) if chosen is not None else "k1")
     m.auto_k = k if auto else None
     return m
 
@@ -312,6 +331,25 @@ def tree_width(nodes: int, depth: int) -> int:
     least 4 (EAGLE-2's trees are top-4 or wider), and enough that the depths hold `nodes`. Before
     this, the width was 4 whatever N, so `:tree<N>` held at most 4 * K nodes (tree16 at depth 3: 12)."""
     return min(nodes, max(4, -(-nodes // max(depth, 1))))
+
+
+def _auto_tree(spec: str, base: str, heads, model, batch_size: int):
+    from mtp.shape import auto_tree, heldout_rank_acceptance
+
+    acc = heldout_rank_acceptance(base)
+    if not acc:
+        raise MethodSpecError(f"method {spec!r}: no held-out acceptance by depth and rank recorded next to {base} "
+                              "(eval/rank<r>_<d> in metrics.jsonl: runs trained since it was logged have it); "
+                              "re-evaluate with `python -m train.heads --config <its config> --eval-only`, or give the "
+                              "tree instead (heads:<dir>:K:tree<N>)")
+    tree, table = auto_tree(model, heads, acc, batch_size=batch_size)
+    print(f"[bench] {spec}: held-out acceptance by depth (rank 0..): "
+          + "; ".join(" ".join(f"{x:.2f}" for x in row) for row in acc)
+          + f"; predicted speedup by tree size at batch {batch_size}: "
+          + ", ".join(f"{n}: {v['speedup']:.2f} (tau {v['tau']:.2f}, depth {v['depth']})" for n, v in table.items())
+          + (f" -> {tree.size} nodes, depth {tree.depth}" if tree is not None else " -> no tree pays: one draft token"),
+          file=sys.stderr)
+    return tree
 
 
 def _auto_k(spec: str, base: str, heads, model, batch_size: int) -> int:

@@ -234,23 +234,29 @@ def plot_positions(runs: list[str | Path], out: str | Path):
     plt.close(fig)
 
 
+SHAPES = {"chain": "", "tree": "-tree", "autotree": "-autotree"}  # a family's shapes: <name>, <name>-tree, <name>-autotree
+
+
 def shape_rows(folder: str | Path) -> list[dict]:
-    """Each head family's best drafting shape in one bench folder: for every method `<name>` benchmarked
-    beside `<name>-tree` (as the full preset names a family's chain and its tree), the faster of the
-    two, with its tau and speedup against prompt lookup's tau (`pld`) and plain decoding (1.0x).
-    Empty when the folder holds no such pair."""
+    """Each head family's best drafting shape in one bench folder: for every family benchmarked in
+    at least two of its shapes (`<name>` its chain, `<name>-tree` its dynamic tree, as the full
+    preset names them, `<name>-autotree` the static tree the cost model chose), the fastest, with its
+    tau and speedup against prompt lookup's tau (`pld`) and plain decoding (1.0x), and the other
+    shapes' tau / speedup. Empty when the folder holds no such family."""
     methods = _summary(Path(folder)).get("methods", {})
     pld_tau = (methods.get("pld") or {}).get("overall", {}).get("tau")
+    families = dict.fromkeys(next((n[: -len(x)] for x in SHAPES.values() if x and n.endswith(x)), n) for n in methods)
     rows = []
-    for name in methods:
-        if name.endswith("-tree") or f"{name}-tree" not in methods:
+    for name in families:
+        shapes = {k: methods[name + sfx]["overall"] for k, sfx in SHAPES.items() if name + sfx in methods}
+        if len(shapes) < 2:
             continue
-        shapes = {"chain": methods[name]["overall"], "tree": methods[f"{name}-tree"]["overall"]}
         shape, e = max(shapes.items(), key=lambda kv: kv[1].get("speedup") or 0.0)
         tau, sp = e.get("tau"), e.get("speedup")
         rows.append({"family": name, "best shape": shape, "tau": _f(tau), "speedup": _fmt_sp(e),
-                     "other shape": f"{_f(shapes['tree' if shape == 'chain' else 'chain'].get('tau'))} / "
-                                    f"{_fmt_sp(shapes['tree' if shape == 'chain' else 'chain'])}",
+                     "other shape": ", ".join(f"{k} {_f(o.get('tau'))} / {_fmt_sp(o)}" if len(shapes) > 2 else
+                                              f"{_f(o.get('tau'))} / {_fmt_sp(o)}"
+                                              for k, o in shapes.items() if k != shape),
                      "draft cost": _f(e.get("draft_cost")), "lookup tau": _f(pld_tau),
                      "beats lookup's tau": "-" if pld_tau is None or tau is None else ("yes" if tau > pld_tau else "no"),
                      "faster than plain": "-" if sp is None else ("yes" if sp > 1.0 else "no")})

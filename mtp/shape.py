@@ -40,10 +40,9 @@ def choose_chain_length(per_position: Sequence[float], verify_cost: Callable[[in
     return max(table, key=lambda k: (table[k], -k)), table
 
 
-def heldout_acceptance(heads_dir: str | Path) -> list[float] | None:
-    """[a_1, ..., a_K] that the trainer measured on held-out data at the step this checkpoint was
-    saved (from the run folder's metrics.jsonl and best.json / final.json); None when the folder is
-    not inside a trainer's run folder or no evaluation was logged."""
+def _heldout_row(heads_dir: str | Path) -> dict | None:
+    """The trainer's last held-out evaluation at the step this checkpoint was saved (from the run
+    folder's metrics.jsonl and best.json / final.json), or None."""
     d = Path(heads_dir)
     run = d.parent
     marker = run / f"{d.name}.json"
@@ -58,9 +57,16 @@ def heldout_acceptance(heads_dir: str | Path) -> list[float] | None:
     except (ValueError, DataError):
         return None
     evals = [r for r in rows if "eval/a_1" in r and (step is None or r.get("step") == step)]
-    if not evals:
+    return evals[-1] if evals else None
+
+
+def heldout_acceptance(heads_dir: str | Path) -> list[float] | None:
+    """[a_1, ..., a_K] that the trainer measured on held-out data at the step this checkpoint was
+    saved (from the run folder's metrics.jsonl and best.json / final.json); None when the folder is
+    not inside a trainer's run folder or no evaluation was logged."""
+    r = _heldout_row(heads_dir)
+    if r is None:
         return None
-    r = evals[-1]
     out, k = [], 1
     while f"eval/a_{k}" in r:
         out.append(float(r[f"eval/a_{k}"]))
@@ -100,3 +106,81 @@ def auto_draft_length(model, drafter, per_position: Sequence[float], *, batch_si
     else:  # linear in K between the two measured lengths
         D = lambda k: d[1] + (d[max_k] - d[1]) * (k - 1) / (max_k - 1)  # noqa: E731
     return choose_chain_length(per_position, C, D, max_k)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tree shape from measurement: best_static_tree over held-out acceptance by depth and rank, sized by
+# this machine's verify-cost curve and the drafter's own cost for each candidate tree.
+# ------------------------------------------------------------------------------------------------
+
+TREE_BUDGETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # node counts `auto_tree` considers
+
+
+def heldout_rank_acceptance(heads_dir: str | Path) -> list[list[float]] | None:
+    """acc[d][r]: P(the rank-r candidate at depth d+1 is right | the greedy path to it is right), as
+    the trainer measured it on held-out data at the step this checkpoint was saved (eval/rank<r>_<d>,
+    mtp.training.losses.rank_acceptance); None when not recorded (runs trained before it was)."""
+    row = _heldout_row(heads_dir)
+    if row is None or "eval/rank0_0" not in row:
+        return None
+    acc, d = [], 0
+    while f"eval/rank0_{d}" in row:
+        r, ranks = 0, []
+        while f"eval/rank{r}_{d}" in row:
+            ranks.append(float(row[f"eval/rank{r}_{d}"]))
+            r += 1
+        acc.append(ranks)
+        d += 1
+    return acc
+
+
+def predicted_tree_speedup(tree, acc: list[list[float]], verify_cost: Callable[[int], float],
+                           draft_cost: float) -> float:
+    """E[tokens per step] * C(1) / (C(nodes + 1) + D): the chain's S(K) above for a token tree, with
+    the tree's expected accepted length from `acc` (`StaticTree.expected_accept_length`)."""
+    return tree.expected_accept_length(acc) * verify_cost(1) / (verify_cost(tree.size + 1) + draft_cost)
+
+
+def choose_tree(acc: list[list[float]], verify_cost: Callable[[int], float], draft_cost: Callable,
+                budgets: Sequence[int] = TREE_BUDGETS) -> tuple[object | None, dict[int, dict]]:
+    """(the tree with the largest predicted speedup, or None when no tree beats plain decoding;
+    {nodes: {"tau", "cost", "speedup", "depth"}} for each distinct candidate). Candidates are
+    `best_static_tree(acc, N)` for N in `budgets`; draft_cost(tree) gives the drafter's seconds per
+    step for that tree."""
+    from mtp.tree import best_static_tree
+
+    table, best, best_s = {}, None, 1.0
+    seen = set()
+    for n in sorted(budgets):
+        tree = best_static_tree(acc, n)
+        if tuple(tree.choices) in seen:  # fewer candidates with positive acceptance than n
+            continue
+        seen.add(tuple(tree.choices))
+        d = float(draft_cost(tree))
+        s = predicted_tree_speedup(tree, acc, verify_cost, d)
+        table[tree.size] = {"tau": tree.expected_accept_length(acc), "cost": d, "speedup": s, "depth": tree.depth}
+        if s > best_s:
+            best, best_s = tree, s
+    return best, table
+
+
+def auto_tree(model, head, acc: list[list[float]], *, batch_size: int = 1,
+              budgets: Sequence[int] = TREE_BUDGETS) -> tuple[object | None, dict[int, dict]]:
+    """Measure this machine's verify cost at `batch_size` (mtp.costmodel.machine_verify_cost) and the
+    head's drafting cost for each candidate tree, then `choose_tree`."""
+    from mtp.costmodel import machine_verify_cost
+
+    C = machine_verify_cost(model, batch_size)
+    warm = [True]
+
+    def draft_cost(tree) -> float:
+        from mtp.costmodel import drafter_step_seconds
+
+        g = torch.Generator().manual_seed(0)
+        prompts = [torch.randint(3, model.config.vocab_size, (64,), generator=g).tolist() for _ in range(batch_size)]
+        s = drafter_step_seconds(model, head.as_drafter(tree=tree), [prompts], None, max_new_tokens=16,
+                                 ignore_eos=True, warmup=warm[0])
+        warm[0] = False
+        return s
+
+    return choose_tree(acc, C, draft_cost, budgets)

@@ -510,3 +510,12 @@ def test_shape_rows_pick_each_familys_faster_shape_and_compare_with_lookup(tmp_p
         ("chain", "no", "yes")
     assert (rows["eagle3"]["best shape"], rows["eagle3"]["tau"], rows["eagle3"]["beats lookup's tau"]) == ("tree", "1.90", "yes")
     assert rows["eagle3"]["other shape"] == "1.50 / 0.95x" and rows["eagle3"]["lookup tau"] == "1.80"
+    # the cost model's static tree is a third shape; two of the three make a family
+    atomic_write_json(tmp_path / "summary.json", {"methods": {
+        "pld": e(1.8, 1.7), "hydra": e(1.4, 1.1), "hydra-tree": e(2.0, 0.9), "hydra-autotree": e(1.9, 1.3),
+        "eagle-tree": e(1.7, 1.0), "eagle-autotree": e(1.6, 1.05), "medusa-autotree": e(1.5, 1.0)}})
+    rows = {r["family"]: r for r in shape_rows(tmp_path)}
+    assert set(rows) == {"hydra", "eagle"}
+    assert (rows["hydra"]["best shape"], rows["hydra"]["speedup"]) == ("autotree", "1.30x")
+    assert rows["hydra"]["other shape"] == "chain 1.40 / 1.10x, tree 2.00 / 0.90x"
+    assert (rows["eagle"]["best shape"], rows["eagle"]["other shape"]) == ("autotree", "1.70 / 1.00x")

@@ -127,3 +127,78 @@ def test_adapt_spec_sets_the_heads_chain_beside_their_tree(tmp_path, tiny_llama)
     for combine in ("pld+", "union+", ""):  # only the adaptive union has a chain choice
         with pytest.raises(MethodSpecError, match="adapt"):
             make_method(f"{combine}heads:{tmp_path / 'best'}:3:tree8:chain3", model, tok)
+
+
+def test_rank_acceptance_conditions_on_the_greedy_path():
+    """acc[j][r] = P(rank r right at depth j+1 | heads 0..j-1's top candidates right), over the
+    positions the last head counts; rank 0's products reproduce the chain's a_k."""
+    from mtp.training.losses import chain_acceptance, rank_acceptance
+
+    # 4 positions, 2 heads, top-2. Head 0: rank 0 right at t=0,1; rank 1 right at t=2. Head 1 (3
+    # counted positions, t=0..2): rank 0 right at t=0 and t=2, rank 1 right at t=1.
+    h0 = torch.tensor([[[1., 0.], [1., 0.], [0., 1.], [1., 0.]]])
+    h1 = torch.tensor([[[1., 0.], [0., 1.], [1., 0.]]])
+    mask = torch.ones(1, 3)
+    hits, count = rank_acceptance([h0, h1], mask)
+    assert count.tolist() == [3, 2]  # the last head counts t=0..2; the greedy path to depth 2 is right at t=0,1
+    assert hits.tolist() == [[2, 1], [1, 1]]
+    chain, n = chain_acceptance([h[..., 0] for h in (h0, h1)], mask)
+    a = (chain / n).tolist()
+    assert a[0] == pytest.approx(hits[0, 0] / count[0]) and a[1] == pytest.approx(a[0] * hits[1, 0] / count[1])
+    hits, count = rank_acceptance([h0, h1], torch.tensor([[1., 0., 1.]]))  # t=1 masked
+    assert count.tolist() == [2, 1] and hits.tolist() == [[1, 1], [1, 0]]
+
+
+def test_tree_choice_follows_acceptance_and_costs():
+    from mtp.shape import choose_tree
+
+    acc = [[0.6, 0.2, 0.1], [0.5, 0.2, 0.1], [0.4, 0.1, 0.05]]
+    free = lambda tree: 0.0  # noqa: E731
+    big, table = choose_tree(acc, lambda m: 1.0, free)  # verification as cheap at any width
+    assert big.size == max(table) and table[big.size]["speedup"] == pytest.approx(table[big.size]["tau"])
+    assert all(table[n]["tau"] <= table[m]["tau"] + 1e-12 for n in table for m in table if n < m)
+    small, table2 = choose_tree(acc, lambda m: 1 + 0.1 * m, free)  # each verified token costs 10% of a step
+    assert 1 <= small.size < big.size
+    assert table2[small.size]["speedup"] == pytest.approx(table2[small.size]["tau"] * 1.1 / (1 + 0.1 * (small.size + 1)))
+    none, table3 = choose_tree(acc, lambda m: float(m), free)  # linear verify cost: nothing pays
+    assert none is None and all(v["speedup"] < 1 for v in table3.values())
+    # a drafter whose cost grows with the tree's nodes keeps the tree small
+    dear, table4 = choose_tree(acc, lambda m: 1 + 0.01 * m, lambda t: 0.05 * t.size)
+    assert dear.size < big.size and table4[dear.size]["cost"] == pytest.approx(0.05 * dear.size)
+
+
+def test_autotree_method_runs_the_chosen_static_tree(tmp_path, tiny_llama):
+    """heads:<dir>:autotree reads the acceptance by depth and rank next to the checkpoint and drafts
+    the static tree the cost model picks; greedy output stays plain decoding's."""
+    from mtp.engine import generate
+    from mtp.heads import build_head
+    from mtp.heads.checkpoint import save_head
+    from mtp.methods import MethodSpecError, make_method
+    from mtp.shape import heldout_rank_acceptance
+    from mtp.tree import StaticTree
+
+    model, tok = tiny_llama
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    save_head(build_head("hydra", model, num_heads=3), run / "best")
+    (run / "best.json").write_text(json.dumps({"step": 5}))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 5, "eval/a_1": 0.9}) + "\n")
+    with pytest.raises(MethodSpecError, match="depth and rank"):
+        make_method(f"heads:{run / 'best'}:autotree", model, tok)
+    row = {"step": 5, "eval/a_1": 0.9}
+    for d, ranks in enumerate([[0.9, 0.5, 0.3], [0.9, 0.4, 0.2], [0.8, 0.3, 0.1]]):
+        row.update({f"eval/rank{r}_{d}": x for r, x in enumerate(ranks)})
+    (run / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    assert heldout_rank_acceptance(run / "best") == [[0.9, 0.5, 0.3], [0.9, 0.4, 0.2], [0.8, 0.3, 0.1]]
+    plain = generate(model, [5, 6, 7, 8, 5, 6], max_new_tokens=12, ignore_eos=True).tokens[0]
+    for spec in (f"heads:{run / 'best'}:autotree", f"adapt+heads:{run / 'best'}:autotree"):
+        m = make_method(spec, model, tok)
+        rec = m.run([5, 6, 7, 8, 5, 6], max_new_tokens=12, temperature=0.0, seed=0, ignore_eos=True)
+        assert rec.output_ids[-12:] == plain
+    m = make_method(f"heads:{run / 'best'}:autotree", model, tok)
+    assert "#tree" in m.key
+    if isinstance(m.drafter.tree, StaticTree):  # a tree was predicted to pay on this machine
+        assert m.key.endswith("-".join("".join(map(str, c)) for c in m.drafter.tree.choices))
+    for bad in (":2:autotree", ":auto:autotree", ":tree8:autotree"):
+        with pytest.raises(MethodSpecError, match="autotree"):
+            make_method(f"heads:{run / 'best'}{bad}", model, tok)

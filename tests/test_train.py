@@ -147,6 +147,13 @@ def test_loss_falls_on_a_tiny_task(tmp_path, cyc_data, family, steps, tiny_llama
     assert tr[-1]["train/loss"] < 0.3 * tr[0]["train/loss"], (tr[0]["train/loss"], tr[-1]["train/loss"])
     assert ev["eval/top1_0"] > 0.9 and ev["eval/top1_1"] > 0.85, ev  # stated thresholds
     assert ev["eval/expected_tau"] > 3.3
+    # acceptance by depth and rank (a tree's, conditioned on the greedy path): rank 0 is the learnt
+    # answer, the other ranks share what is left
+    from mtp.shape import heldout_rank_acceptance
+
+    acc = heldout_rank_acceptance(cfg.run_dir / "best")
+    assert len(acc) == cfg.head.args.get("num_heads", 3) and all(len(row) == cfg.eval.topk for row in acc)
+    assert acc[0][0] > 0.9 and all(sum(row) <= 1 + 1e-9 for row in acc)
     assert (cfg.run_dir / "best" / "model.safetensors").is_file() and (cfg.run_dir / "final" / "config.json").is_file()
     from mtp.heads import load_heads
 
@@ -171,6 +178,16 @@ def test_resume_ends_with_the_same_weights(tmp_path, cyc_data):
     diff = max((wa[k] - wb[k]).abs().max().item() for k in wa)
     assert diff <= 1e-6, diff
     assert json.loads((a.run_dir / "best.json").read_text()) == json.loads((b.run_dir / "best.json").read_text())
+    # --eval-only evaluates the latest checkpoint again and appends the same row
+    from mtp.training.checkpointing import evaluate_run
+
+    last = [json.loads(x) for x in (a.run_dir / "metrics.jsonl").read_text().splitlines() if "eval/loss" in x][-1]
+    again = evaluate_run(a)
+    assert again["step"] == 6 and again["eval/loss"] == pytest.approx(last["eval/loss"], rel=1e-6)
+    rows = [json.loads(x) for x in (a.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 6 and rows[-1]["eval/loss"] == again["eval/loss"] and "eval/rank0_0" in rows[-1]
+    with pytest.raises(ResumeError, match="no checkpoint"):
+        evaluate_run(cfg_for(tmp_path, cyc_data, "name=never", *over))
     # A resume with another config is refused, naming the keys.
     c = cfg_for(tmp_path, cyc_data, "name=killed", *over, "optim.lr=5e-3")
     with pytest.raises(ResumeError, match=r"optim\.lr"):

@@ -7,6 +7,11 @@
 Overrides are dotted config keys (see mtp/training/config.py), values parsed as YAML:
     optim.lr=3e-4 head.args.num_heads=3 data.cache=data/cache/medusa log.wandb=disabled
 The resolved config is saved as <out_dir>/<name>/config.{yaml,json}; the last line printed is JSON.
+
+    python -m train.heads --config <run's config> --eval-only
+evaluates the run's latest checkpoint on its held-out split again (no training) and appends that
+row to metrics.jsonl: how a run trained before a metric existed gets it (e.g. the acceptance by
+depth and rank that heads:<dir>:autotree reads).
 """
 from __future__ import annotations
 
@@ -24,18 +29,21 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="recipe YAML (train/configs/*.yaml)")
     ap.add_argument("--resume", action="store_true", help="continue the run in <out_dir>/<name> from its latest checkpoint")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="evaluate the run's latest checkpoint on its held-out split and log the row; no training")
     ap.add_argument("--wandb", choices=["offline", "online", "disabled"], help="shortcut for log.wandb=...")
     ap.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     a = ap.parse_args(argv)
 
     from mtp.data.prompts import DataError
     from mtp.training import ConfigError, ResumeError, load_config, train
+    from mtp.training.checkpointing import evaluate_run
     from mtp.training.trainer import NonFiniteLossError
 
     overrides = list(a.overrides) + ([f"log.wandb={a.wandb}"] if a.wandb else [])
     try:
         cfg = load_config(a.config, overrides)
-        state = train(cfg, resume=a.resume)
+        state = evaluate_run(cfg) if a.eval_only else train(cfg, resume=a.resume)
     except (ConfigError, DataError, ResumeError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -141,13 +141,16 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
         instead of re-running the modules' chain once per node. A path p of length d is read from
         module d at the last committed position t; its speculative inputs are positions t-d+1 .. t
         with tokens p and, as hidden states, module d-1's true output at t-d+1 followed by its
-        outputs for p[:-1] (kept from the call that expanded p[:-1]; prefixes no call expanded are
-        expanded first). Each path gets its own d slots in module d's cache, attending to the committed slots
-        and to its own earlier slots. Call the returned `close()` after the tree."""
+        outputs for p's prefixes. Module d's input at position t-d+1+j depends on p[:j+1] only, so
+        module d keeps one slot per distinct prefix (a trie over every path it has expanded in this
+        tree: siblings share their parent's slots), each attending to the committed slots and to
+        its own prefixes' slots. Prefixes no call expanded are expanded first. Call the returned
+        `close()` after the tree."""
         seq = sequences[0]
         t = len(seq) - 2  # last committed position (seq ends with the pending token x_{t+1})
         hist, kvs = state["hist"], state["kv"]
-        spec: dict[tuple, torch.Tensor] = {(): hist[1][0][:0]}  # path -> module d outputs at t-d+1..t (none for ())
+        slot: dict[int, dict[tuple, int]] = {}  # module d: prefix -> its slot in module d's cache
+        out: dict[int, dict[tuple, torch.Tensor]] = {}  # module d: prefix -> module d's output at that slot
         true_len: dict[int, torch.Tensor] = {}
         dev = kvs[0].mask.device
 
@@ -159,33 +162,35 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
             if d not in true_len:
                 true_len[d] = kv.lengths.clone()
                 kv.begin_tree()
-            h0 = hist[d][0][t - d + 1]  # module d-1's true output at t-d+1
-            h = torch.stack([torch.cat([h0[None], spec[p[:-1]]]) for p in new]).reshape(1, len(new) * d, -1)
-            ids = torch.tensor([[tok for p in new for tok in p]], dtype=torch.long, device=dev)
-            anc, depths = [], []
+            smap, omap = slot.setdefault(d, {}), out.setdefault(d, {})
+            need: list[tuple] = []
+            for p in new:
+                need += [u for u in (p[:j] for j in range(1, d + 1)) if u not in smap and u not in need]
+            need.sort(key=len)  # a prefix's own prefixes come first (stable sort)
             S0 = kv.num_slots
-            for i in range(len(new)):
-                for j in range(d):
-                    anc.append([S0 + i * d + k for k in range(j)])
-                    depths.append(j + 1)
-            out, _ = kv.step_tree(mod.inputs(h, self.target.embed(ids)), anc, depths,
-                                  lambda x, allowed, pos, cache: run_layer(mod.block, self.target, x, allowed, pos, cache))
-            out = out[0].reshape(len(new), d, -1)
-            for i, p in enumerate(new):
-                spec[p] = out[i]
+            for i, u in enumerate(need):
+                smap[u] = S0 + i
+            h0 = hist[d][0][t - d + 1]  # module d-1's true output at t-d+1
+            h = torch.stack([h0 if len(u) == 1 else out[d - 1][u[:-1]] for u in need])[None]
+            ids = torch.tensor([[u[-1] for u in need]], dtype=torch.long, device=dev)
+            anc = [[smap[u[:k]] for k in range(1, len(u))] for u in need]
+            y, _ = kv.step_tree(mod.inputs(h, self.target.embed(ids)), anc, [len(u) for u in need],
+                                lambda x, allowed, pos, cache: run_layer(mod.block, self.target, x, allowed, pos, cache))
+            for i, u in enumerate(need):
+                omap[u] = y[0, i]
 
         def next_logits(paths):
             paths = [tuple(p) for p in paths]
             by_len: dict[int, list[tuple]] = {}
             for p in paths:  # a path's prefixes are expanded first when no earlier call did
                 for q in (p[:k] for k in range(1, len(p) + 1)):
-                    if q not in spec and q not in by_len.get(len(q), ()):
+                    if q not in out.get(len(q), {}) and q not in by_len.get(len(q), ()):
                         by_len.setdefault(len(q), []).append(q)
             for d in sorted(by_len):
                 if d > len(self.mods) - 1:
                     raise ValueError(f"a path of {d} tokens needs module {d}; this head has {len(self.mods)}")
                 expand(d, by_len[d])
-            rows = [self._logits(len(p), spec[p][-1] if p else hist[1][0][t]) for p in paths]
+            rows = [self._logits(len(p), out[len(p)][p] if p else hist[1][0][t]) for p in paths]
             return torch.stack(rows)
 
         def close():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -142,3 +143,24 @@ class CheckpointMixin:
             atomic_write_text(self.run_dir / f"{which}.json", json.dumps(
                 {"step": self.state["step"], "best_tau": self.state["best_tau"], "best_step": self.state["best_step"]}))
         acc.wait_for_everyone()
+
+
+def evaluate_run(cfg) -> dict:
+    """Evaluate a run's latest checkpoint on its held-out split again and append the row to its
+    metrics.jsonl at that checkpoint's step (no training); returns {"step", "best_step", **eval}."""
+    if not (cfg.run_dir / "checkpoints" / "latest").is_file():
+        raise ResumeError(f"no checkpoint in {cfg.run_dir / 'checkpoints'} to evaluate: train the run first "
+                          "(python -m train.heads --config ...)")
+    from mtp.training.trainer import Trainer  # imports this module
+
+    t = Trainer(cfg, resume=True)
+    try:
+        ev = t.evaluate()
+        step = t.state["step"]
+        t.log(ev, step)
+        if t.state["best_step"] != step:
+            print(f"[train] note: best/ was saved at step {t.state['best_step']}; this evaluated step {step} "
+                  "(final/ and the latest checkpoint)", file=sys.stderr)
+        return {"step": step, "best_step": t.state["best_step"], **ev}
+    finally:
+        t.close()

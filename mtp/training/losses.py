@@ -112,7 +112,8 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
                target: TargetDist | None, *, ce_weight: float, kl_weight: float, kl_temperature: float = 1.0,
                topk: int = 5, eval_temperature: float = 0.0, labels: str = "target",
                vocab: torch.Tensor | None = None, vocab_size: int | None = None) -> list[dict[str, torch.Tensor]]:
-    """Per head j: {"ce", "kl", "n", "top1", "topk", "accept"} sums over counted positions.
+    """Per head j: {"ce", "kl", "n", "top1", "topk", "accept"} sums over counted positions, plus
+    "chain" / "chain_n" (`chain_acceptance`) and "rank<r>_" / "rank_n" (`rank_acceptance`).
 
     top1 / topk: agreement of the head's argmax / top-k with the label: the target's own greedy
     token (labels="target", when the target distribution is known), else the data token. "accept": the expected
@@ -131,12 +132,14 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
         t2d = draft_index(vocab, vocab_size)
     out = []
     per_position: list[torch.Tensor] = []  # acceptance of head j at each position t [B, T-2-j]
+    rank_hits: list[torch.Tensor] = []  # [B, T-2-j, k]: head j's rank-r candidate is the label
     for j, lg in enumerate(logits):
         n = T - 2 - j
         if n <= 0:
             z = lg.sum() * 0.0
             out.append({k: z for k in ("ce", "kl", "n", "top1", "topk", "accept")})
             per_position.append(torch.zeros(input_ids.shape[0], 0, device=input_ids.device))
+            rank_hits.append(torch.zeros(input_ids.shape[0], 0, min(topk, lg.shape[-1]), device=input_ids.device))
             continue
         q = lg[:, :n]
         y = input_ids[:, 2 + j:]
@@ -162,7 +165,9 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
                 top = vocab[top]  # draft index -> target id
             hit1 = (top[..., 0] == label).float()
             d["top1"] = (hit1 * m).sum()
-            d["topk"] = ((top == label[..., None]).any(-1).float() * m).sum()
+            hits = (top == label[..., None]).float()
+            rank_hits.append(hits)
+            d["topk"] = (hits.any(-1).float() * m).sum()
             if eval_temperature > 0 and p is not None:
                 if vocab is not None:  # q is 0 outside the draft vocabulary: sum_x min(p, q) over it
                     full = q.new_full((*q.shape[:-1], vocab_size), float("-inf")).index_copy(-1, vocab, q.float())
@@ -176,9 +181,37 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
             per_position.append(acc.detach())
         out.append(d)
     sums, count = chain_acceptance(per_position, loss_mask[:, 2 + len(logits) - 1:].float())
+    ranks, rank_n = rank_acceptance(rank_hits, loss_mask[:, 2 + len(logits) - 1:].float())
     for j, d in enumerate(out):
         d["chain"], d["chain_n"] = sums[j], count
+        d["rank_n"] = rank_n[j]
+        for r in range(ranks.shape[1]):
+            d[f"rank{r}_"] = ranks[j, r]
     return out
+
+
+def rank_acceptance(rank_hits: list[torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A tree's acceptance by depth and rank, as sums: (hits [K, k], count [K]) with hits[j, r] the
+    positions t where heads 0..j-1's top candidates were all right and head j's rank-r candidate is
+    right, count[j] the positions where heads 0..j-1's were right (over the positions the last head
+    counts, as `chain_acceptance`). hits[j, r] / count[j] is P(rank r right at depth j+1 | the
+    greedy path to it right): `mtp.tree.best_static_tree`'s acc[j][r], keeping the correlation
+    between depths that treating heads as independent would lose (rank 0's products reproduce the
+    chain's a_k). rank_hits[j]: [B, n_j, k] with n_j >= n_{K-1}."""
+    n = mask.shape[1]
+    K = len(rank_hits)
+    k = rank_hits[0].shape[-1] if K else 0
+    hits = torch.zeros(K, k, dtype=torch.float64, device=mask.device)
+    count = torch.zeros(K, dtype=torch.float64, device=mask.device)
+    if n <= 0 or K == 0:
+        return hits, count
+    prod = mask.double()  # greedy path right so far (at counted positions)
+    for j, h in enumerate(rank_hits):
+        h = h[:, :n].double()
+        count[j] = prod.sum()
+        hits[j, : h.shape[-1]] = (h * prod[..., None]).sum((0, 1))
+        prod = prod * h[..., 0]
+    return hits, count
 
 
 def chain_acceptance(per_position: list[torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

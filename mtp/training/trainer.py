@@ -349,7 +349,9 @@ class Trainer(CheckpointMixin):
 
     def _reduce_logs(self, sums: dict[str, torch.Tensor], prefix: str) -> dict:
         K = self.K
-        keys = [f"{k}{j}" for j in range(K) for k in ("ce", "kl", "n", "top1", "topk", "accept", "chain", "chain_n")]
+        ranks = [f"rank{r}_" for r in range(self.cfg.eval.topk)]
+        keys = [f"{k}{j}" for j in range(K)
+                for k in ("ce", "kl", "n", "top1", "topk", "accept", "chain", "chain_n", "rank_n", *ranks)]
         self.aux_keys = sorted(set(getattr(self, "aux_keys", [])) | {k for k in sums if k.startswith("aux/")})
         keys += ["ntl", "ntl_n", "grad_norm", "grad_norm_n", "micro_n"] + self.aux_keys
         vec = torch.stack([sums.get(k, torch.zeros(())).float().cpu() for k in keys]).to(self.acc.device)
@@ -366,6 +368,9 @@ class Trainer(CheckpointMixin):
                 out[f"{prefix}/kl_{j}"] = kl
             out[f"{prefix}/top1_{j}"] = v[f"top1{j}"] / n
             out[f"{prefix}/top{self.cfg.eval.topk}_{j}"] = v[f"topk{j}"] / n
+            if prefix == "eval" and v[f"rank_n{j}"] > 0:  # a tree's acceptance by depth and rank (mtp.shape)
+                for r in ranks:
+                    out[f"{prefix}/{r}{j}"] = v[f"{r}{j}"] / v[f"rank_n{j}"]
             acc_rates.append(v[f"chain{j}"] / max(v[f"chain_n{j}"], 1.0))
             total += self.pos_w[j] * (lw.ce_weight * ce + lw.kl_weight * kl)
         out[f"{prefix}/loss"] = total
@@ -427,3 +432,4 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         return t.train(stop_after=stop_after)
     finally:
         t.close()
+
