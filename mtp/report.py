@@ -197,8 +197,8 @@ def tables(runs: list[str | Path]) -> str:
             shapes = shape_rows(folder)
             if shapes:
                 model = run_rows(run)[0]["model"]
-                out += [f"Each family's best drafting shape at T={temp:g}, {model} (`{run}`): the faster of its chain "
-                        "and its tree (other shape: tau / speedup)", "", markdown_table(shapes, _cols(shapes)), ""]
+                out += [f"Each family's best drafting shape at T={temp:g}, {model} (`{run}`): the fastest of its chain, "
+                        "its dynamic tree and the cost model's static tree, where two were run (other shape: tau / speedup)", "", markdown_table(shapes, _cols(shapes)), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
