@@ -74,6 +74,12 @@ def heldout_acceptance(heads_dir: str | Path) -> list[float] | None:
     return out
 
 
+def _random_prompts(model, batch_size: int, prompt_len: int = 64, seed: int = 0) -> list[list[int]]:
+    """A batch of random prompts to time a drafter on (ids 3.. of the model's vocabulary)."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, model.config.vocab_size, (prompt_len,), generator=g).tolist() for _ in range(batch_size)]
+
+
 @torch.no_grad()
 def measure_draft_cost(model, drafter, lengths: Sequence[int], *, batch_size: int = 1, prompt_len: int = 64,
                        new_tokens: int = 24, seed: int = 0) -> dict[int, float]:
@@ -81,9 +87,7 @@ def measure_draft_cost(model, drafter, lengths: Sequence[int], *, batch_size: in
     short generations on random prompts (the drafter runs as in the engine, cache and all)."""
     from mtp.costmodel import drafter_step_seconds
 
-    g = torch.Generator().manual_seed(seed)
-    V = model.config.vocab_size
-    prompts = [torch.randint(3, V, (prompt_len,), generator=g).tolist() for _ in range(batch_size)]
+    prompts = _random_prompts(model, batch_size, prompt_len, seed)
     return {int(k): drafter_step_seconds(model, drafter, [prompts], int(k), max_new_tokens=new_tokens, ignore_eos=True,
                                          warmup=True) for k in lengths}
 
@@ -134,11 +138,10 @@ def heldout_rank_acceptance(heads_dir: str | Path) -> list[list[float]] | None:
     return acc
 
 
-def predicted_tree_speedup(tree, acc: list[list[float]], verify_cost: Callable[[int], float],
-                           draft_cost: float) -> float:
-    """E[tokens per step] * C(1) / (C(nodes + 1) + D): the chain's S(K) above for a token tree, with
-    the tree's expected accepted length from `acc` (`StaticTree.expected_accept_length`)."""
-    return tree.expected_accept_length(acc) * verify_cost(1) / (verify_cost(tree.size + 1) + draft_cost)
+def predicted_tree_speedup(tau: float, nodes: int, verify_cost: Callable[[int], float], draft_cost: float) -> float:
+    """tau * C(1) / (C(nodes + 1) + D): the chain's S(K) above for a token tree of `nodes` nodes whose
+    expected tokens per step is tau (`StaticTree.expected_accept_length`)."""
+    return tau * verify_cost(1) / (verify_cost(nodes + 1) + draft_cost)
 
 
 def choose_tree(acc: list[list[float]], verify_cost: Callable[[int], float], draft_cost: Callable,
@@ -156,9 +159,9 @@ def choose_tree(acc: list[list[float]], verify_cost: Callable[[int], float], dra
         if tuple(tree.choices) in seen:  # fewer candidates with positive acceptance than n
             continue
         seen.add(tuple(tree.choices))
-        d = float(draft_cost(tree))
-        s = predicted_tree_speedup(tree, acc, verify_cost, d)
-        table[tree.size] = {"tau": tree.expected_accept_length(acc), "cost": d, "speedup": s, "depth": tree.depth}
+        d, tau = float(draft_cost(tree)), tree.expected_accept_length(acc)
+        s = predicted_tree_speedup(tau, tree.size, verify_cost, d)
+        table[tree.size] = {"tau": tau, "cost": d, "speedup": s, "depth": tree.depth}
         if s > best_s:
             best, best_s = tree, s
     return best, table
@@ -168,16 +171,13 @@ def auto_tree(model, head, acc: list[list[float]], *, batch_size: int = 1,
               budgets: Sequence[int] = TREE_BUDGETS) -> tuple[object | None, dict[int, dict]]:
     """Measure this machine's verify cost at `batch_size` (mtp.costmodel.machine_verify_cost) and the
     head's drafting cost for each candidate tree, then `choose_tree`."""
-    from mtp.costmodel import machine_verify_cost
+    from mtp.costmodel import drafter_step_seconds, machine_verify_cost
 
     C = machine_verify_cost(model, batch_size)
-    warm = [True]
+    prompts = _random_prompts(model, batch_size)
+    warm = [True]  # one untimed generation before the first tree's timing
 
     def draft_cost(tree) -> float:
-        from mtp.costmodel import drafter_step_seconds
-
-        g = torch.Generator().manual_seed(0)
-        prompts = [torch.randint(3, model.config.vocab_size, (64,), generator=g).tolist() for _ in range(batch_size)]
         s = drafter_step_seconds(model, head.as_drafter(tree=tree), [prompts], None, max_new_tokens=16,
                                  ignore_eos=True, warmup=warm[0])
         warm[0] = False

@@ -163,10 +163,10 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
             top = q.topk(min(topk, q.shape[-1]), dim=-1).indices
             if vocab is not None:
                 top = vocab[top]  # draft index -> target id
-            hit1 = (top[..., 0] == label).float()
-            d["top1"] = (hit1 * m).sum()
-            hits = (top == label[..., None]).float()
+            hits = (top == label[..., None]).float()  # [B, n, k]: the rank-r candidate is the label
             rank_hits.append(hits)
+            hit1 = hits[..., 0]
+            d["top1"] = (hit1 * m).sum()
             d["topk"] = (hits.any(-1).float() * m).sum()
             if eval_temperature > 0 and p is not None:
                 if vocab is not None:  # q is 0 outside the draft vocabulary: sum_x min(p, q) over it

@@ -432,4 +432,3 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         return t.train(stop_after=stop_after)
     finally:
         t.close()
-
