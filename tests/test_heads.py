@@ -325,6 +325,51 @@ def test_deepseek_feeds_only_the_modules_in_use(tiny_llama):
     assert runs[0] == runs[1] and len(runs[0]) > 4
 
 
+def test_deepseek_trees_feed_committed_positions_with_the_tree(tiny_llama):
+    """Once it drafts trees, DeepSeek MTP feeds modules 1.. their new committed positions in the
+    same forward as their first tree slots: trees (dynamic and static), interleaved with chains and
+    with steps that draft nothing, equal those of a head that feeds every module at every step,
+    and decoding equals plain greedy."""
+    import dataclasses
+
+    from mtp.tree import DynamicTreeConfig, StaticTree
+
+    model, _ = tiny_llama
+    torch.manual_seed(0)
+    head = build_head("deepseek", model, num_heads=4)
+    prompt = _prompts([11], seed=6)[0]
+    ref = generate(model, prompt, max_new_tokens=20, ignore_eos=True).tokens
+
+    class Mixed(_Recorder):
+        """Step i drafts the tree, the head's chain of 2, or nothing, by a fixed pattern."""
+
+        def __init__(self, inner):
+            super().__init__(inner)
+            self.i = 0
+
+        def propose(self, ctx):
+            self.i += 1
+            if self.i % 5 == 3:
+                ctx = dataclasses.replace(ctx, max_tokens=0)
+            elif self.i % 5 == 4:
+                d = self.inner.propose_chain(dataclasses.replace(ctx, max_tokens=2))
+                self.drafts.append(d)
+                return d
+            return super().propose(ctx)
+
+    for tree in (DynamicTreeConfig(10, 3, 3), StaticTree([(0,), (1,), (0, 0), (0, 1), (0, 0, 0), (0, 0, 0, 0)])):
+        runs = []
+        for feed_all in (True, False):
+            head.feed_all_modules = feed_all
+            rec = Mixed(head.as_drafter(tree=tree))
+            out = generate(model, prompt, drafter=rec, num_draft_tokens=4, max_new_tokens=20, ignore_eos=True)
+            assert out.tokens == ref, (type(tree).__name__, feed_all)
+            runs.append([(d.tokens.tolist(), d.lengths.tolist(), None if d.parents is None else d.parents.tolist())
+                         for d in rec.drafts])
+        head.feed_all_modules = False
+        assert runs[0] == runs[1] and len(runs[0]) > 4
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_gemma3_smoke(tiny_gemma, family, tmp_path):
     """Every family builds, trains a step, round-trips and drafts losslessly on Gemma3."""

@@ -115,7 +115,10 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
         hist = state["hist"]
         for r, c in enumerate(counts.tolist()):
             hist[0][r] = torch.cat([hist[0][r], x[r, :c]])
-        self._catch_up(state, sequences, len(self.mods) if self.feed_all_modules else state["depth"])
+        # trees feed modules 1.. their committed positions in the same forward as their tree slots
+        # (tree_expander), so only module 0 is fed here once a tree has been drafted
+        upto = len(self.mods) if self.feed_all_modules else 1 if state.get("trees") else state["depth"]
+        self._catch_up(state, sequences, upto)
 
     def _catch_up(self, state, sequences, upto: int) -> None:
         """Feed modules 0..upto-1 the committed positions they have not seen (module m holds
@@ -144,40 +147,51 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
         outputs for p's prefixes. Module d's input at position t-d+1+j depends on p[:j+1] only, so
         module d keeps one slot per distinct prefix (a trie over every path it has expanded in this
         tree: siblings share their parent's slots), each attending to the committed slots and to
-        its own prefixes' slots. Prefixes no call expanded are expanded first. Call the returned
-        `close()` after the tree."""
+        its own prefixes' slots. Prefixes no call expanded are expanded first. Module d's committed
+        positions it has not seen yet go into the same forward as its first tree slots (once a tree
+        has been drafted, draft_observe feeds module 0 only): one decoder-layer call per module and
+        step instead of two. Call the returned `close()` after the tree."""
         seq = sequences[0]
         t = len(seq) - 2  # last committed position (seq ends with the pending token x_{t+1})
-        hist, kvs = state["hist"], state["kv"]
+        hist, kvs, count = state["hist"], state["kv"], state["count"]
+        state["trees"] = True
         slot: dict[int, dict[tuple, int]] = {}  # module d: prefix -> its slot in module d's cache
         out: dict[int, dict[tuple, torch.Tensor]] = {}  # module d: prefix -> module d's output at that slot
         true_len: dict[int, torch.Tensor] = {}
         dev = kvs[0].mask.device
 
         def expand(d: int, new: list[tuple]) -> None:
-            if d + 1 > state["depth"]:  # a module no chain has used yet: bring it up to date first
-                state["depth"] = d + 1
-                self._catch_up(state, sequences, d + 1)
+            self._catch_up(state, sequences, d)  # modules before d: up to date already when a tree runs
+            state["depth"] = max(state["depth"], d + 1)
             kv, mod = kvs[d], self.mods[d]
+            lag_h, lag_ids = hist[d][0][0:0], []  # module d's committed positions not fed yet
             if d not in true_len:
                 true_len[d] = kv.lengths.clone()
                 kv.begin_tree()
+                start, end = count[d][0], t + 1 - d
+                lag_h, lag_ids = hist[d][0][start:end], seq[start + 1 + d: end + 1 + d]
             smap, omap = slot.setdefault(d, {}), out.setdefault(d, {})
             need: list[tuple] = []
             for p in new:
                 need += [u for u in (p[:j] for j in range(1, d + 1)) if u not in smap and u not in need]
             need.sort(key=len)  # a prefix's own prefixes come first (stable sort)
             S0 = kv.num_slots
-            for i, u in enumerate(need):
-                smap[u] = S0 + i
             h0 = hist[d][0][t - d + 1]  # module d-1's true output at t-d+1
-            h = torch.stack([h0 if len(u) == 1 else out[d - 1][u[:-1]] for u in need])[None]
-            ids = torch.tensor([[u[-1] for u in need]], dtype=torch.long, device=dev)
+            c = len(lag_ids)
+            for i, u in enumerate(need):
+                smap[u] = S0 + c + i
+            h = torch.cat([lag_h, torch.stack([h0 if len(u) == 1 else out[d - 1][u[:-1]] for u in need])])[None]
+            ids = torch.tensor([lag_ids + [u[-1] for u in need]], dtype=torch.long, device=dev)
             anc = [[smap[u[:k]] for k in range(1, len(u))] for u in need]
             y, _ = kv.step_tree(mod.inputs(h, self.target.embed(ids)), anc, [len(u) for u in need],
-                                lambda x, allowed, pos, cache: run_layer(mod.block, self.target, x, allowed, pos, cache))
+                                lambda x, allowed, pos, cache: run_layer(mod.block, self.target, x, allowed, pos, cache),
+                                num_committed=c)
+            if c:  # committed outputs: module d+1's inputs from now on
+                hist[d + 1][0] = torch.cat([hist[d + 1][0], y[0, :c]])
+                count[d][0] += c
+                true_len[d] = true_len[d] + c
             for i, u in enumerate(need):
-                omap[u] = y[0, i]
+                omap[u] = y[0, c + i]
 
         def next_logits(paths):
             paths = [tuple(p) for p in paths]
@@ -190,7 +204,14 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
                 if d > len(self.mods) - 1:
                     raise ValueError(f"a path of {d} tokens needs module {d}; this head has {len(self.mods)}")
                 expand(d, by_len[d])
-            rows = [self._logits(len(p), out[len(p)][p] if p else hist[1][0][t]) for p in paths]
+            by_mod: dict[int, list[int]] = {}
+            for i, p in enumerate(paths):
+                by_mod.setdefault(len(p), []).append(i)
+            rows: list = [None] * len(paths)
+            for d, idx in by_mod.items():  # one LM-head call per module over its paths
+                z = self._logits(d, torch.stack([out[d][paths[i]] if d else hist[1][0][t] for i in idx]))
+                for j, i in enumerate(idx):
+                    rows[i] = z[j]
             return torch.stack(rows)
 
         def close():
@@ -201,9 +222,9 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
         return next_logits
 
     def draft_chain(self, state, sequences, num_tokens, pick):
-        if num_tokens > state["depth"]:  # modules not used so far: bring them up to date first
-            state["depth"] = num_tokens
-            self._catch_up(state, sequences, num_tokens)
+        # modules not used so far, or left behind since the last tree: bring them up to date first
+        state["depth"] = max(state["depth"], num_tokens)
+        self._catch_up(state, sequences, num_tokens)
         hist, count = state["hist"], state["count"]
         B = len(sequences)
         n_h = [len(s) - 1 for s in sequences]

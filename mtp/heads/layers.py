@@ -104,27 +104,42 @@ class FeatureKV(KVState):
         return fn(x, allowed, position_ids, self.cache)
 
 
-    def step_tree(self, x: torch.Tensor, ancestors: list[list[int]], depths: list[int], fn):
+    def step_tree(self, x: torch.Tensor, ancestors: list[list[int]], depths: list[int], fn, num_committed: int = 0):
         """Batch-1 tree step: append x [1, m, H] as m speculative slots; new slot i attends to the
         committed (real) slots, the existing slots listed in ancestors[i] and itself, at position
         committed length + depths[i] - 1. Returns fn's output and the new slots' indices; drop
-        the speculative slots afterwards with `truncate(committed lengths)`."""
+        the speculative slots afterwards with `truncate(committed lengths)`.
+
+        num_committed c > 0: x's first c inputs are committed positions appended in the same forward
+        (causal, at the next c positions; allowed only before any speculative slot, so truncating
+        to the committed length + c keeps them), and `ancestors` / `depths` describe the m - c
+        speculative inputs after them, which also see those c."""
         B, m = x.shape[:2]
+        c = num_committed
         if B != 1:
             raise ValueError("step_tree drafts one row at a time")
+        if not 0 <= c <= m or len(ancestors) != m - c or len(depths) != m - c:
+            raise ValueError(f"step_tree: {m} inputs, {c} committed, {len(ancestors)} ancestor lists, {len(depths)} depths")
+        if c and bool(self._speculative.any()):
+            raise ValueError("step_tree: committed inputs must come before the tree's speculative slots")
         committed = self.mask.clone()
         S0 = self.num_slots
-        self.mask = torch.cat([self.mask, torch.ones(1, m, dtype=self.mask.dtype, device=x.device)], dim=1)
-        allowed = torch.zeros(1, m, S0 + m, dtype=torch.bool, device=x.device)
+        dev = x.device
+        self.mask = torch.cat([self.mask, torch.ones(1, m, dtype=self.mask.dtype, device=dev)], dim=1)
+        allowed = torch.zeros(1, m, S0 + m, dtype=torch.bool, device=dev)
         allowed[0, :, :S0] = committed.bool()[0, None, :] & ~self._speculative[None, :S0]
+        allowed[0, :c, S0: S0 + c] = torch.ones(c, c, dtype=torch.bool, device=dev).tril()
+        allowed[0, c:, S0: S0 + c] = True
         for i, anc in enumerate(ancestors):
             if anc:
-                allowed[0, i, anc] = True
-            allowed[0, i, S0 + i] = True
+                allowed[0, c + i, anc] = True
+            allowed[0, c + i, S0 + c + i] = True
         base = int(self.committed_length)
-        position_ids = torch.tensor([[base + d - 1 for d in depths]], device=x.device)
-        self._speculative = torch.cat([self._speculative, torch.ones(m, dtype=torch.bool, device=x.device)])
-        return fn(x, allowed, position_ids, self.cache), list(range(S0, S0 + m))
+        position_ids = torch.tensor([[base + i for i in range(c)] + [base + c + d - 1 for d in depths]], device=dev)
+        self._speculative = torch.cat([self._speculative, torch.zeros(c, dtype=torch.bool, device=dev),
+                                       torch.ones(m - c, dtype=torch.bool, device=dev)])
+        self.committed_length = base + c
+        return fn(x, allowed, position_ids, self.cache), list(range(S0 + c, S0 + m))
 
     def begin_tree(self) -> None:
         """Mark every current slot as committed before step_tree calls (batch 1)."""
