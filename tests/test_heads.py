@@ -297,10 +297,10 @@ def test_reduced_vocabulary(tiny_llama, data, tmp_path, fam, args):
 
 
 def test_deepseek_feeds_only_the_modules_in_use(tiny_llama):
-    """DeepSeek MTP keeps only the modules the deepest chain so far has used up to date, and
-    catches the others up when a longer chain first asks for them: the drafts equal those of a head
-    that feeds every module at every step, for chain lengths that change from step to step, in a
-    batch of rows of different lengths."""
+    """DeepSeek MTP feeds module 0 at each step and every other module its new committed positions
+    in the forward that drafts with it (modules a shorter chain did not use fall behind and catch
+    up there): the drafts equal those of a head that feeds every module at every step, for chain
+    lengths that change from step to step, in a batch of rows of different lengths."""
     import dataclasses
 
     model, _ = tiny_llama

@@ -56,8 +56,9 @@ class MTPModule(nn.Module):
 class DeepSeekMTPHead(SharedUnembedding, MTPHead):
     family = "deepseek"
     config_class = DeepSeekMTPConfig
-    # False: at each step feed only the modules the deepest chain so far has used (a depth-1 draft
-    # runs one module); True: all of them (the same drafts, more work; tests compare the two)
+    # False: draft_observe feeds module 0 only, and each other module gets its new committed
+    # positions in the forward that drafts with it; True: every module at every step, in forwards of
+    # their own (the same drafts, more work; tests compare the two)
     feed_all_modules = False
 
     def __init__(self, config: DeepSeekMTPConfig, target: nn.Module, token_counts=None) -> None:
@@ -91,7 +92,6 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
             # hist[m][r]: h^(m) at row r's positions 0.. (m=0: the target's hidden states)
             "hist": [[torch.zeros(0, H, device=device, dtype=dtype) for _ in range(batch_size)] for _ in range(D + 1)],
             "count": [[0] * batch_size for _ in range(D)],  # true entries in module m's cache
-            "depth": 1,  # modules kept up to date at every step: the deepest chain drafted so far
         }
 
     def _feed(self, state, m: int, h_rows: list[torch.Tensor], tok_rows: list[list[int]]) -> list[torch.Tensor]:
@@ -115,15 +115,13 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
         hist = state["hist"]
         for r, c in enumerate(counts.tolist()):
             hist[0][r] = torch.cat([hist[0][r], x[r, :c]])
-        # trees feed modules 1.. their committed positions in the same forward as their tree slots
-        # (tree_expander), so only module 0 is fed here once a tree has been drafted
-        upto = len(self.mods) if self.feed_all_modules else 1 if state.get("trees") else state["depth"]
-        self._catch_up(state, sequences, upto)
+        # modules 1.. get their new committed positions in the same forward as their drafts
+        # (draft_chain, tree_expander): only module 0, whose output drafts the first token, is fed here
+        self._catch_up(state, sequences, len(self.mods) if self.feed_all_modules else 1)
 
     def _catch_up(self, state, sequences, upto: int) -> None:
         """Feed modules 0..upto-1 the committed positions they have not seen (module m holds
-        positions 0 .. t-m). Modules past the deepest chain drafted so far are left behind, and
-        caught up when a longer chain first asks for them."""
+        positions 0 .. t-m), each in a forward of its own."""
         hist, count = state["hist"], state["count"]
         n_h = [len(s) - 1 for s in sequences]  # committed hidden states per row
         for m in range(upto):
@@ -148,13 +146,11 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
         module d keeps one slot per distinct prefix (a trie over every path it has expanded in this
         tree: siblings share their parent's slots), each attending to the committed slots and to
         its own prefixes' slots. Prefixes no call expanded are expanded first. Module d's committed
-        positions it has not seen yet go into the same forward as its first tree slots (once a tree
-        has been drafted, draft_observe feeds module 0 only): one decoder-layer call per module and
-        step instead of two. Call the returned `close()` after the tree."""
+        positions it has not seen yet go into the same forward as its first tree slots: one
+        decoder-layer call per module and step. Call the returned `close()` after the tree."""
         seq = sequences[0]
         t = len(seq) - 2  # last committed position (seq ends with the pending token x_{t+1})
         hist, kvs, count = state["hist"], state["kv"], state["count"]
-        state["trees"] = True
         slot: dict[int, dict[tuple, int]] = {}  # module d: prefix -> its slot in module d's cache
         out: dict[int, dict[tuple, torch.Tensor]] = {}  # module d: prefix -> module d's output at that slot
         true_len: dict[int, torch.Tensor] = {}
@@ -162,7 +158,6 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
 
         def expand(d: int, new: list[tuple]) -> None:
             self._catch_up(state, sequences, d)  # modules before d: up to date already when a tree runs
-            state["depth"] = max(state["depth"], d + 1)
             kv, mod = kvs[d], self.mods[d]
             lag_h, lag_ids = hist[d][0][0:0], []  # module d's committed positions not fed yet
             if d not in true_len:
@@ -222,9 +217,9 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
         return next_logits
 
     def draft_chain(self, state, sequences, num_tokens, pick):
-        # modules not used so far, or left behind since the last tree: bring them up to date first
-        state["depth"] = max(state["depth"], num_tokens)
-        self._catch_up(state, sequences, num_tokens)
+        """Module m > 0 gets, in one forward, the committed positions it has not seen (kept) and
+        its m speculative positions t-m+1 .. t (dropped afterwards)."""
+        self._catch_up(state, sequences, 1)  # module 0: draft_observe fed it already
         hist, count = state["hist"], state["count"]
         B = len(sequences)
         n_h = [len(s) - 1 for s in sequences]
@@ -235,7 +230,12 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
             if m > 0:
                 h_rows = [torch.cat([hist[m][r][count[m][r]: count[m - 1][r]], spec[r]]) for r in range(B)]
                 toks = [(sequences[r] + drafts[r])[count[m][r] + 1 + m: n_h[r] + 1 + m] for r in range(B)]
-                spec = self._feed(state, m, h_rows, toks)
+                outs = self._feed(state, m, h_rows, toks)
+                kept = [max(0, n_h[r] - m - count[m][r]) for r in range(B)]  # committed inputs fed
+                for r in range(B):
+                    hist[m + 1][r] = torch.cat([hist[m + 1][r], outs[r][: kept[r]]])
+                count[m] = [c + k for c, k in zip(count[m], kept)]
+                spec = [o[k:] for o, k in zip(outs, kept)]
                 out_t = torch.stack([s[-1] for s in spec])
             t = pick(self._logits(m, out_t))
             for r, tok in enumerate(t.tolist()):
