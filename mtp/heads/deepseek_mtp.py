@@ -163,7 +163,8 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
             if d not in true_len:
                 true_len[d] = kv.lengths.clone()
                 kv.begin_tree()
-                start, end = count[d][0], t + 1 - d
+                start = count[d][0]
+                end = max(start, t + 1 - d)
                 lag_h, lag_ids = hist[d][0][start:end], seq[start + 1 + d: end + 1 + d]
             smap, omap = slot.setdefault(d, {}), out.setdefault(d, {})
             need: list[tuple] = []
