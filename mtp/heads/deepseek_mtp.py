@@ -119,21 +119,31 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
         # (draft_chain, tree_expander): only module 0, whose output drafts the first token, is fed here
         self._catch_up(state, sequences, len(self.mods) if self.feed_all_modules else 1)
 
+    @staticmethod
+    def _unseen(state, sequences, m: int, r: int) -> tuple[torch.Tensor, list[int]]:
+        """Row r's committed positions module m has not been fed (module m holds positions
+        0 .. t-m): their inputs, h^(m) [n, H] and the tokens x_{p+1+m}."""
+        s = state["count"][m][r]
+        e = max(s, len(sequences[r]) - 1 - m)
+        return state["hist"][m][r][s:e], sequences[r][s + 1 + m: e + 1 + m]
+
+    @staticmethod
+    def _keep(state, m: int, r: int, out: torch.Tensor) -> None:
+        """Module m's outputs [n, H] at row r's newly fed committed positions: module m+1's inputs."""
+        if len(out):
+            state["hist"][m + 1][r] = torch.cat([state["hist"][m + 1][r], out])
+            state["count"][m][r] += len(out)
+
     def _catch_up(self, state, sequences, upto: int) -> None:
-        """Feed modules 0..upto-1 the committed positions they have not seen (module m holds
-        positions 0 .. t-m), each in a forward of its own."""
-        hist, count = state["hist"], state["count"]
-        n_h = [len(s) - 1 for s in sequences]  # committed hidden states per row
+        """Feed modules 0..upto-1 the committed positions they have not seen, each in a forward of
+        its own."""
         for m in range(upto):
-            ends = [max(0, n - m) for n in n_h]
-            starts = count[m]
-            if all(e == s for s, e in zip(starts, ends)):
+            unseen = [self._unseen(state, sequences, m, r) for r in range(len(sequences))]
+            if not any(ids for _, ids in unseen):
                 continue
-            outs = self._feed(state, m, [hist[m][r][s:e] for r, (s, e) in enumerate(zip(starts, ends))],
-                              [sequences[r][s + 1 + m: e + 1 + m] for r, (s, e) in enumerate(zip(starts, ends))])
+            outs = self._feed(state, m, [h for h, _ in unseen], [ids for _, ids in unseen])
             for r, o in enumerate(outs):
-                hist[m + 1][r] = torch.cat([hist[m + 1][r], o])
-            count[m] = ends
+                self._keep(state, m, r, o)
             state["kv"][m].truncate(state["kv"][m].lengths)
 
     def tree_expander(self, state, sequences):
@@ -153,19 +163,17 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
         hist, kvs, count = state["hist"], state["kv"], state["count"]
         slot: dict[int, dict[tuple, int]] = {}  # module d: prefix -> its slot in module d's cache
         out: dict[int, dict[tuple, torch.Tensor]] = {}  # module d: prefix -> module d's output at that slot
-        true_len: dict[int, torch.Tensor] = {}
         dev = kvs[0].mask.device
 
         def expand(d: int, new: list[tuple]) -> None:
-            self._catch_up(state, sequences, d)  # modules before d: up to date already when a tree runs
+            # modules before d are up to date: module 0 since draft_observe, the others since their
+            # own expand in this tree (a path's prefixes are expanded before it)
             kv, mod = kvs[d], self.mods[d]
-            lag_h, lag_ids = hist[d][0][0:0], []  # module d's committed positions not fed yet
-            if d not in true_len:
-                true_len[d] = kv.lengths.clone()
+            if d in slot:
+                lag_h, lag_ids = hist[d][0][:0], []
+            else:  # module d's first forward in this tree also takes its unseen committed positions
                 kv.begin_tree()
-                start = count[d][0]
-                end = max(start, t + 1 - d)
-                lag_h, lag_ids = hist[d][0][start:end], seq[start + 1 + d: end + 1 + d]
+                lag_h, lag_ids = self._unseen(state, sequences, d, 0)
             smap, omap = slot.setdefault(d, {}), out.setdefault(d, {})
             need: list[tuple] = []
             for p in new:
@@ -182,10 +190,7 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
             y, _ = kv.step_tree(mod.inputs(h, self.target.embed(ids)), anc, [len(u) for u in need],
                                 lambda x, allowed, pos, cache: run_layer(mod.block, self.target, x, allowed, pos, cache),
                                 num_committed=c)
-            if c:  # committed outputs: module d+1's inputs from now on
-                hist[d + 1][0] = torch.cat([hist[d + 1][0], y[0, :c]])
-                count[d][0] += c
-                true_len[d] = true_len[d] + c
+            self._keep(state, d, 0, y[0, :c])
             for i, u in enumerate(need):
                 omap[u] = y[0, c + i]
 
@@ -210,17 +215,17 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
                     rows[i] = z[j]
             return torch.stack(rows)
 
-        def close():
-            for d, n in true_len.items():
-                kvs[d].truncate(n)
+        def close():  # keep each module's committed positions (count), drop the tree's slots
+            for d in slot:
+                kvs[d].truncate(torch.tensor(count[d], device=dev))
 
         next_logits.close = close
         return next_logits
 
     def draft_chain(self, state, sequences, num_tokens, pick):
         """Module m > 0 gets, in one forward, the committed positions it has not seen (kept) and
-        its m speculative positions t-m+1 .. t (dropped afterwards)."""
-        self._catch_up(state, sequences, 1)  # module 0: draft_observe fed it already
+        its m speculative positions t-m+1 .. t (dropped afterwards). Module 0 is up to date
+        (draft_observe)."""
         hist, count = state["hist"], state["count"]
         B = len(sequences)
         n_h = [len(s) - 1 for s in sequences]
@@ -234,8 +239,7 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
                 outs = self._feed(state, m, h_rows, toks)
                 kept = [max(0, n_h[r] - m - count[m][r]) for r in range(B)]  # committed inputs fed
                 for r in range(B):
-                    hist[m + 1][r] = torch.cat([hist[m + 1][r], outs[r][: kept[r]]])
-                count[m] = [c + k for c, k in zip(count[m], kept)]
+                    self._keep(state, m, r, outs[r][: kept[r]])
                 spec = [o[k:] for o, k in zip(outs, kept)]
                 out_t = torch.stack([s[-1] for s in spec])
             t = pick(self._logits(m, out_t))

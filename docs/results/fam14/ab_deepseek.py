@@ -14,6 +14,7 @@ old_path = Path(tempfile.mkdtemp()) / "deepseek_mtp_old.py"
 old_path.write_text(old_src)
 spec = importlib.util.spec_from_file_location("deepseek_mtp_old", old_path)
 old_mod = importlib.util.module_from_spec(spec)
+sys.modules["deepseek_mtp_old"] = old_mod  # its dataclasses look their module up there
 spec.loader.exec_module(old_mod)
 Old = old_mod.DeepSeekMTPHead
 from mtp.engine import generate
