@@ -319,7 +319,10 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
         else:
             drafter = (LookupFirstDrafter if combine == "pld+" else LookupUnionDrafter)(drafter)
     m = KitMethod(spec, model, tokenizer, drafter, None if (combine is not None or autotree) else k or None)
-    m.key = f"{spec}#{heads_fingerprint(base)}" + (f"#k{k}" if auto else "")
+    m.key = f"{spec}#{heads_fingerprint(base)}"
+    if combine == "adapt+":  # its lookup rule (round 15: 1-3-grams, the best-agreeing occurrence)
+        m.key += f"#lookup{drafter.min_ngram}-{drafter.max_ngram}{drafter.prefer}"
+    m.key += f"#k{k}" if auto else ""
     if autotree:  # what ran: the chosen tree's nodes
         m.key += "#tree" + ("-".join("".join(map(str, c)) for c in chosen.choices) if chosen is not None else "k1")
     m.auto_k = k if auto else None

@@ -426,6 +426,53 @@ def test_lookup_match_is_lookups_chain_with_its_agreement():
     assert lookup_match(passage * 6, 3, 2, 2, max_agree=5)[1] == 5
 
 
+def test_lookup_match_can_prefer_the_occurrence_agreeing_furthest_back():
+    """prefer="agreement": of the largest n-gram's occurrences, the one whose context agrees with the
+    sequence's furthest back (the latest of those), never a smaller n; "first" stays lookup's."""
+    from mtp.drafters.ngram import _ngram_hits, lookup_match
+
+    # "7 8 9" occurs twice: first after 1 (agreeing 3 back), then after 4 5 6 (agreeing 6 back)
+    seq = [1, 7, 8, 9, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 4, 5, 6, 7, 8, 9]
+    assert lookup_match(seq, 3, 3, 1) == ([2, 3, 4], 3)
+    assert lookup_match(seq, 3, 3, 1, prefer="agreement") == ([10, 11, 0], 6)
+    seq = [1, 7, 8, 9, 2, 1, 7, 8, 9, 3, 0, 7, 8, 9]  # both agree 3 back: the latest
+    assert lookup_match(seq, 3, 3, 1) == ([2, 1, 7], 3)
+    assert lookup_match(seq, 3, 3, 1, prefer="agreement") == ([3, 0, 7], 3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        seq = torch.randint(0, 4, (int(torch.randint(1, 40, (1,), generator=g)),), generator=g).tolist()
+        first, a_first = lookup_match(seq, 3, 5, 1)
+        best, a_best = lookup_match(seq, 3, 5, 1, prefer="agreement")
+        assert (not first) == (not best) and a_best >= a_first
+        if best:  # the continuation of an occurrence of the same (largest) n-gram
+            n = next(_ngram_hits(seq, 3, 1))[0]
+            assert any(seq[i + n: i + n + 5] == best for m, i in _ngram_hits(seq, 3, 1) if m == n)
+            assert min(a_first, a_best) >= n
+    with pytest.raises(ValueError, match="prefer"):
+        lookup_match(seq, 3, 5, 1, prefer="longest")
+
+
+def test_adaptive_union_looks_up_lone_tokens_in_a_bucket_of_their_own():
+    """By default a step where only the last token occurred before gets lookup's chain, in bucket 0
+    (agreement 1); a 2-gram's match is in the next bucket; min_ngram=2 (round 14) had no chain there."""
+    from mtp.drafters import AdaptiveUnionDrafter
+    from mtp.drafters.base import DraftContext
+    from mtp.drafters.testing import RandomDrafter
+    from mtp.sampling import SamplingConfig
+
+    for seq, bucket in (([5, 6, 7, 8, 6], 0), ([5, 6, 7, 8, 5, 6], 1)):
+        for d, chain in ((AdaptiveUnionDrafter(RandomDrafter(100, 3, seed=0), lambda m: float(m)), True),
+                         (AdaptiveUnionDrafter(RandomDrafter(100, 3, seed=0), lambda m: float(m), min_ngram=2),
+                          bucket > 0)):
+            d.reset([seq])
+            d.propose(DraftContext([seq], 4, SamplingConfig(), None, [True], torch.device("cpu")))
+            assert bool(d._rows[0].chain) == chain
+            if d.min_ngram == 1:
+                assert d._rows[0].bucket == bucket and d._rows[0].chain == tuple(seq[seq.index(seq[-1]) + 1:][:4])
+    with pytest.raises(ValueError, match="prefer"):
+        AdaptiveUnionDrafter(RandomDrafter(100, 3), lambda m: float(m), prefer="last")
+
+
 def test_union_grafts_lookup_into_the_fallback_draft():
     """Deterministic drafts merge as a trie (shared prefix, distinct siblings); sampled chains get the
     lookup chain as a separate root branch with a point-mass q, after the sampled child."""

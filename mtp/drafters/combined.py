@@ -115,8 +115,8 @@ class LookupUnionDrafter(LookupFirstDrafter):
 
 
 #: a lookup match is put in a bucket by how far back the context agrees with it (its agreement,
-#: mtp.drafters.ngram.lookup_match): 2, 3, 4-5, 6-9, 10-15, 16 or more tokens
-AGREEMENT_BUCKETS = (3, 4, 6, 10, 16)
+#: mtp.drafters.ngram.lookup_match): 1 (a lone token matched), 2, 3, 4-5, 6-9, 10-15, 16 or more
+AGREEMENT_BUCKETS = (2, 3, 4, 6, 10, 16)
 
 
 @dataclass
@@ -163,6 +163,14 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
     sampled tree at T > 0), and the head's chain is verified again after `explore` steps without it
     where the tree or a plain step was chosen. `smoothing` is the weight of the newest step.
 
+    Lookup: the latest 1- to 3-gram (`min_ngram`, `max_ngram`; prompt lookup's own default is 1-2),
+    at the occurrence whose context agrees furthest back, the latest of those (`prefer="agreement"`;
+    "first": the earliest, as prompt lookup). A lone token's match is a bucket of its own, so where such chains
+    do not pay the chooser learns to leave them out; with `min_ngram=2`, as before round 15, a step
+    where only one token matched had no lookup chain at all and drafted with the head, also where
+    lookup alone would have copied (summaries: the chooser verified the head's tree alone on 55% of
+    their steps). Chosen on distilled data (docs/results/lookup15/sim_lookup.py), not the suite.
+
     chain_tokens: drafts in the "chain" choice (0: no such choice), for a fallback head that drafts
     trees (`offers_chain`, `propose_chain`). The chain is greedy at any temperature (deterministic
     drafts, verified as point masses), like the tree's nodes. Off by default: on smollm2-135m it
@@ -174,9 +182,12 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
     MODES = ("union", "lookup", "heads", "chain", "plain")
 
     def __init__(self, fallback: Drafter, verify_cost: Callable[[int], float], lookup_tokens: int = 10,
-                 min_ngram: int = 2, max_ngram: int = 3, smoothing: float = 0.2, explore: int = 8,
-                 chain_tokens: int = 0) -> None:
+                 min_ngram: int = 1, max_ngram: int = 3, smoothing: float = 0.2, explore: int = 8,
+                 chain_tokens: int = 0, prefer: str = "agreement") -> None:
         super().__init__(fallback, lookup_tokens, min_ngram, max_ngram)
+        if prefer not in ("first", "agreement"):
+            raise ValueError(f"prefer must be 'first' or 'agreement' (mtp.drafters.ngram.lookup_match), got {prefer!r}")
+        self.prefer = prefer
         can_chain = bool(getattr(fallback, "offers_chain", False))
         if chain_tokens < 0 or (chain_tokens and not can_chain):
             raise ValueError(f"chain_tokens={chain_tokens}: needs >= 0, and > 0 only with a fallback that offers a "
@@ -209,7 +220,7 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
         if fb is self.fallback:
             return self
         return type(self)(fb, self.verify_cost, self.lookup_tokens, self.min_ngram, self.max_ngram, self.smoothing,
-                          self.explore, self.chain_tokens)
+                          self.explore, self.chain_tokens, self.prefer)
 
     def choose(self, est: _Estimates, chain_len: int) -> str:
         """The proposal predicted to commit the most tokens per second for a lookup chain of chain_len
@@ -236,7 +247,7 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
 
     def _match(self, seq: list[int], n: int) -> tuple[list[int], int]:
         """(lookup's chain, its agreement)."""
-        return lookup_match(seq, self.max_ngram, n, self.min_ngram)
+        return lookup_match(seq, self.max_ngram, n, self.min_ngram, prefer=self.prefer)
 
     def propose(self, ctx: DraftContext) -> Draft:
         if len(self._rows) != len(ctx.sequences):

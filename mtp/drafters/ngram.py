@@ -46,19 +46,34 @@ def lookup_continuation(seq: list[int], max_ngram: int, max_tokens: int, min_ngr
 
 
 def lookup_match(seq: list[int], max_ngram: int, max_tokens: int, min_ngram: int = 1,
-                 max_agree: int = 32) -> tuple[list[int], int]:
-    """(lookup_continuation's chain, its agreement): how many tokens back from the end the sequence
-    agrees with the context before the match (at least the matched n-gram's n; capped at max_agree).
-    A long agreement means the output is copying a passage; ([], 0) without a match."""
+                 max_agree: int = 32, prefer: str = "first") -> tuple[list[int], int]:
+    """(a lookup chain, its agreement): how many tokens back from the end the sequence agrees with
+    the context before the match (at least the matched n-gram's n; capped at max_agree). A long
+    agreement means the output is copying a passage; ([], 0) without a match.
+
+    prefer: which occurrence of the largest n-gram that matched: "first" (the earliest, as prompt
+    lookup: the chain is lookup_continuation's) or "agreement" (the one agreeing furthest back,
+    the latest of those: where the output is most likely copying from)."""
+    if prefer not in ("first", "agreement"):
+        raise ValueError(f"prefer must be 'first' or 'agreement', got {prefer!r}")
     L = len(seq)
     if L < 2 or max_tokens <= 0:
         return [], 0
+    best: tuple[int, int, int] | None = None  # (agreement, n, idx)
     for n, idx in _ngram_hits(seq, max_ngram, min_ngram):
+        if best is not None and n != best[1]:
+            break  # only the largest n that matched
         agree = n
         while agree < max_agree and idx - 1 - (agree - n) >= 0 and seq[idx - 1 - (agree - n)] == seq[L - 1 - agree]:
             agree += 1
-        return seq[idx + n: idx + n + max_tokens], agree
-    return [], 0
+        if best is None or agree >= best[0]:
+            best = (agree, n, idx)
+        if prefer == "first":
+            break
+    if best is None:
+        return [], 0
+    agree, n, idx = best
+    return seq[idx + n: idx + n + max_tokens], agree
 
 
 def trie(chains: list[list[int]]) -> tuple[list[int], list[int]]:
