@@ -64,6 +64,40 @@ class OracleHead(MTPHead):
         raise NotImplementedError
 
 
+def test_replay_weights_the_rejected_drafts_of_greedy_chains():
+    """loss.replay: head j's CE and KL count 1 + replay times at anchors where heads 0..j-1's top-1
+    were right and head j's is wrong (where a chain drafted there is rejected), once elsewhere."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    B, T, V, K, r = 2, 9, 7, 3, 2.5
+    ids = torch.randint(0, V, (B, T), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # a prompt part
+    logits = [torch.randn(B, T, V, generator=g) for _ in range(K)]
+    for j in range(K):  # right about half the time, so chains reach deeper heads
+        logits[j][:, : T - 2 - j] += 1.5 * F.one_hot(ids[:, 2 + j:], V)
+    deep = False
+    tl = torch.randn(B, T, V, generator=g)
+    base = mtp_losses(logits, ids, mask, TargetDist(logits=tl), ce_weight=1.0, kl_weight=1.0, labels="data")
+    rep = mtp_losses(logits, ids, mask, TargetDist(logits=tl), ce_weight=1.0, kl_weight=1.0, labels="data", replay=r)
+    reached = torch.ones(B, T - 2)
+    for j in range(K):
+        n = T - 2 - j
+        q, y, m = logits[j][:, :n], ids[:, 2 + j:], mask[:, 2 + j:].float()
+        hit = (q.argmax(-1) == y).float()
+        w = 1 + r * reached[:, :n] * (1 - hit)
+        deep |= j > 0 and bool(((w > 1) & (m > 0)).any())
+        reached = reached[:, :n] * hit
+        ce = F.cross_entropy(q.reshape(-1, V), y.reshape(-1), reduction="none").view(B, n)
+        assert torch.allclose(rep[j]["ce"], (ce * m * w).sum(), rtol=1e-5)
+        assert torch.allclose(base[j]["ce"], (ce * m).sum(), rtol=1e-5)
+        assert rep[j]["kl"] > base[j]["kl"] if bool(((w > 1) & (m > 0)).any()) else rep[j]["kl"] == base[j]["kl"]
+        for key in ("n", "top1", "accept", "chain"):  # what is measured does not change
+            assert torch.equal(rep[j][key], base[j][key])
+    assert deep  # a chain rejected past its first head is exercised
+
+
 def test_index_shift_and_expected_tau(tiny_llama):
     model, _ = tiny_llama
     head = OracleHead(model)

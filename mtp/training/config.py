@@ -58,6 +58,9 @@ class LossConfig:
     # (geometric, 0.8**j).
     position_weights: Any = "family"
     aux_weight: float = 1.0  # multiplies the family's own aux losses (e.g. EAGLE's feature loss)
+    # Draft-OPD's replay of rejected positions: head j's loss at a position counts 1 + replay times
+    # where a greedy chain drafted there reaches head j and is rejected (mtp.training.losses.mtp_losses)
+    replay: float = 0.0
 
 
 @dataclass
@@ -265,6 +268,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"loss.kl_temperature must be > 0, got {cfg.loss.kl_temperature}")
     if cfg.eval.temperature < 0 or cfg.loss.ce_weight < 0 or cfg.loss.kl_weight < 0 or cfg.loss.kl_topk < 0:
         raise ConfigError("eval.temperature, loss.ce_weight, loss.kl_weight and loss.kl_topk must be >= 0")
+    if not (cfg.loss.replay >= 0 and math.isfinite(cfg.loss.replay)):
+        raise ConfigError(f"loss.replay must be a finite number >= 0 (0: off), got {cfg.loss.replay}")
 
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -108,10 +108,32 @@ def overlap(q_logits: torch.Tensor, p: TargetDist, temperature: float) -> torch.
     return torch.minimum(pk, q.gather(-1, p.topk_indices)).sum(-1)
 
 
+def _hits(q: torch.Tensor, p: TargetDist | None, y: torch.Tensor, topk: int, vocab: torch.Tensor | None) -> torch.Tensor:
+    """[B, n, k]: whether a head's rank-r candidate is the label: the target's greedy token (given p),
+    else the data token y. vocab: d2t when q is over a reduced draft vocabulary."""
+    label = p.argmax() if p is not None else y
+    top = q.topk(min(topk, q.shape[-1]), dim=-1).indices
+    if vocab is not None:
+        top = vocab[top]  # draft index -> target id
+    return (top == label[..., None]).float()
+
+
+def _acceptance(q: torch.Tensor, p: TargetDist | None, hit1: torch.Tensor, eval_temperature: float,
+                vocab: torch.Tensor | None, vocab_size: int | None) -> torch.Tensor:
+    """Per-position expected acceptance of a head's logits q: sum_x min(p, q) at eval_temperature > 0
+    (q is 0 outside a reduced draft vocabulary), else its top-1 agreement hit1."""
+    if eval_temperature <= 0 or p is None:
+        return hit1
+    if vocab is not None:
+        q = q.new_full((*q.shape[:-1], vocab_size), float("-inf")).index_copy(-1, vocab, q.float())
+    return overlap(q, p, eval_temperature)
+
+
 def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: torch.Tensor,
                target: TargetDist | None, *, ce_weight: float, kl_weight: float, kl_temperature: float = 1.0,
                topk: int = 5, eval_temperature: float = 0.0, labels: str = "target",
-               vocab: torch.Tensor | None = None, vocab_size: int | None = None) -> list[dict[str, torch.Tensor]]:
+               vocab: torch.Tensor | None = None, vocab_size: int | None = None,
+               replay: float = 0.0) -> list[dict[str, torch.Tensor]]:
     """Per head j: {"ce", "kl", "n", "top1", "topk", "accept"} sums over counted positions, plus
     "chain" / "chain_n" (`chain_acceptance`) and "rank<r>_" / "rank_n" (`rank_acceptance`).
 
@@ -122,6 +144,11 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
     Labels outside it get no CE and count as misses; the target distribution is restricted to it
     for the KL (what a drafter over that vocabulary can match); acceptance is computed honestly
     (a token the draft cannot propose is never accepted).
+    replay: extra loss weight on rejected drafts (Draft-OPD's replay of rejected positions, in the
+    training forward itself): head j's CE and KL at anchor t count 1 + replay times where heads
+    0..j-1's top-1 were all right there and head j's is wrong, the position where a greedy chain
+    drafted from t is rejected. At T = 0 on the target's own greedy answers these are the positions
+    decoding rejects (teacher-forced inputs are what the accepted path feeds). 0: off.
     """
     T = input_ids.shape[1]
     t2d = None
@@ -150,34 +177,28 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
             y_ce = t2d[y]
             m_ce = m * (y_ce >= 0).float()
             y_ce = y_ce.clamp_min(0)
-        if ce_weight > 0:
-            ce = F.cross_entropy(q.float().reshape(-1, q.shape[-1]), y_ce.reshape(-1), reduction="none")
-            d["ce"] = (ce.view_as(m) * m_ce).sum()
-        else:
-            d["ce"] = q.sum() * 0.0
         p = target.slice(1 + j, T - 1) if target is not None else None
         p_d = p.restricted(vocab, t2d) if (p is not None and t2d is not None) else p
-        d["kl"] = kl_sum(q, p_d, m, kl_temperature) if (kl_weight > 0 and p is not None) else q.sum() * 0.0
         with torch.no_grad():
-            label = p.argmax() if (p is not None and labels == "target") else y
-            top = q.topk(min(topk, q.shape[-1]), dim=-1).indices
-            if vocab is not None:
-                top = vocab[top]  # draft index -> target id
-            hits = (top == label[..., None]).float()  # [B, n, k]: the rank-r candidate is the label
+            hits = _hits(q, p if labels == "target" else None, y, topk, vocab)
             rank_hits.append(hits)
             hit1 = hits[..., 0]
+            w = torch.ones_like(m)
+            if replay > 0:  # a greedy chain from anchor t reaches head j (reached) and is rejected there
+                reached = reach[:, :n] if j else torch.ones_like(hit1)
+                w = 1 + replay * reached * (1 - hit1)
+                reach = reached * hit1
+        if ce_weight > 0:
+            ce = F.cross_entropy(q.float().reshape(-1, q.shape[-1]), y_ce.reshape(-1), reduction="none")
+            d["ce"] = (ce.view_as(m) * m_ce * w).sum()
+        else:
+            d["ce"] = q.sum() * 0.0
+        d["kl"] = kl_sum(q, p_d, m * w, kl_temperature) if (kl_weight > 0 and p is not None) else q.sum() * 0.0
+        with torch.no_grad():
             d["top1"] = (hit1 * m).sum()
             d["topk"] = (hits.any(-1).float() * m).sum()
-            if eval_temperature > 0 and p is not None:
-                if vocab is not None:  # q is 0 outside the draft vocabulary: sum_x min(p, q) over it
-                    full = q.new_full((*q.shape[:-1], vocab_size), float("-inf")).index_copy(-1, vocab, q.float())
-                    acc = overlap(full, p, eval_temperature)
-                else:
-                    acc = overlap(q, p, eval_temperature)
-                d["accept"] = (acc * m).sum()
-            else:
-                acc = hit1
-                d["accept"] = d["top1"]
+            acc = _acceptance(q, p, hit1, eval_temperature, vocab, vocab_size)
+            d["accept"] = (acc * m).sum()
             per_position.append(acc.detach())
         out.append(d)
     sums, count = chain_acceptance(per_position, loss_mask[:, 2 + len(logits) - 1:].float())

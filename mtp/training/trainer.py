@@ -205,7 +205,8 @@ class Trainer(CheckpointMixin):
         stats = mtp_losses(logits, ids, lmask, tdist, ce_weight=cfg.loss.ce_weight, kl_weight=cfg.loss.kl_weight,
                            kl_temperature=cfg.loss.kl_temperature, topk=cfg.eval.topk,
                            eval_temperature=0.0 if train else cfg.eval.temperature, labels=cfg.eval.labels,
-                           vocab=vocab, vocab_size=int(self.target.config.vocab_size))
+                           vocab=vocab, vocab_size=int(self.target.config.vocab_size),
+                           replay=cfg.loss.replay if train else 0.0)
         ntl = target_next_token_loss(tlogits, ids, lmask) if tlogits is not None else None
         return stats, aux, metrics, ntl, lmask, int(attn.sum())
 
