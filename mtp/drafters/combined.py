@@ -45,7 +45,7 @@ from typing import Callable
 import torch
 
 from mtp.drafters.base import Draft, DraftContext, Drafter, TargetFeedback
-from mtp.drafters.ngram import lookup_continuation, lookup_match
+from mtp.drafters.ngram import LOOKUP_PREFER, lookup_continuation, lookup_match
 
 
 class LookupFirstDrafter(Drafter):
@@ -185,8 +185,8 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
                  min_ngram: int = 1, max_ngram: int = 3, smoothing: float = 0.2, explore: int = 8,
                  chain_tokens: int = 0, prefer: str = "agreement") -> None:
         super().__init__(fallback, lookup_tokens, min_ngram, max_ngram)
-        if prefer not in ("first", "agreement"):
-            raise ValueError(f"prefer must be 'first' or 'agreement' (mtp.drafters.ngram.lookup_match), got {prefer!r}")
+        if prefer not in LOOKUP_PREFER:
+            raise ValueError(f"prefer must be one of {LOOKUP_PREFER} (mtp.drafters.ngram.lookup_match), got {prefer!r}")
         self.prefer = prefer
         can_chain = bool(getattr(fallback, "offers_chain", False))
         if chain_tokens < 0 or (chain_tokens and not can_chain):

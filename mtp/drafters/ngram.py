@@ -45,6 +45,19 @@ def lookup_continuation(seq: list[int], max_ngram: int, max_tokens: int, min_ngr
     return found[0] if found else []
 
 
+#: lookup_match's choices of occurrence
+LOOKUP_PREFER = ("first", "agreement")
+
+
+def agreement(seq: list[int], n: int, idx: int, max_agree: int = 32) -> int:
+    """How many tokens back from the end seq agrees with the context before its earlier occurrence
+    seq[idx: idx + n] of its last n-gram: at least n, at most max_agree."""
+    L, agree = len(seq), n
+    while agree < max_agree and idx - 1 - (agree - n) >= 0 and seq[idx - 1 - (agree - n)] == seq[L - 1 - agree]:
+        agree += 1
+    return agree
+
+
 def lookup_match(seq: list[int], max_ngram: int, max_tokens: int, min_ngram: int = 1,
                  max_agree: int = 32, prefer: str = "first") -> tuple[list[int], int]:
     """(a lookup chain, its agreement): how many tokens back from the end the sequence agrees with
@@ -54,18 +67,15 @@ def lookup_match(seq: list[int], max_ngram: int, max_tokens: int, min_ngram: int
     prefer: which occurrence of the largest n-gram that matched: "first" (the earliest, as prompt
     lookup: the chain is lookup_continuation's) or "agreement" (the one agreeing furthest back,
     the latest of those: where the output is most likely copying from)."""
-    if prefer not in ("first", "agreement"):
-        raise ValueError(f"prefer must be 'first' or 'agreement', got {prefer!r}")
-    L = len(seq)
-    if L < 2 or max_tokens <= 0:
+    if prefer not in LOOKUP_PREFER:
+        raise ValueError(f"prefer must be one of {LOOKUP_PREFER}, got {prefer!r}")
+    if len(seq) < 2 or max_tokens <= 0:
         return [], 0
     best: tuple[int, int, int] | None = None  # (agreement, n, idx)
     for n, idx in _ngram_hits(seq, max_ngram, min_ngram):
         if best is not None and n != best[1]:
             break  # only the largest n that matched
-        agree = n
-        while agree < max_agree and idx - 1 - (agree - n) >= 0 and seq[idx - 1 - (agree - n)] == seq[L - 1 - agree]:
-            agree += 1
+        agree = agreement(seq, n, idx, max_agree)
         if best is None or agree >= best[0]:
             best = (agree, n, idx)
         if prefer == "first":

@@ -10,21 +10,15 @@ curve C (mtp.costmodel.machine_verify_cost, smollm2-135m, bf16).
     python docs/results/lookup15/sim_lookup.py runs/full-hydra/data/distill runs/full-hydra/data/distill-passages
 """
 import glob, json, sys, collections
-import torch
 
-from mtp.drafters.ngram import _ngram_hits, lookup_match
+from mtp.drafters.ngram import _ngram_hits, agreement, lookup_match
 
 K = 10
 
 
-def agreement(seq, n, idx, cap=32):
-    L, a = len(seq), n
-    while a < cap and idx - 1 - (a - n) >= 0 and seq[idx - 1 - (a - n)] == seq[L - 1 - a]:
-        a += 1
-    return a
-
-
 def rule(min_n, max_n, pick):
+    """Of the largest n-gram's occurrences: "first" (prompt lookup's), "last", or "agree" (the longest
+    agreement, the earliest of ties; lookup_match(prefer="agreement") takes the latest)."""
     def f(seq):
         best = None
         for n, idx in _ngram_hits(seq, max_n, min_n):
@@ -32,10 +26,7 @@ def rule(min_n, max_n, pick):
                 break
             if pick == "first":
                 return seq[idx + n: idx + n + K]
-            a = agreement(seq, n, idx)
-            key = (a, idx) if pick == "agree-last" else (a, -idx)
-            if pick == "last":
-                key = (idx,)
+            key = (idx,) if pick == "last" else (agreement(seq, n, idx), -idx)
             if best is None or key > best[2]:
                 best = (n, idx, key)
         if best is None:
@@ -74,7 +65,7 @@ def main(folders):
             c = out[(name, grp)]
             i = 0
             while i < len(resp):
-                chain = fn(p + resp[:i]) if i or True else []
+                chain = fn(p + resp[:i])
                 m = 0
                 while m < len(chain) and i + m < len(resp) and chain[m] == resp[i + m]:
                     m += 1
