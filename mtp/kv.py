@@ -54,6 +54,7 @@ class KVState:
         self.mask = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
         self.slot_pos = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
         self.window = sliding_window_of(model)
+        self.mixed_window = getattr(model.config, "layer_types", None) is not None
         self._last_m = 0
 
     @property
@@ -147,7 +148,10 @@ class KVState:
             kept = past if past < self.window else self.window - 1
             cols = slice(past - kept, None)
             near = (positions[:, :, None] - self.slot_pos[:, None, cols]) < self.window
-            attn = {"full_attention": attn, "sliding_attention": additive(allowed[:, :, cols] & near)}
+            sliding = additive(allowed[:, :, cols] & near)
+            # Gemma-style models mix both layer types and take one mask per type; Mistral-style
+            # models (no layer_types) slide on every layer and take the one mask
+            attn = {"full_attention": attn, "sliding_attention": sliding} if self.mixed_window else sliding
         return self.model(
             input_ids=input_ids,
             attention_mask=attn,

@@ -392,6 +392,95 @@ def test_gemma3_smoke(tiny_gemma, family, tmp_path):
                     ignore_eos=True).tokens == ref
 
 
+#: other decoder architectures a researcher may bring (tiny random models built from their transformers
+#: configs, nothing downloaded); Phi keeps its final norm as .final_layernorm, a LayerNorm
+OTHER_ARCHS = {"qwen3": dict(head_dim=16), "mistral": {}, "phi": {}, "phi3": dict(pad_token_id=0), "olmo2": {},
+               "gemma2": dict(head_dim=16), "qwen3_moe": dict(head_dim=16, num_experts=4, num_experts_per_tok=2,
+                                                            moe_intermediate_size=32)}
+
+
+@pytest.mark.parametrize("arch", sorted(OTHER_ARCHS))
+def test_every_family_on_other_decoders(arch):
+    """On other transformers decoders, each family builds, trains a step, and its drafts (chain and
+    tree) leave greedy output equal to plain decoding; GPT-2, whose blocks are not Llama-style, gets
+    Medusa and Hydra heads and a clear error from the families that reuse the target's block."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from mtp.tree import DynamicTreeConfig
+
+    kv = {} if arch == "phi" else dict(num_key_value_heads=2)
+    cfg = AutoConfig.for_model(arch, vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=128, max_position_embeddings=256, **kv, **OTHER_ARCHS[arch])
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():  # sharper logits than the default init, so greedy ties cannot hide a wrong draft
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(4.0)
+    p = _prompts([10], seed=5)[0]
+    ref = generate(model, p, max_new_tokens=12, ignore_eos=True).tokens
+    ids = torch.tensor([p + ref[0]])
+    with torch.no_grad():
+        hs = model(ids, output_hidden_states=True).hidden_states
+    for family in FAMILIES:
+        head = build_head(family, model, num_heads=2)
+        out = head.forward_train({i: hs[i] for i in head.config.hidden_layers}, ids)
+        (sum(x.logsumexp(-1).mean() for x in out.logits) + sum(out.aux_losses.values())).backward()
+        head.eval()
+        for drafter in (head.as_drafter(), head.as_drafter(tree=DynamicTreeConfig(6, 2, 3))):
+            assert generate(model, p, drafter=drafter, num_draft_tokens=2, max_new_tokens=12,
+                            ignore_eos=True).tokens == ref, (arch, family)
+
+
+@pytest.mark.parametrize("arch,extra", [("mistral", {}), ("qwen2", dict(use_sliding_window=True, max_window_layers=0)),
+                                        ("gemma2", dict(head_dim=16))])
+def test_sliding_window_decoders_past_their_window(arch, extra):
+    """A window of 6 over 30 tokens: plain decoding equals HF generate, and trees (a static one, a
+    batch of two rows, an EAGLE head's dynamic one) leave it unchanged; Mistral slides on every
+    layer (no layer_types), Qwen2 as configured here too, Gemma2 on every other layer."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from mtp.drafters.testing import StaticTreeTestDrafter
+    from mtp.tree import DynamicTreeConfig, StaticTree
+
+    cfg = AutoConfig.for_model(arch, vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=2, intermediate_size=128, sliding_window=6, **extra)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(4.0)
+    p = _prompts([10], seed=1)[0]
+    ref = generate(model, p, max_new_tokens=20, ignore_eos=True).tokens[0]
+    hf = model.generate(torch.tensor([p]), max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert ref == hf[0, 10:].tolist()
+    tree = StaticTree([(0,), (1,), (0, 0), (0, 1), (0, 0, 0)])
+    assert generate(model, p, drafter=StaticTreeTestDrafter(tree, 128, [ref]), max_new_tokens=20,
+                    ignore_eos=True).tokens[0] == ref
+    assert generate(model, [p, p[:7]], drafter=StaticTreeTestDrafter(tree, 128), max_new_tokens=20,
+                    ignore_eos=True).tokens[0] == ref
+    eagle = build_head("eagle", model, num_heads=2).eval()
+    assert generate(model, p, drafter=eagle.as_drafter(tree=DynamicTreeConfig(6, 2, 3)), num_draft_tokens=2,
+                    max_new_tokens=20, ignore_eos=True).tokens[0] == ref
+
+
+def test_families_on_a_decoder_without_llama_blocks():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_positions=128)).eval()
+    p = _prompts([8], seed=6)[0]
+    ref = generate(model, p, max_new_tokens=8, ignore_eos=True).tokens
+    for family in FAMILIES:
+        if family in ("medusa", "hydra"):
+            head = build_head(family, model, num_heads=2).eval()
+            assert generate(model, p, drafter=head.as_drafter(), num_draft_tokens=2, max_new_tokens=8,
+                            ignore_eos=True).tokens == ref
+        else:
+            with pytest.raises(ValueError, match="Llama/Gemma-style"):
+                build_head(family, model, num_heads=2)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_drafting_matches_training_forward(tiny_llama, trained, data, family):
     """Fed the true tokens as its drafts, a drafter's chain logits equal forward_train's logits at

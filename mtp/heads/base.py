@@ -63,6 +63,10 @@ class HeadTrainOutput:
     vocab: torch.Tensor | None = None
 
 
+#: where decoders keep their final norm (the first one present is used)
+FINAL_NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm")
+
+
 class TargetParts:
     """Frozen pieces of the target a head reuses (embedding, LM head, final norm, layer class),
     held outside the head's own parameters so checkpoints never save them."""
@@ -73,7 +77,9 @@ class TargetParts:
         self.lm_head = target.get_output_embeddings()
         self.config = target.config
         base = getattr(target, "model", None)
-        self.norm = getattr(base, "norm", None)  # final norm (HF hidden_states[-1] is already normed)
+        # the final norm (HF hidden_states[-1] is already normed): .norm in Llama-style decoders,
+        # .final_layernorm (a LayerNorm) in Phi's
+        self.norm = next((m for m in (getattr(base, a, None) for a in FINAL_NORM_NAMES) if m is not None), None)
         self.rotary_emb = getattr(base, "rotary_emb", None)
         layers = getattr(base, "layers", None)
         self.layer_class = type(layers[0]) if layers is not None and len(layers) else None

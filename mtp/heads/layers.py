@@ -13,7 +13,7 @@ import inspect
 import torch
 from torch import nn
 
-from mtp.heads.base import TargetParts
+from mtp.heads.base import FINAL_NORM_NAMES, TargetParts
 from mtp.kv import KVState
 
 
@@ -24,6 +24,8 @@ def draft_layer_config(target: TargetParts, num_layers: int):
     cfg.num_hidden_layers = num_layers
     if getattr(cfg, "layer_types", None) is not None:
         cfg.layer_types = ["full_attention"] * num_layers
+    elif getattr(cfg, "sliding_window", None) is not None:  # Mistral-style: every layer slides
+        cfg.sliding_window = None
     return cfg
 
 
@@ -156,16 +158,26 @@ def shift_ids(input_ids: torch.Tensor, offset: int, pad: int = 0) -> torch.Tenso
 
 
 def fresh_norm(target: TargetParts) -> nn.Module:
-    """A new RMSNorm of the target's norm class (identity scale at init)."""
-    return type(target.norm)(target.config.hidden_size, eps=getattr(target.config, "rms_norm_eps", 1e-6))
+    """A new norm of the target's final norm class and epsilon (RMSNorm, or Phi's LayerNorm), at its
+    initial (identity) scale."""
+    norm = _final_norm(target)
+    eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", getattr(target.config, "rms_norm_eps", 1e-6)))
+    return type(norm)(target.config.hidden_size, eps=eps)
 
 
 def copied_norm(target: TargetParts) -> nn.Module:
     """A trainable copy of the target's final norm (the head's own parameters)."""
-    norm = copy.deepcopy(target.norm)
+    norm = copy.deepcopy(_final_norm(target))
     for p in norm.parameters():
         p.requires_grad_(True)
     return norm
+
+
+def _final_norm(target: TargetParts) -> nn.Module:
+    if target.norm is None:
+        raise ValueError(f"{type(target.model).__name__}: found no final norm (looked for .model.<{'|'.join(FINAL_NORM_NAMES)}>); "
+                         "this head family copies it. Medusa and Hydra heads do not need it.")
+    return target.norm
 
 
 def draft_vocabulary(family: str, vocab_size: int, size: int, token_counts=None) -> tuple[torch.Tensor, torch.Tensor]:
