@@ -409,6 +409,54 @@ def test_adaptive_union_learns_only_from_verified_proposals():
     assert est.lookup == pytest.approx(3.6) and est.union == 4 and d.heads == heads
 
 
+def test_adaptive_union_sets_each_buckets_lookup_length_from_its_acceptance():
+    """A bucket whose chains are accepted whole grows its chain toward lookup_tokens; one whose chains
+    are rejected at the first draft keeps one; a chain accepted whole (or cut by the output's end)
+    says nothing about the draft after it. Without adaptive_length (the default) every chain has
+    lookup_tokens."""
+    from mtp.drafters import AdaptiveUnionDrafter
+    from mtp.drafters.base import DraftContext, TargetFeedback
+    from mtp.drafters.combined import _Survival
+    from mtp.drafters.testing import RandomDrafter
+    from mtp.sampling import SamplingConfig
+
+    s = _Survival(4)
+    s.observe(3, 3, censored=True)  # accepted whole
+    s.observe(4, 1, censored=False)  # the second draft rejected
+    s.observe(4, 2, censored=True)  # the output ended after two
+    k0, r0 = _Survival.PRIOR
+    assert s.kept[1:] == [k0 + 3, k0 + 2, k0 + 1, k0] and s.risk[1:] == [r0 + 3, r0 + 3, r0 + 1, r0]
+    cheap = lambda m: 1.0 + 0.01 * m  # noqa: E731  a verify costs little more per token
+    assert _Survival(8).best_length([cheap(1 + k) for k in range(9)]) == 8  # the prior: try long chains
+    assert _Survival(8).best_length([float(1 + k) for k in range(9)]) == 1  # each token a whole step: one
+
+    passage = list(range(10, 60))
+    seq = passage + [1] + passage[:20]  # a copied passage: matches agree 20 back, chains of 30 continue it
+    ctx = DraftContext([seq], 40, SamplingConfig(), None, [True], torch.device("cpu"))
+
+    def step(d, accept):
+        d.propose(ctx)
+        chain = d._rows[0].chain
+        got = list(chain[:accept]) + [0]
+        d.observe(TargetFeedback(torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool), {}, None,
+                                 [got], torch.tensor([len(got) - 1]), False))
+        return len(chain)
+
+    whole = AdaptiveUnionDrafter(RandomDrafter(100, 3, seed=0), cheap, lookup_tokens=30, adaptive_length=True)
+    whole.reset([seq])
+    lengths = [step(whole, 30) for _ in range(40)]
+    assert lengths[0] < 30 and lengths[-1] == 30 and lengths == sorted(lengths)
+    first = _Survival(30)
+    costs = [1.0 + 0.2 * (1 + k) for k in range(31)]
+    assert first.best_length(costs) > 1
+    for _ in range(10):  # chains rejected at their first draft
+        first.observe(30, 0, censored=False)
+    assert first.best_length(costs) == 1
+    fixed = AdaptiveUnionDrafter(RandomDrafter(100, 3, seed=0), cheap, lookup_tokens=30)
+    fixed.reset([seq])
+    assert [step(fixed, 30) for _ in range(3)] == [30] * 3
+
+
 def test_lookup_match_is_lookups_chain_with_its_agreement():
     from mtp.drafters.ngram import lookup_continuation, lookup_match
 

@@ -119,14 +119,51 @@ class LookupUnionDrafter(LookupFirstDrafter):
 AGREEMENT_BUCKETS = (2, 3, 4, 6, 10, 16)
 
 
+class _Survival:
+    """How far lookup's chains of one agreement bucket get accepted, per position: kept[j] / risk[j]
+    estimates P(draft j accepted | drafts 1..j-1 accepted), from the steps that verified a chain
+    reaching position j (a chain accepted whole says nothing about the position after its end). The
+    prior, 0.8 of an accept in one try per position, lets a bucket try longer chains than it has seen
+    (simulated: 0.8 / 1 and 3 / 4 alike, 0.5 / 2 1% slower on passage tasks)."""
+
+    PRIOR = (0.8, 1.0)
+
+    def __init__(self, max_len: int) -> None:
+        self.kept = [self.PRIOR[0]] * (max_len + 1)
+        self.risk = [self.PRIOR[1]] * (max_len + 1)
+
+    def observe(self, length: int, accepted: int, censored: bool) -> None:
+        """A verified chain of `length` drafts whose first `accepted` were accepted; `censored`: the
+        step did not show whether the next one would have been (the chain or the output ended)."""
+        for j in range(1, min(accepted, length) + 1):
+            self.kept[j] += 1
+            self.risk[j] += 1
+        if accepted < length and not censored:
+            self.risk[accepted + 1] += 1
+
+    def best_length(self, costs: list[float]) -> int:
+        """The chain length (at least 1) with the most predicted tokens per second alone, (1 + expected
+        accepted drafts) / costs[K], where costs[K] is the verify cost of 1 + K tokens."""
+        s, expect, best, best_k = 1.0, 0.0, 0.0, 1
+        for k in range(1, len(costs)):
+            s *= self.kept[k] / self.risk[k]
+            expect += s
+            rate = (1.0 + expect) / costs[k]
+            if rate > best:
+                best, best_k = rate, k
+        return best_k
+
+
 @dataclass
 class _Estimates:
     """Running estimates, for lookup matches of one agreement bucket, of the drafts lookup's chain
-    alone and the union get accepted (None: not verified yet), and the steps since the last union."""
+    alone and the union get accepted (None: not verified yet), the steps since the last union, and
+    (adaptive_length) the per-position acceptance that sets the bucket's chain length."""
 
     lookup: float | None = None
     union: float | None = None
     since_union: int = 0
+    survival: _Survival | None = None
 
 
 @dataclass
@@ -171,6 +208,17 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
     lookup alone would have copied (summaries: the chooser verified the head's tree alone on 55% of
     their steps). Chosen on distilled data (docs/results/lookup15/sim_lookup.py), not the suite.
 
+    Lookup's chain length: `lookup_tokens` drafts. With `adaptive_length` (off by default) each
+    bucket sets its own, up to `lookup_tokens`, from the per-position acceptance its verified chains
+    showed and the verify-cost curve: the length whose (1 + expected accepted drafts) / C(1 + length)
+    is largest (`_Survival`), so a copied passage's bucket grows its chains while a lone token's
+    keeps a few. Round 16: simulated for lookup alone on distilled data, against a fixed 10, it
+    measured 1.36x -> 1.42x on chat answers and 2.48x -> 2.63x on passage tasks
+    (docs/results/lookup16/sim_length.py). In the union with the demo's head, up to 32
+    (docs/results/lookup16/ab_length.py), it measured 2.00 / 1.52x -> 1.94 / 1.45x on 20 chat
+    prompts off the suite (the same summed wall time) and 2.16 / 1.56x -> 2.05 / 1.51x on the demo's
+    6 suite prompts. No gain, so off.
+
     chain_tokens: drafts in the "chain" choice (0: no such choice), for a fallback head that drafts
     trees (`offers_chain`, `propose_chain`). The chain is greedy at any temperature (deterministic
     drafts, verified as point masses), like the tree's nodes. Off by default: on smollm2-135m it
@@ -183,8 +231,9 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
 
     def __init__(self, fallback: Drafter, verify_cost: Callable[[int], float], lookup_tokens: int = 10,
                  min_ngram: int = 1, max_ngram: int = 3, smoothing: float = 0.2, explore: int = 8,
-                 chain_tokens: int = 0, prefer: str = "agreement") -> None:
+                 chain_tokens: int = 0, prefer: str = "agreement", adaptive_length: bool = False) -> None:
         super().__init__(fallback, lookup_tokens, min_ngram, max_ngram)
+        self.adaptive_length = adaptive_length
         if prefer not in LOOKUP_PREFER:
             raise ValueError(f"prefer must be one of {LOOKUP_PREFER} (mtp.drafters.ngram.lookup_match), got {prefer!r}")
         self.prefer = prefer
@@ -200,7 +249,9 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
             raise ValueError(f"explore must be >= 1, got {explore}")
         self.verify_cost, self.smoothing, self.explore = verify_cost, smoothing, explore
         self.mode_steps = dict.fromkeys(self.modes, 0)
-        self.buckets = [_Estimates() for _ in range(len(AGREEMENT_BUCKETS) + 1)]
+        self.buckets = [_Estimates(survival=_Survival(lookup_tokens) if adaptive_length else None)
+                        for _ in range(len(AGREEMENT_BUCKETS) + 1)]
+        self._costs = [verify_cost(1 + k) for k in range(lookup_tokens + 1)] if adaptive_length else []
         self.heads: float | None = None  # drafts the fallback's draft gets accepted
         self.nodes: int | None = None  # the fallback draft's size, last step
         self.draft_s: float | None = None  # the fallback's propose time per step
@@ -220,7 +271,7 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
         if fb is self.fallback:
             return self
         return type(self)(fb, self.verify_cost, self.lookup_tokens, self.min_ngram, self.max_ngram, self.smoothing,
-                          self.explore, self.chain_tokens, self.prefer)
+                          self.explore, self.chain_tokens, self.prefer, self.adaptive_length)
 
     def choose(self, est: _Estimates, chain_len: int) -> str:
         """The proposal predicted to commit the most tokens per second for a lookup chain of chain_len
@@ -257,6 +308,9 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
         for seq, act, row in zip(ctx.sequences, ctx.active, self._rows):
             chain, agree = self._match(seq, n) if act and n > 0 else ([], 0)
             row.bucket = bisect_right(AGREEMENT_BUCKETS, agree)
+            surv = self.buckets[row.bucket].survival
+            if surv is not None and chain:
+                chain = chain[: surv.best_length(self._costs)]
             row.mode = self.choose(self.buckets[row.bucket], len(chain)) if act else None
             row.chain = tuple(chain) if row.mode in ("union", "lookup") else ()
             row.tree = None
@@ -319,7 +373,10 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
                 continue
             est = self.buckets[row.bucket]
             if row.chain:  # verified alone or in the union
-                est.lookup = self._update(est.lookup, _chain_match(row.chain, got))
+                m = _chain_match(row.chain, got)
+                est.lookup = self._update(est.lookup, m)
+                if est.survival is not None:
+                    est.survival.observe(len(row.chain), m, censored=m >= len(got))
             if row.tree is not None:
                 self.heads = self._update(self.heads, _tree_match(*row.tree, got))
                 self.since_heads = 0
