@@ -217,7 +217,7 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     "adapt+heads:...": per row and step, the union, lookup's chain alone, the heads' draft alone, the
     heads' greedy chain of N with a final :chain<N> (beside their tree; off by default) or none,
     whichever the acceptance seen on earlier steps and this machine's verify-cost curve (timed when
-    the method is built, a few seconds) predict to be fastest (mtp.drafters.combined.AdaptiveUnionDrafter).
+    the method is built, a few seconds) predict to be fastest (mtp.drafters.adaptive.AdaptiveUnionDrafter).
     ":auto": the chain length the cost model predicts fastest at `batch_size` on this machine, from
     the acceptance the trainer measured on held-out data (mtp.shape.auto_draft_length).
     ":autotree" (in place of :K / :tree<N>): a static tree, `best_static_tree` over the held-out
@@ -310,7 +310,7 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
     else:
         drafter = heads.as_drafter(k or None)
     if combine is not None:
-        from mtp.drafters.combined import AdaptiveUnionDrafter, LookupFirstDrafter, LookupUnionDrafter
+        from mtp.drafters import AdaptiveUnionDrafter, LookupFirstDrafter, LookupUnionDrafter
 
         if combine == "adapt+":
             from mtp.costmodel import machine_verify_cost

@@ -312,7 +312,7 @@ def test_adaptive_union_in_a_batch_is_lossless(tiny_llama, cost):
 
 
 def test_adaptive_union_chooses_by_predicted_tokens_per_second():
-    from mtp.drafters.combined import AdaptiveUnionDrafter, _chain_match, _Estimates, _tree_match
+    from mtp.drafters.adaptive import AdaptiveUnionDrafter, _chain_match, _Estimates, _tree_match
     from mtp.drafters.testing import RandomDrafter
 
     C = lambda m: 0.050 + 0.0025 * m  # seconds: 52.5 ms for one token, 117.5 ms for 27
@@ -347,7 +347,7 @@ def test_adaptive_union_chooses_the_heads_chain_where_it_beats_the_tree():
     """A head that drafts trees also offers its greedy chain: fewer nodes to verify and draft. It is
     chosen where its predicted rate is highest, tried before the first plain step, and tried again
     after `explore` steps without it; a fallback with no chain has no such choice."""
-    from mtp.drafters.combined import AdaptiveUnionDrafter, _Estimates
+    from mtp.drafters.adaptive import AdaptiveUnionDrafter, _Estimates
     from mtp.drafters.testing import RandomDrafter
 
     class TreeHead(RandomDrafter):  # stands in for a HeadDrafter with a tree
@@ -382,7 +382,7 @@ def test_adaptive_union_learns_only_from_verified_proposals():
     the bucket's next exploring union; a union step updates lookup, head and union."""
     from mtp.drafters import AdaptiveUnionDrafter
     from mtp.drafters.base import DraftContext, TargetFeedback
-    from mtp.drafters.combined import AGREEMENT_BUCKETS
+    from mtp.drafters.adaptive import AGREEMENT_BUCKETS
     from mtp.drafters.testing import RandomDrafter
     from mtp.sampling import SamplingConfig
 
@@ -416,19 +416,19 @@ def test_adaptive_union_sets_each_buckets_lookup_length_from_its_acceptance():
     lookup_tokens."""
     from mtp.drafters import AdaptiveUnionDrafter
     from mtp.drafters.base import DraftContext, TargetFeedback
-    from mtp.drafters.combined import _Survival
+    from mtp.drafters.adaptive import LookupSurvival
     from mtp.drafters.testing import RandomDrafter
     from mtp.sampling import SamplingConfig
 
-    s = _Survival(4)
+    s = LookupSurvival(4)
     s.observe(3, 3, censored=True)  # accepted whole
     s.observe(4, 1, censored=False)  # the second draft rejected
     s.observe(4, 2, censored=True)  # the output ended after two
-    k0, r0 = _Survival.PRIOR
+    k0, r0 = LookupSurvival.PRIOR
     assert s.kept[1:] == [k0 + 3, k0 + 2, k0 + 1, k0] and s.risk[1:] == [r0 + 3, r0 + 3, r0 + 1, r0]
     cheap = lambda m: 1.0 + 0.01 * m  # noqa: E731  a verify costs little more per token
-    assert _Survival(8).best_length([cheap(1 + k) for k in range(9)]) == 8  # the prior: try long chains
-    assert _Survival(8).best_length([float(1 + k) for k in range(9)]) == 1  # each token a whole step: one
+    assert LookupSurvival(8).best_length([cheap(1 + k) for k in range(9)]) == 8  # the prior: try long chains
+    assert LookupSurvival(8).best_length([float(1 + k) for k in range(9)]) == 1  # each token a whole step: one
 
     passage = list(range(10, 60))
     seq = passage + [1] + passage[:20]  # a copied passage: matches agree 20 back, chains of 30 continue it
@@ -446,7 +446,7 @@ def test_adaptive_union_sets_each_buckets_lookup_length_from_its_acceptance():
     whole.reset([seq])
     lengths = [step(whole, 30) for _ in range(40)]
     assert lengths[0] < 30 and lengths[-1] == 30 and lengths == sorted(lengths)
-    first = _Survival(30)
+    first = LookupSurvival(30)
     costs = [1.0 + 0.2 * (1 + k) for k in range(31)]
     assert first.best_length(costs) > 1
     for _ in range(10):  # chains rejected at their first draft
@@ -525,19 +525,19 @@ def test_union_grafts_lookup_into_the_fallback_draft():
     """Deterministic drafts merge as a trie (shared prefix, distinct siblings); sampled chains get the
     lookup chain as a separate root branch with a point-mass q, after the sampled child."""
     from mtp.drafters.base import Draft
-    from mtp.drafters.combined import _graft
+    from mtp.drafters.combined import graft
     from mtp.tree import node_depths
 
     chain = Draft(torch.tensor([[7, 8, 9], [4, 5, 6]]), torch.tensor([3, 3]))
-    d = _graft([[7, 8, 1, 2], []], chain, "cpu")
+    d = graft([[7, 8, 1, 2], []], chain, "cpu")
     assert d.tokens[0].tolist() == [7, 8, 9, 1, 2] and d.parents[0].tolist() == [-1, 0, 1, 1, 3]
     assert d.lengths.tolist() == [5, 3] and d.parents[1, :3].tolist() == [-1, 0, 1]  # a row without lookup: its path
     tree = Draft(torch.tensor([[7, 3, 8]]), torch.tensor([3]), None, torch.tensor([[-1, -1, 0]]))
-    d = _graft([[3, 4]], tree, "cpu")
+    d = graft([[3, 4]], tree, "cpu")
     assert d.tokens[0].tolist() == [7, 3, 8, 4] and d.parents[0].tolist() == [-1, -1, 0, 1]
     assert int(node_depths(d.parents).max()) == 2
     q = torch.softmax(torch.randn(1, 2, 10), -1)
-    d = _graft([[7, 2]], Draft(torch.tensor([[7, 8]]), torch.tensor([2]), q), "cpu")
+    d = graft([[7, 2]], Draft(torch.tensor([[7, 8]]), torch.tensor([2]), q), "cpu")
     assert d.tokens[0].tolist() == [7, 8, 7, 2] and d.parents[0].tolist() == [-1, 0, -1, 2]
     assert torch.equal(d.probs[0, :2], q[0])
     assert d.probs[0, 2, 7] == 1 and d.probs[0, 3, 2] == 1 and torch.allclose(d.probs[0, 2:].sum(-1), torch.ones(2))

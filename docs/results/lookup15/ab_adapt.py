@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mtp.bench import SuiteRun, make_method
 from mtp.costmodel import machine_verify_cost
-from mtp.drafters.combined import AdaptiveUnionDrafter
+from mtp.drafters.adaptive import AdaptiveUnionDrafter
 from mtp.methods import KitMethod
 from mtp.io import atomic_write_json
 from mtp.models import load_model

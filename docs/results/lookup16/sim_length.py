@@ -1,5 +1,5 @@
 """Lookup's chain length, simulated offline on distilled data (never the evaluation suite): a fixed
-length against each agreement bucket's own, set by mtp.drafters.combined._Survival (the
+length against each agreement bucket's own, set by mtp.drafters.adaptive.LookupSurvival (the
 AdaptiveUnionDrafter's adaptive_length) from the acceptance of the chains it verified so far.
 
 Lookup alone, the round-15 rule (mtp.drafters.ngram.lookup_match, 1-3-grams, prefer="agreement"),
@@ -15,7 +15,7 @@ import sys
 from bisect import bisect_right
 
 from mtp.costmodel import machine_verify_cost
-from mtp.drafters.combined import AGREEMENT_BUCKETS, _Survival
+from mtp.drafters.adaptive import AGREEMENT_BUCKETS, LookupSurvival
 from mtp.drafters.ngram import lookup_match
 from mtp.models import load_model
 
@@ -24,7 +24,7 @@ KMAX = 32
 
 def simulate(rows, costs, fixed: int | None):
     out = collections.defaultdict(collections.Counter)
-    surv = [_Survival(KMAX) for _ in range(len(AGREEMENT_BUCKETS) + 1)]
+    surv = [LookupSurvival(KMAX) for _ in range(len(AGREEMENT_BUCKETS) + 1)]
     for r in rows:
         grp = "passage" if r["category"].startswith("passage") else "other"
         p, resp = r["prompt_ids"], r["response_ids"]
