@@ -190,7 +190,7 @@ class DynamicTreeConfig:
 
 
 def build_dynamic_tree(expand, cfg: DynamicTreeConfig, max_depth: int | None = None,
-                       vocab: list[int] | None = None) -> tuple[list[int], list[int]]:
+                       vocab: list[int] | None = None, scores_out: list[float] | None = None) -> tuple[list[int], list[int]]:
     """Grow one row's tree by cumulative draft confidence (EAGLE-2).
 
     expand(tokens, parents, nodes) -> [len(nodes), V] next-token log-probabilities after each
@@ -200,6 +200,7 @@ def build_dynamic_tree(expand, cfg: DynamicTreeConfig, max_depth: int | None = N
     parent, so the kept set is a tree). Returns (tokens, parents) in topological order.
     vocab: the token id of each column of expand's output (a reduced draft vocabulary), if not the
     column index itself; tokens (and the paths expand is given) are then those ids.
+    scores_out: a list to receive each kept node's cumulative log-prob (for analyses of the tree).
     """
     depth = cfg.depth if max_depth is None else min(cfg.depth, max_depth)
     tokens: list[int] = []
@@ -226,6 +227,8 @@ def build_dynamic_tree(expand, cfg: DynamicTreeConfig, max_depth: int | None = N
     order = sorted(range(len(tokens)), key=lambda i: (-scores[i], i))[: cfg.total_tokens]
     keep = sorted(order)
     remap = {old: new for new, old in enumerate(keep)}
+    if scores_out is not None:
+        scores_out[:] = [scores[i] for i in keep]
     return [tokens[i] for i in keep], [remap[parents[i]] if parents[i] >= 0 else -1 for i in keep]
 
 

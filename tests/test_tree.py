@@ -2,6 +2,7 @@
 plain greedy (random, oracle and prompt-lookup trees; batches; Gemma3 past its sliding window),
 lossless multi-draft tree sampling with a planted bug, and the static tree search."""
 import itertools
+import math
 
 import pytest
 import torch
@@ -190,6 +191,10 @@ def test_build_dynamic_tree_keeps_best_nodes():
     probs = [0.5, 0.3, 0.15, 0.05]
     p_of = [float(torch.tensor([probs[t] for t in k]).prod()) for k in kept]
     assert all(p_of[i] >= p_of[j] for i in range(5) for j in range(i, 5) if len(kept[i]) == len(kept[j]))
+    scores = []  # asked for: each kept node's cumulative log-prob, the same tree
+    assert build_dynamic_tree(lambda t, p, nodes: logp.expand(len(nodes), 4), DynamicTreeConfig(5, 3, 2),
+                              scores_out=scores) == (tokens, parents)
+    assert scores == pytest.approx([math.log(x) for x in p_of], abs=1e-6)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gemma"])
