@@ -316,6 +316,35 @@ def test_passage_tasks_share_the_held_out_side_of_their_source(tmp_path):
     assert len({e.group for e in exs}) == 40
 
 
+def test_train_fraction_keeps_a_nested_share_of_training_groups_and_the_same_held_out():
+    """data.train_fraction (data-scaling curves): the held-out side is the full split's, a smaller
+    share's training groups are a subset of a larger share's, each about its share of the groups;
+    a share that keeps nothing, or one out of (0, 1], is refused with what to change."""
+    from mtp.data.dataset import example_from_record, split_examples
+    from mtp.training.config import ConfigError, TrainConfig, validate
+
+    recs = [{"id": f"g{i // 2}-{i}", "prompt_id": f"g{i // 2}", "prompt_ids": [1, 2], "response_ids": [3, 4, 5]}
+            for i in range(800)]  # 400 groups of two turns
+    exs = [example_from_record(r) for r in recs]
+    full_train, full_held = split_examples(exs, 0.1, seed=0)
+    groups = []
+    for f in (0.25, 0.5, 1.0):
+        train, held = split_examples(exs, 0.1, seed=0, train_fraction=f)
+        assert held == full_held
+        g = {e.group for e in train}
+        assert abs(len(g) / len({e.group for e in full_train}) - f) < 0.08, f
+        assert all(len([e for e in train if e.group == x]) == 2 for x in g)  # a group stays whole
+        groups.append(g)
+    assert groups[0] < groups[1] < groups[2] and groups[2] == {e.group for e in full_train}
+    assert {e.group for e in split_examples(exs, 0.0, seed=0, train_fraction=0.5)[0]} <= {e.group for e in exs}
+    with pytest.raises(DataError, match="train_fraction"):
+        split_examples(exs[:2], 0.0, seed=0, train_fraction=1e-9)
+    cfg = TrainConfig()
+    cfg.data.train, cfg.data.train_fraction = "x", 0.0
+    with pytest.raises(ConfigError, match="train_fraction"):
+        validate(cfg)
+
+
 def test_distill_records_carry_the_prompt_group(tiny_llama, tmp_path):
     from mtp.data.dataset import load_examples as load
 

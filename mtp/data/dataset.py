@@ -90,22 +90,31 @@ def load_examples(path: str | Path, tokenizer=None, *, max_seq_len: int = 512, v
     return out
 
 
-def split_examples(examples: list[Example], eval_fraction: float, seed: int = 0) -> tuple[list[Example], list[Example]]:
+def split_examples(examples: list[Example], eval_fraction: float, seed: int = 0,
+                   train_fraction: float = 1.0) -> tuple[list[Example], list[Example]]:
     """Held-out split by group (hashed): a record's "group", else its prompt id. Turns of one
     conversation stay on one side, and so do passage tasks and the answer they were built from
     (split apart they leak: in the kit's passage data, half of the held-out responses' 8-grams were
-    in training responses, against under 1% for the suite's)."""
-    if eval_fraction <= 0:
-        return examples, []
+    in training responses, against under 1% for the suite's). train_fraction < 1 keeps that share
+    of the training groups, by the same hash: the held-out side does not change (data-scaling
+    curves), and a smaller share is a subset of a larger one."""
     def bucket(g: str) -> float:
         return zlib.crc32(f"{seed}:{g}".encode()) / 2**32
-    train = [e for e in examples if bucket(e.group) >= eval_fraction]
-    held = [e for e in examples if bucket(e.group) < eval_fraction]
-    if not held or not train:  # tiny data: fall back to a plain split
-        n = max(1, int(round(len(examples) * eval_fraction)))
-        if len(examples) < 2:
-            raise DataError("need at least 2 examples to hold one out for evaluation (or set data.eval_fraction=0)")
-        return examples[n:], examples[:n]
+    if eval_fraction <= 0:
+        train, held = examples, []
+    else:
+        train = [e for e in examples if bucket(e.group) >= eval_fraction]
+        held = [e for e in examples if bucket(e.group) < eval_fraction]
+        if not held or not train:  # tiny data: fall back to a plain split
+            n = max(1, int(round(len(examples) * eval_fraction)))
+            if len(examples) < 2:
+                raise DataError("need at least 2 examples to hold one out for evaluation (or set data.eval_fraction=0)")
+            train, held = examples[n:], examples[:n]
+    if train_fraction < 1:
+        keep = eval_fraction + train_fraction * (1 - eval_fraction)
+        train = [e for e in train if bucket(e.group) < keep]
+        if not train:
+            raise DataError(f"data.train_fraction={train_fraction} keeps none of the training examples; raise it")
     return train, held
 
 

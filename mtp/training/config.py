@@ -45,6 +45,9 @@ class DataConfig:
     batch_size: int = 8  # per device, per micro-step
     bucket: bool = True  # length bucketing (batches of similar length)
     max_examples: int = 0  # 0: all
+    # the share of the training groups kept (by the split's own hash, so the held-out examples stay the
+    # same): data-scaling curves on one held-out set
+    train_fraction: float = 1.0
     cache: str = ""  # hidden-state cache folder (train.cache); empty: online (run the target)
 
 
@@ -253,6 +256,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"eval.labels: {cfg.eval.labels!r} is not 'target' or 'data'")
     if not 0 <= cfg.data.eval_fraction < 1:
         raise ConfigError("data.eval_fraction must be in [0, 1)")
+    if not 0 < cfg.data.train_fraction <= 1:
+        raise ConfigError(f"data.train_fraction must be in (0, 1] (the share of training groups kept), "
+                          f"got {cfg.data.train_fraction}")
     if cfg.data.max_seq_len < 4:
         raise ConfigError("data.max_seq_len must be >= 4")
     import math
