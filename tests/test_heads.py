@@ -399,24 +399,30 @@ OTHER_ARCHS = {"qwen3": dict(head_dim=16), "mistral": {}, "phi": {}, "phi3": dic
                                                             moe_intermediate_size=32)}
 
 
+def _tiny_decoder(arch: str, **config):
+    """A seeded random 2-layer model of a transformers architecture (config: its extra fields), its
+    weight matrices scaled up for sharper logits, so greedy ties cannot hide a wrong draft."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(arch, vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=128, **config)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():
+        for w in model.parameters():
+            if w.dim() > 1:
+                w.mul_(4.0)
+    return model
+
+
 @pytest.mark.parametrize("arch", sorted(OTHER_ARCHS))
 def test_every_family_on_other_decoders(arch):
     """On other transformers decoders, each family builds, trains a step, and its drafts (chain and
-    tree) leave greedy output equal to plain decoding; GPT-2, whose blocks are not Llama-style, gets
-    Medusa and Hydra heads and a clear error from the families that reuse the target's block."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
+    tree) leave greedy output equal to plain decoding."""
     from mtp.tree import DynamicTreeConfig
 
     kv = {} if arch == "phi" else dict(num_key_value_heads=2)
-    cfg = AutoConfig.for_model(arch, vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                               intermediate_size=128, max_position_embeddings=256, **kv, **OTHER_ARCHS[arch])
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(cfg).eval()
-    with torch.no_grad():  # sharper logits than the default init, so greedy ties cannot hide a wrong draft
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.mul_(4.0)
+    model = _tiny_decoder(arch, max_position_embeddings=256, **kv, **OTHER_ARCHS[arch])
     p = _prompts([10], seed=5)[0]
     ref = generate(model, p, max_new_tokens=12, ignore_eos=True).tokens
     ids = torch.tensor([p + ref[0]])
@@ -438,19 +444,10 @@ def test_sliding_window_decoders_past_their_window(arch, extra):
     """A window of 6 over 30 tokens: plain decoding equals HF generate, and trees (a static one, a
     batch of two rows, an EAGLE head's dynamic one) leave it unchanged; Mistral slides on every
     layer (no layer_types), Qwen2 as configured here too, Gemma2 on every other layer."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     from mtp.drafters.testing import StaticTreeTestDrafter
     from mtp.tree import DynamicTreeConfig, StaticTree
 
-    cfg = AutoConfig.for_model(arch, vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                               num_key_value_heads=2, intermediate_size=128, sliding_window=6, **extra)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.mul_(4.0)
+    model = _tiny_decoder(arch, num_key_value_heads=2, sliding_window=6, **extra)
     p = _prompts([10], seed=1)[0]
     ref = generate(model, p, max_new_tokens=20, ignore_eos=True).tokens[0]
     hf = model.generate(torch.tensor([p]), max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
@@ -466,6 +463,8 @@ def test_sliding_window_decoders_past_their_window(arch, extra):
 
 
 def test_families_on_a_decoder_without_llama_blocks():
+    """GPT-2, whose blocks are not Llama-style, gets Medusa and Hydra heads and a clear error from
+    the families that reuse the target's block."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     model = GPT2LMHeadModel(GPT2Config(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_positions=128)).eval()

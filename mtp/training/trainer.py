@@ -106,13 +106,12 @@ class Trainer(CheckpointMixin):
             raise ConfigError(f"data.max_seq_len={d.max_seq_len} exceeds the target's context of {ctx} tokens")
         examples = load_examples(d.train, tokenizer, max_seq_len=d.max_seq_len, vocab_size=V, max_examples=d.max_examples)
         self.examples = examples
+        ids = {id(e): i for i, e in enumerate(examples)}
         if d.eval:
-            ids = {id(e): i for i, e in enumerate(examples)}
             self.train_idx = [ids[id(e)] for e in split_examples(examples, 0.0, cfg.seed, d.train_fraction)[0]]
             ev = load_examples(d.eval, tokenizer, max_seq_len=d.max_seq_len, vocab_size=V)
             self.eval_examples, self.eval_idx, self.eval_cache = ev, list(range(len(ev))), None
         else:
-            ids = {id(e): i for i, e in enumerate(examples)}
             tr, he = split_examples(examples, d.eval_fraction, cfg.seed, d.train_fraction)
             self.train_idx = [ids[id(e)] for e in tr]
             self.eval_examples, self.eval_idx = examples, [ids[id(e)] for e in he]
