@@ -6,7 +6,9 @@ TORCH_CPU ?= torch==2.13.0
 
 MODEL ?= smollm2-135m
 PRESET ?= quick
-# results folders behind the README table (make report)
+# results folders behind the tables (make report): every run in docs/results/README.md; the headline
+# runs in README.md (the best at T=0, every family, the quick preset, gemma3-270m, the depth study)
+HEADLINE ?= results/fam16 results/fam14 results/demo15 results/fam13-gemma results/gemma11 results/depth
 RUNS ?= results/full2 results/depth results/fam results/fam-trees results/fam-pld results/fam-chat results/div results/union results/union-wide results/e3div2 results/adapt results/adapt-e3 results/adapt9 results/adapt9-24 results/demo-hq results/demo-r8both results/demo results/demo-gemma results/demo-gemma-hydra results/gemma9 results/gemma9-adapt results/gemma10 results/gemma11 results/adapt10 results/demo10 results/demo11 results/round11 results/demo11-fp32 results/fam12 results/fam12-ds results/fam13 results/fam13-gemma results/fam14 results/demo14 results/demo15 results/fam15 results/fam16
 
 .PHONY: setup demo test bench report clean
@@ -28,9 +30,10 @@ test: setup
 demo: setup
 	$(PY) -m train.demo --model $(MODEL) --preset $(PRESET)
 
-# The README's results table, regenerated from results folders.
+# The results tables, regenerated from the results folders.
 report: setup
-	$(PY) -m eval.report $(RUNS) --readme README.md --docs docs/results
+	$(PY) -m eval.report $(RUNS) --readme docs/results/README.md --docs docs/results --plot none
+	$(PY) -m eval.report $(HEADLINE) --readme README.md --docs docs/results
 
 bench: setup
 	$(PY) -m eval.bench_foundation --model smollm2-135m --out results/foundation

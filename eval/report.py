@@ -3,7 +3,8 @@
     python -m eval.report results/demo [results/demo-gemma ...] [--readme README.md] [--docs docs/results]
 Prints the markdown table. --readme replaces the table between the README's results-table markers;
 --docs copies the small files behind it (summary.json/csv, report.md, png, and a demo's own report.md; also the run's sweep*
-folders from eval.sweep) into that folder.
+folders from eval.sweep) into that folder, with the per-position acceptance plot (`--plot`).
+`make report` runs it twice: the headline runs into README.md, every run into docs/results/README.md.
 """
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", help="run folders (each holding t0/, t1/ ... eval.bench folders)")
     ap.add_argument("--readme", default=None, help="README to update between the results-table markers")
     ap.add_argument("--docs", default=None, help="copy the small files behind the table here")
+    ap.add_argument("--plot", default="acceptance.png",
+                    help="with --docs: file name, inside --docs, of the per-position acceptance plot (one panel "
+                         "per run); 'none' for no plot")
     a = ap.parse_args(argv)
 
     from mtp.report import plot_positions, reproduce_lines, splice_readme, tables, temperature_folders
@@ -45,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             for f in top:
                 shutil.copy2(f, docs / Path(run).name / f.name)
         docs.mkdir(parents=True, exist_ok=True)
-        plot_positions(a.runs, docs / "acceptance.png")
+        if a.plot.lower() != "none":
+            plot_positions(a.runs, docs / a.plot)
     if a.readme:
         try:
             splice_readme(a.readme, table)

@@ -214,22 +214,38 @@ def reproduce_lines(runs: list[str | Path]) -> list[str]:
 
 
 def plot_positions(runs: list[str | Path], out: str | Path):
-    """Per-position acceptance a_k of every drafting method (T=0, and T=1 dashed when present)."""
+    """Per-position acceptance a_k of every drafting method (T=0 solid, T=1 dashed when present):
+    one panel per run, so a legend names only that run's methods."""
+    import math
+
     from mtp.plots import pyplot
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for run in runs:
+    cols = min(3, len(runs))
+    rows = math.ceil(len(runs) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.3 * rows), squeeze=False, sharey=True)
+    for ax, run in zip(axes.flat, runs):
+        model, colour = "?", {}
         for t, p in temperature_folders(run).items():
             s = _summary(p)
+            if (p / "meta.json").exists():
+                model = json.loads((p / "meta.json").read_text()).get("config", {}).get("model", model)
             for m, e in s.get("methods", {}).items():
                 a = e["overall"].get("accept_rate_per_position") or []
-                if a:
-                    ax.plot(range(1, len(a) + 1), a, marker="o", linestyle="-" if t == 0 else "--",
-                            label=f"{m} T={t:g}" + (f" ({Path(run).name})" if len(runs) > 1 else ""))
-    ax.set(xlabel="draft position k", ylabel="a_k = P(>= k drafts accepted)", ylim=(0, 1.02),
-           title="Per-position acceptance")
-    ax.legend(fontsize=7)
+                if a:  # one colour per method in both temperatures
+                    c = colour.setdefault(m, f"C{len(colour) % 10}")
+                    ax.plot(range(1, len(a) + 1), a, marker="o", markersize=3, linestyle="-" if t == 0 else "--",
+                            color=c, label=f"{m}" + ("" if t == 0 else f" T={t:g}"))
+        ax.set(xlabel="draft position k", ylim=(0, 1.02), title=f"{Path(run).name} ({model})")
+        ax.title.set_fontsize(9)
+        if ax.lines:
+            ax.legend(fontsize=6)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("a_k = P(>= k drafts accepted)")
+    for ax in list(axes.flat)[len(runs):]:
+        ax.set_visible(False)
+    fig.suptitle("Per-position acceptance (T=0 solid, T=1 dashed)", fontsize=10)
+    fig.tight_layout()
     fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
 

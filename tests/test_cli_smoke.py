@@ -66,6 +66,19 @@ def test_bench(tmp_path, capsys):
     assert report.main([str(tmp_path / "run"), str(tmp_path / "run2")]) == 0  # two runs: rows say which
     out = capsys.readouterr().out
     assert "| model | run | method |" in out and "| tiny-llama | run2 | pld:3 |" in out
+    # --readme splices the table between the markers, keeping the text around them; --plot names the plot
+    readme, docs = tmp_path / "R.md", tmp_path / "docs"
+    readme.write_text("intro\n<!-- results-table:begin -->\nold table\n<!-- results-table:end -->\nafter\n")
+    runs = [str(tmp_path / "run"), str(tmp_path / "run2")]
+    assert report.main(runs + ["--readme", str(readme), "--docs", str(docs), "--plot", "acc.png"]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("after\n") and "old table" not in text
+    assert "| tiny-llama | run2 | pld:3 |" in text
+    assert (docs / "acc.png").is_file() and (docs / "run2" / "t0" / "summary.json").is_file()
+    assert report.main(runs + ["--docs", str(tmp_path / "docs2"), "--plot", "none"]) == 0
+    assert not list((tmp_path / "docs2").glob("*.png"))
+    readme.write_text("no markers\n")
+    assert report.main(runs + ["--readme", str(readme)]) == 2 and readme.read_text() == "no markers\n"
 
 
 def test_bench_foundation(tmp_path, capsys):
