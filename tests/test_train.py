@@ -222,6 +222,27 @@ def test_resume_ends_with_the_same_weights(tmp_path, cyc_data):
     assert rows[-1]["step"] == 6 and rows[-1]["eval/loss"] == again["eval/loss"] and "eval/rank0_0" in rows[-1]
     with pytest.raises(ResumeError, match="no checkpoint"):
         evaluate_run(cfg_for(tmp_path, cyc_data, "name=never", *over))
+    # A run saved before a config key existed (here two) still resumes: the key takes its default.
+    saved = json.loads((a.run_dir / "config.json").read_text())
+    del saved["data"]["train_fraction"], saved["loss"]["replay"]
+    (a.run_dir / "config.json").write_text(json.dumps(saved))
+    assert evaluate_run(a)["eval/loss"] == pytest.approx(last["eval/loss"], rel=1e-6)
+    # ... or on another held-out file (data.eval=...), writing nothing in the run folder. Here the file
+    # holds the run's own held-out examples, so the score must be the same.
+    from mtp.data.dataset import load_examples, split_examples
+
+    rows = [json.loads(x) for x in cyc_data.read_text().splitlines()]
+    ex = load_examples(str(cyc_data), None, max_seq_len=a.data.max_seq_len)
+    where = {id(e): i for i, e in enumerate(ex)}
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(json.dumps(rows[where[id(e)]]) + "\n" for e in split_examples(ex, a.data.eval_fraction, a.seed)[1]))
+    files = {f.name: f.read_bytes() for f in a.run_dir.iterdir() if f.is_file()}
+    other = evaluate_run(cfg_for(tmp_path, cyc_data, "name=straight", *over, f"data.eval={held}"))
+    assert other["eval_data"] == str(held) and other["step"] == 6
+    assert other["eval/loss"] == pytest.approx(again["eval/loss"], rel=1e-6)
+    assert {f.name: f.read_bytes() for f in a.run_dir.iterdir() if f.is_file()} == files
+    with pytest.raises(ResumeError, match=r"optim\.lr"):  # only the held-out set may change
+        evaluate_run(cfg_for(tmp_path, cyc_data, "name=straight", *over, f"data.eval={held}", "optim.lr=5e-3"))
     # A resume with another config is refused, naming the keys.
     c = cfg_for(tmp_path, cyc_data, "name=killed", *over, "optim.lr=5e-3")
     with pytest.raises(ResumeError, match=r"optim\.lr"):

@@ -12,6 +12,9 @@ The resolved config is saved as <out_dir>/<name>/config.{yaml,json}; the last li
 evaluates the run's latest checkpoint on its held-out split again (no training) and appends that
 row to metrics.jsonl: how a run trained before a metric existed gets it (e.g. the acceptance by
 depth and rank that heads:<dir>:autotree reads).
+    python -m train.heads --config <run's config> --eval-only data.eval=held.jsonl
+scores the same checkpoint on another held-out file (records as data.train takes them) and prints
+it, writing nothing in the run folder: heads trained on different data, compared on one held-out set.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="recipe YAML (train/configs/*.yaml)")
     ap.add_argument("--resume", action="store_true", help="continue the run in <out_dir>/<name> from its latest checkpoint")
     ap.add_argument("--eval-only", action="store_true",
-                    help="evaluate the run's latest checkpoint on its held-out split and log the row; no training")
+                    help="evaluate the run's latest checkpoint on its held-out split and log the row (or on data.eval=FILE, logging nothing); no training")
     ap.add_argument("--wandb", choices=["offline", "online", "disabled"], help="shortcut for log.wandb=...")
     ap.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     a = ap.parse_args(argv)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from mtp.io import atomic_write_text
-from mtp.training.config import config_diff
+from mtp.training.config import config_diff, with_defaults
 
 
 class ResumeError(RuntimeError):
@@ -47,7 +47,9 @@ class CheckpointMixin:
     """Trainer methods for its run folder and checkpoints (uses self.acc, self.cfg, self.run_dir,
     self.ckpt_dir, self.state, self.module, self.target, self.tokenizer, self.joint)."""
 
-    def _prepare_run_dir(self, resume: bool) -> None:
+    def _prepare_run_dir(self, resume: bool, allow: tuple[str, ...] = ()) -> None:
+        """Check the run folder against this config; `allow`: config keys (prefixes) that may differ
+        from the saved run's (evaluating on another held-out set)."""
         cfg_path = self.run_dir / "config.json"
         if resume and not cfg_path.is_file():  # nothing to resume yet (e.g. a preemptible job's first start)
             self.acc.print(f"[train] --resume: {self.run_dir} holds no run yet; starting a new one")
@@ -57,7 +59,7 @@ class CheckpointMixin:
             except ValueError as e:
                 raise ResumeError(f"--resume: {cfg_path} is malformed ({e}); restore it from config.yaml "
                                   "or start a new run (name=...)") from None
-            diff = config_diff(old, self.cfg.to_dict())
+            diff = [k for k in config_diff(with_defaults(old), self.cfg.to_dict()) if not k.startswith(allow)]
             if diff:
                 raise ResumeError(f"--resume: the config differs from the saved run in {diff}; resume with the same "
                                   f"config (see {self.run_dir / 'config.yaml'}) or start a new run (name=...)")
@@ -145,18 +147,30 @@ class CheckpointMixin:
         acc.wait_for_everyone()
 
 
+EVAL_KEYS = ("data.eval", "eval.")  # what --eval-only may change: the held-out set, and how it is read
+
+
 def evaluate_run(cfg) -> dict:
     """Evaluate a run's latest checkpoint on its held-out split again and append the row to its
-    metrics.jsonl at that checkpoint's step (no training); returns {"step", "best_step", **eval}."""
+    metrics.jsonl at that checkpoint's step (no training); returns {"step", "best_step", **eval}.
+    With another held-out set than the run's (`data.eval=FILE`, or other `eval.*` settings) it
+    writes nothing in the run folder and adds "eval_data": a data-scaling curve can score heads
+    trained on different data on one held-out file."""
     if not (cfg.run_dir / "checkpoints" / "latest").is_file():
         raise ResumeError(f"no checkpoint in {cfg.run_dir / 'checkpoints'} to evaluate: train the run first "
                           "(python -m train.heads --config ...)")
     from mtp.training.trainer import Trainer  # imports this module
 
-    t = Trainer(cfg, resume=True)
+    saved = cfg.run_dir / "config.json"
+    diff = config_diff(with_defaults(json.loads(saved.read_text())), cfg.to_dict()) if saved.is_file() else []
+    other = bool(diff) and all(k.startswith(EVAL_KEYS) for k in diff)
+    t = Trainer(cfg, resume=True, other_eval=other)
     try:
         ev = t.evaluate()
         step = t.state["step"]
+        if other:
+            return {"step": step, "best_step": t.state["best_step"], "eval_data": cfg.data.eval or "held-out split",
+                    "eval_examples": len(t.eval_idx), **ev}
         t.log(ev, step)
         if t.state["best_step"] != step:
             print(f"[train] note: best/ was saved at step {t.state['best_step']}; this evaluated step {step} "

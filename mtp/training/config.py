@@ -278,6 +278,20 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"loss.replay must be a finite number >= 0 (0: off), got {cfg.loss.replay}")
 
 
+def with_defaults(saved: dict) -> dict:
+    """A saved run config with the keys added to the kit since it was written filled in at their
+    defaults (new options default to the old behaviour), so resuming or re-evaluating an older run
+    is not refused for them. `head.args` is taken as saved."""
+    def merge(default, old, path: str):
+        if not isinstance(default, dict) or not isinstance(old, dict) or path == "head.args":
+            return old
+        out = dict(default)
+        for k, v in old.items():
+            out[k] = merge(default[k], v, f"{path}.{k}" if path else k) if k in default else v
+        return out
+    return merge(TrainConfig().to_dict(), saved, "")
+
+
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ (ignoring RESUME_MUTABLE keys)."""
     out = []

@@ -28,7 +28,7 @@ from mtp.data.dataset import Example, collate, global_batches, load_examples, sp
 from mtp.data.prompts import DataError
 from mtp.io import atomic_write_text
 from mtp.training.build import TrainModule, build_head_for, check_head_fits, lr_lambda  # noqa: F401
-from mtp.training.checkpointing import CheckpointMixin, ResumeError, metrics_step  # noqa: F401
+from mtp.training.checkpointing import EVAL_KEYS, CheckpointMixin, ResumeError, metrics_step  # noqa: F401
 from mtp.training.config import ConfigError, TrainConfig, save_config
 from mtp.training.losses import (TargetDist, expected_tau, head_counts, mtp_losses, position_weights,
                                  target_next_token_loss)
@@ -44,14 +44,16 @@ def _wandb_mode(cfg: TrainConfig) -> str:
 
 class Trainer(CheckpointMixin):
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, head_factory=None, target=None,
-                 tokenizer=None) -> None:
+                 tokenizer=None, other_eval: bool = False) -> None:
+        """other_eval: load the run's latest checkpoint to evaluate it on another held-out set
+        (data.eval / eval.* may differ from the saved run's; nothing in the run folder is written)."""
         from accelerate.utils import set_seed
 
         self.cfg = cfg
         self.run_dir = cfg.run_dir
         self.ckpt_dir = self.run_dir / "checkpoints"
         mode = self._setup_accelerator()
-        self._prepare_run_dir(resume)
+        self._prepare_run_dir(resume, allow=EVAL_KEYS if other_eval else ())
         set_seed(cfg.seed)
         self._setup_target(target, tokenizer)
         self._setup_data()
@@ -62,9 +64,9 @@ class Trainer(CheckpointMixin):
         self.acc.register_for_checkpointing(self.scheduler)
         if resume:
             self._load_latest()
-        if self.acc.is_main_process:
+        if self.acc.is_main_process and not other_eval:
             self._write_run_files(resume)
-        self._setup_trackers(mode)
+        self._setup_trackers("disabled" if other_eval else mode)
 
     # ---- setup ----------------------------------------------------------------------------------
     def _setup_accelerator(self) -> str:
