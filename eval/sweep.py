@@ -9,14 +9,16 @@ row makes max_new_tokens tokens), median over repeats, points interleaved per re
 sweep, mtp.sweep.batch_sweep). The folder gets sweep.json/csv/png, meta.json and report.md.
 interactivity = tokens per row / wall time; throughput = all tokens / wall time.
 Methods are kit methods, optionally named "name=spec" (vanilla, pld[:K], draft:<model>[:K], heads:<dir>[:K|:auto], pld+heads:..., union+heads:..., adapt+heads:...);
-one without :K is swept over --draft-lengths; with :auto the cost model picks K at each batch size
-(mtp.shape: this machine's verify cost at that batch size, the head's held-out acceptance). HF `generate` is not swept (batch-1 runner only).
+one without :K (or :auto, :autotree, :tree<N>) is swept over --draft-lengths; with :auto the cost model
+picks K at each batch size (mtp.shape: this machine's verify cost at that batch size, the head's held-out
+acceptance), and :autotree methods and the adaptive union (adapt+heads:...) are built at each batch size too. HF `generate` is not swept (batch-1 runner only).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -62,16 +64,26 @@ def parse_args(argv=None):
     return args
 
 
+COMPLETE = re.compile(r"\d+|auto|autotree|tree\d+|chain\d+")  # a spec's last part that fixes its drafting shape
+
+
 def expand(methods: list[str], ks: list[int]) -> list[str]:
-    """pld -> pld:2, pld:4, ... ; specs that already end in :K, and vanilla, stay as they are."""
+    """pld -> pld:2, pld:4, ... ; specs that already fix their shape (:K, :auto, :autotree,
+    :tree<N>, :chain<N>), and vanilla, stay as they are."""
     out = []
     for m in methods:
         tail = m.rpartition(":")[2]
-        if m == "vanilla" or (":" in m and (tail.isdigit() or tail == "auto")) or m in ("hf", "hf-pld"):
+        if m == "vanilla" or (":" in m and COMPLETE.fullmatch(tail)) or m in ("hf", "hf-pld"):
             out.append(m)
         else:
             out += [f"{m}:{k}" for k in ks]
     return out
+
+
+def per_batch_size(spec: str) -> bool:
+    """Whether the method's drafter is chosen for the batch size: `:auto` (the chain length),
+    `:autotree` (the tree) and the adaptive union (its verify-cost curve, timed at that batch size)."""
+    return spec.endswith((":auto", ":autotree")) or spec.startswith("adapt+heads:")
 
 
 def variants(specs: list[str], model, tok, batch_sizes: list[int] = (1,)) -> list[tuple[str, object, object]]:
@@ -86,9 +98,9 @@ def variants(specs: list[str], model, tok, batch_sizes: list[int] = (1,)) -> lis
         if spec.startswith("hf"):
             print(f"[sweep] skipping {spec}: HF generate is only run at batch 1 by eval.bench", file=sys.stderr)
             continue
-        if spec.endswith(":auto"):
+        if per_batch_size(spec):
             ms = {B: make_method(spec, model, tok, batch_size=B) for B in batch_sizes}
-            out.append((label, {B: x.drafter for B, x in ms.items()}, {B: x.auto_k for B, x in ms.items()}))
+            out.append((label, {B: x.drafter for B, x in ms.items()}, {B: x.auto_k or 0 for B, x in ms.items()}))
             continue
         m = make_method(spec, model, tok)
         out.append((label, getattr(m, "drafter", None), getattr(m, "k", None)))

@@ -84,6 +84,15 @@ def test_sweep_picks_the_draft_length_per_batch_size(tmp_path, tiny_llama):
     assert sweep.expand([spec, "pld"], [3]) == [spec, "pld:3"]
     points, _ = sweep.batch_sweep(model, [(label, drafters, ks)], [[5, 6, 7, 5, 6]], [1, 2], repeats=1, max_new_tokens=6)
     assert {p["batch_size"]: p["K"] for p in points} == ks and all(p["tau"] >= 1 for p in points)
+    # A tree spec is complete as written, and the adaptive union is built at each batch size (its
+    # verify-cost curve is timed at that size): one drafter per size, each costing its own batch.
+    union = f"u=adapt+heads:{run / 'best'}:2:tree4"
+    assert sweep.expand([union, f"t=heads:{run / 'best'}:2:tree4"], [3]) == [union, f"t=heads:{run / 'best'}:2:tree4"]
+    (label, drafters, ks), = sweep.variants([union], model, tok, [1, 2])
+    assert set(drafters) == {1, 2} and drafters[1] is not drafters[2] and ks == {1: 0, 2: 0}
+    assert all(type(d).__name__ == "AdaptiveUnionDrafter" for d in drafters.values())
+    points, _ = sweep.batch_sweep(model, [(label, drafters, ks)], [[5, 6, 7, 5, 6]], [1, 2], repeats=1, max_new_tokens=6)
+    assert sorted(p["batch_size"] for p in points) == [1, 2] and all(p["tau"] >= 1 for p in points)
 
 
 @pytest.mark.parametrize("nodes,depth", [(16, 3), (32, 4), (8, 4)])
