@@ -393,8 +393,10 @@ def test_gemma3_smoke(tiny_gemma, family, tmp_path):
 
 
 #: other decoder architectures a researcher may bring (tiny random models built from their transformers
-#: configs, nothing downloaded); Phi keeps its final norm as .final_layernorm, a LayerNorm
+#: configs, nothing downloaded); Phi keeps its final norm as .final_layernorm, a LayerNorm; GPT-NeoX
+#: (Pythia) keeps its decoder as .gpt_neox, rotates a quarter of each head, and takes its cache as layer_past
 OTHER_ARCHS = {"qwen3": dict(head_dim=16), "mistral": {}, "phi": {}, "phi3": dict(pad_token_id=0), "olmo2": {},
+               "gpt_neox": {},
                "gemma2": dict(head_dim=16), "qwen3_moe": dict(head_dim=16, num_experts=4, num_experts_per_tok=2,
                                                             moe_intermediate_size=32)}
 
@@ -421,7 +423,7 @@ def test_every_family_on_other_decoders(arch):
     tree) leave greedy output equal to plain decoding."""
     from mtp.tree import DynamicTreeConfig
 
-    kv = {} if arch == "phi" else dict(num_key_value_heads=2)
+    kv = {} if arch in ("phi", "gpt_neox") else dict(num_key_value_heads=2)
     model = _tiny_decoder(arch, max_position_embeddings=256, **kv, **OTHER_ARCHS[arch])
     p = _prompts([10], seed=5)[0]
     ref = generate(model, p, max_new_tokens=12, ignore_eos=True).tokens
@@ -476,7 +478,7 @@ def test_families_on_a_decoder_without_llama_blocks():
             assert generate(model, p, drafter=head.as_drafter(), num_draft_tokens=2, max_new_tokens=8,
                             ignore_eos=True).tokens == ref
         else:
-            with pytest.raises(ValueError, match="Llama/Gemma-style"):
+            with pytest.raises(ValueError, match="Medusa and Hydra heads do not need them"):
                 build_head(family, model, num_heads=2)
 
 

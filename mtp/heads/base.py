@@ -76,9 +76,11 @@ class TargetParts:
         self.embed = target.get_input_embeddings()
         self.lm_head = target.get_output_embeddings()
         self.config = target.config
-        base = getattr(target, "model", None)
+        # the decoder under the LM head: .model in Llama-style models, .gpt_neox in GPT-NeoX (Pythia)
+        base = getattr(target, "base_model", None)
+        base = None if base is target else base
         # the final norm (HF hidden_states[-1] is already normed): .norm in Llama-style decoders,
-        # .final_layernorm (a LayerNorm) in Phi's
+        # .final_layernorm (a LayerNorm) in Phi's, .final_layer_norm in GPT-NeoX's
         self.norm = next((m for m in (getattr(base, a, None) for a in FINAL_NORM_NAMES) if m is not None), None)
         self.rotary_emb = getattr(base, "rotary_emb", None)
         layers = getattr(base, "layers", None)

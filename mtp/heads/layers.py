@@ -1,6 +1,6 @@
 """Transformer blocks for heads, built from the target architecture's own decoder-layer class.
 
-No forked modelling code: a head's block is `type(target.model.layers[0])(config, idx)` with a
+No forked modelling code: a head's block is `type(<decoder>.layers[0])(config, idx)` with a
 copy of the target config (every draft layer full attention), driven with explicit 4-D additive
 masks, `position_ids` and the target's rotary embedding. Draft-side KV caches reuse
 `mtp.kv.KVState` (slot mask, positions, rollback through the cache's own crop).
@@ -8,6 +8,7 @@ masks, `position_ids` and the target's rotary embedding. Draft-side KV caches re
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 
 import torch
@@ -32,8 +33,9 @@ def draft_layer_config(target: TargetParts, num_layers: int):
 def make_decoder_layers(target: TargetParts, num_layers: int) -> tuple[object, nn.ModuleList]:
     """`num_layers` fresh decoder layers of the target's class (layer i has layer_idx i)."""
     if target.layer_class is None or target.rotary_emb is None:
-        raise ValueError(f"{type(target.model).__name__}: expected a decoder with .model.layers and "
-                         ".model.rotary_emb (Llama/Gemma-style); this head family needs them")
+        raise ValueError(f"{type(target.model).__name__}: expected a decoder with .layers and a rotary "
+                         "embedding .rotary_emb under its LM head (Llama/Gemma/Qwen/Mistral/Phi/GPT-NeoX-style); "
+                         "this head family builds its draft blocks from them. Medusa and Hydra heads do not need them.")
     cfg = draft_layer_config(target, num_layers)
     layers = nn.ModuleList([target.layer_class(cfg, i) for i in range(num_layers)])
     return cfg, layers
@@ -66,11 +68,19 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(1) - 1).clamp_min(0)
 
 
+@functools.lru_cache(maxsize=None)
+def cache_kwarg(layer_class: type) -> str:
+    """The name a decoder layer's forward takes its KV cache by: `cache` (Llama-style in
+    transformers 5), `past_key_values`, or `layer_past` (GPT-NeoX)."""
+    params = inspect.signature(layer_class.forward).parameters
+    return next((n for n in ("cache", "past_key_values", "layer_past") if n in params), "cache")
+
+
 def run_layer(layer: nn.Module, target: TargetParts, x: torch.Tensor, allowed: torch.Tensor,
               position_ids: torch.Tensor, cache=None) -> torch.Tensor:
     """One decoder layer over x [B, q, H]; allowed: bool [B, q, kv] (kv = cached + q slots)."""
     return layer(x, attention_mask=additive_mask(allowed, x.dtype), position_ids=position_ids,
-                 position_embeddings=rope(target, x, position_ids), cache=cache)
+                 position_embeddings=rope(target, x, position_ids), **{cache_kwarg(type(layer)): cache})
 
 
 class _ConfigHolder:
@@ -175,7 +185,7 @@ def copied_norm(target: TargetParts) -> nn.Module:
 
 def _final_norm(target: TargetParts) -> nn.Module:
     if target.norm is None:
-        raise ValueError(f"{type(target.model).__name__}: found no final norm (looked for .model.<{'|'.join(FINAL_NORM_NAMES)}>); "
+        raise ValueError(f"{type(target.model).__name__}: found no final norm (looked for .<{'|'.join(FINAL_NORM_NAMES)}> under its LM head); "
                          "this head family copies it. Medusa and Hydra heads do not need it.")
     return target.norm
 
