@@ -482,6 +482,32 @@ def test_families_on_a_decoder_without_llama_blocks():
                 build_head(family, model, num_heads=2)
 
 
+@pytest.mark.parametrize("family", ["hydra", "medusa", "parallel"])
+def test_batched_trees_expand_each_row_like_the_per_path_fallback(tiny_llama, trained, data, family):
+    """In a batch of two rows of different lengths, heads whose tree expander takes a row build each
+    row's tree with one head call per depth; the trees equal those of the per-path fallback (the
+    same tokens, verify by verify) and leave greedy output equal to plain decoding."""
+    from mtp.tree import DynamicTreeConfig
+
+    model, _ = tiny_llama
+    head = trained[family][0]
+    ids, _ = data  # prompts from the heads' training sequences, so that drafts get accepted
+    prompts = [ids[0, : PROMPT_LEN - 3].tolist(), ids[1, :PROMPT_LEN].tolist()]
+    ref = generate(model, prompts, max_new_tokens=16, ignore_eos=True).tokens
+    outs = {}
+    try:
+        for rows in (True, False):
+            head.tree_expander_rows = rows  # False: the per-path fallback
+            outs[rows] = generate(model, prompts, drafter=head.as_drafter(tree=DynamicTreeConfig(8, 3, 3)),
+                                  num_draft_tokens=3, max_new_tokens=16, ignore_eos=True)
+    finally:
+        del head.tree_expander_rows
+    assert outs[True].tokens == outs[False].tokens == ref
+    a, b = outs[True].stats, outs[False].stats
+    assert a.accept_lengths == b.accept_lengths and a.draft_lengths == b.draft_lengths and a.draft_depths == b.draft_depths
+    assert sum(a.accept_lengths) > 0
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_drafting_matches_training_forward(tiny_llama, trained, data, family):
     """Fed the true tokens as its drafts, a drafter's chain logits equal forward_train's logits at

@@ -165,9 +165,11 @@ class HeadDrafter(Drafter):
             if not ctx.active[r]:
                 trees.append(([], []))
                 continue
-            batched = B == 1 and hasattr(self.head, "tree_expander")
+            rows = getattr(self.head, "tree_expander_rows", False)  # its expander takes one row of a batch
+            batched = hasattr(self.head, "tree_expander") and (B == 1 or rows)
             if batched:  # one head forward per tree depth, over the whole frontier
-                expander = self.head.tree_expander(self._state, self._seqs)
+                expander = (self.head.tree_expander(self._state, self._seqs, row=r) if rows
+                            else self.head.tree_expander(self._state, self._seqs))
 
                 def next_logits(paths, expander=expander):
                     return expander(paths).float()

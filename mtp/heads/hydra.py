@@ -76,11 +76,13 @@ class HydraHead(SharedUnembedding, MTPHead):
             t = pick(self.head_logits(j, h, embs))
             embs.append(self._embed(t))
 
-    def tree_expander(self, state, sequences):
-        """Batch 1: next_logits(paths) -> [len(paths), V], the logits after each token path (after
-        the pending token), one head call per path length over all paths of that length."""
-        h = state["h"][:1]
-        pending = self._embed(torch.tensor([sequences[0][-1]], device=h.device))
+    tree_expander_rows = True  # tree_expander(..., row=r) expands one row of a batch
+
+    def tree_expander(self, state, sequences, row: int = 0):
+        """next_logits(paths) -> [len(paths), V], the logits after each token path (after the
+        pending token) for batch row `row`, one head call per path length over all paths of that length."""
+        h = state["h"][row:row + 1]
+        pending = self._embed(torch.tensor([sequences[row][-1]], device=h.device))
 
         def next_logits(paths):
             by_len: dict[int, list[int]] = {}

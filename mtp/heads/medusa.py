@@ -67,6 +67,8 @@ class MedusaHead(SharedUnembedding, MTPHead):
         for j in range(num_tokens):
             pick(self.head_logits(j, state["h"]))
 
-    def tree_expander(self, state, sequences=None):
-        """Batch 1: one head call per tree depth (the logits after a path depend only on its length)."""
-        return depth_expander(lambda d: self.head_logits(d, state["h"][:1])[0])
+    tree_expander_rows = True  # tree_expander(..., row=r) expands one row of a batch
+
+    def tree_expander(self, state, sequences=None, row: int = 0):
+        """One head call per tree depth for batch row `row` (the logits after a path depend only on its length)."""
+        return depth_expander(lambda d: self.head_logits(d, state["h"][row:row + 1])[0])

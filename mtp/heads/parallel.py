@@ -65,6 +65,8 @@ class ParallelHead(SharedUnembedding, MTPHead):
         for j in range(num_tokens):
             pick(self.unembed(state["last"][:, j]))
 
-    def tree_expander(self, state, sequences=None):
-        """Batch 1: one unembedding per tree depth (the logits after a path depend only on its length)."""
-        return depth_expander(lambda d: self.unembed(state["last"][:1, d])[0])
+    tree_expander_rows = True  # tree_expander(..., row=r) expands one row of a batch
+
+    def tree_expander(self, state, sequences=None, row: int = 0):
+        """One unembedding per tree depth for batch row `row` (the logits after a path depend only on its length)."""
+        return depth_expander(lambda d: self.unembed(state["last"][row:row + 1, d])[0])
