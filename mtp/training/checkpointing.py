@@ -43,6 +43,20 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
+def saved_config_diff(cfg) -> list[str] | None:
+    """The config keys in which `cfg` differs from the run it names, as saved in its config.json
+    (keys added to the kit since take their defaults); None when no run is saved there."""
+    cfg_path = cfg.run_dir / "config.json"
+    if not cfg_path.is_file():
+        return None
+    try:
+        old = json.loads(cfg_path.read_text())
+    except ValueError as e:
+        raise ResumeError(f"--resume: {cfg_path} is malformed ({e}); restore it from config.yaml "
+                          "or start a new run (name=...)") from None
+    return config_diff(with_defaults(old), cfg.to_dict())
+
+
 class CheckpointMixin:
     """Trainer methods for its run folder and checkpoints (uses self.acc, self.cfg, self.run_dir,
     self.ckpt_dir, self.state, self.module, self.target, self.tokenizer, self.joint)."""
@@ -50,16 +64,11 @@ class CheckpointMixin:
     def _prepare_run_dir(self, resume: bool, allow: tuple[str, ...] = ()) -> None:
         """Check the run folder against this config; `allow`: config keys (prefixes) that may differ
         from the saved run's (evaluating on another held-out set)."""
-        cfg_path = self.run_dir / "config.json"
-        if resume and not cfg_path.is_file():  # nothing to resume yet (e.g. a preemptible job's first start)
+        diff = saved_config_diff(self.cfg) if resume else None
+        if resume and diff is None:  # nothing to resume yet (e.g. a preemptible job's first start)
             self.acc.print(f"[train] --resume: {self.run_dir} holds no run yet; starting a new one")
         elif resume:
-            try:
-                old = json.loads(cfg_path.read_text())
-            except ValueError as e:
-                raise ResumeError(f"--resume: {cfg_path} is malformed ({e}); restore it from config.yaml "
-                                  "or start a new run (name=...)") from None
-            diff = [k for k in config_diff(with_defaults(old), self.cfg.to_dict()) if not k.startswith(allow)]
+            diff = [k for k in diff if not k.startswith(allow)]
             if diff:
                 raise ResumeError(f"--resume: the config differs from the saved run in {diff}; resume with the same "
                                   f"config (see {self.run_dir / 'config.yaml'}) or start a new run (name=...)")
@@ -161,8 +170,7 @@ def evaluate_run(cfg) -> dict:
                           "(python -m train.heads --config ...)")
     from mtp.training.trainer import Trainer  # imports this module
 
-    saved = cfg.run_dir / "config.json"
-    diff = config_diff(with_defaults(json.loads(saved.read_text())), cfg.to_dict()) if saved.is_file() else []
+    diff = saved_config_diff(cfg) or []
     other = bool(diff) and all(k.startswith(EVAL_KEYS) for k in diff)
     t = Trainer(cfg, resume=True, other_eval=other)
     try:

@@ -12,20 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
 from mtp.data.dataset import load_examples, split_examples
+from mtp.data.distill import load_distilled
 from mtp.io import atomic_write_text
-
-
-def records(spec: str) -> list[dict]:
-    out = []
-    for part in spec.split(","):
-        p = Path(part)
-        files = sorted(p.glob("shard-*.jsonl")) if p.is_dir() else [p]
-        for f in files:
-            out += [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
-    return out
 
 
 def main() -> None:
@@ -37,7 +26,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     ex = load_examples(a.data, None, max_seq_len=a.max_seq_len)
-    recs = records(a.data)
+    recs = load_distilled(a.data)
     if len(recs) != len(ex):
         raise SystemExit(f"{len(recs)} records but {len(ex)} examples: some were dropped on loading; "
                          "this script needs them one to one")
