@@ -4,8 +4,9 @@ draft lengths (the shape of NVIDIA's DeepSeek-R1 MTP charts).
     python -m eval.sweep --model smollm2-135m --methods vanilla,pld --draft-lengths 2,4,8 \
         --batch-sizes 1,2,4,8 --max-new-tokens 64 --out results/sweep
 
-Each point is one `mtp.engine.generate` call over a batch of B suite prompts (EOS ignored so every
-row makes max_new_tokens tokens), median over repeats, points interleaved per repeat (the one batch
+Every batch size B decodes the same --num-prompts suite prompts (default: the least common multiple of
+the batch sizes), as N/B `mtp.engine.generate` calls over B prompts each (EOS ignored so every row
+makes max_new_tokens tokens); median over repeats, points interleaved per repeat (the one batch
 sweep, mtp.sweep.batch_sweep). The folder gets sweep.json/csv/png, meta.json and report.md.
 interactivity = tokens per row / wall time; throughput = all tokens / wall time.
 Methods are kit methods, optionally named "name=spec" (vanilla, pld[:K], draft:<model>[:K], heads:<dir>[:K|:auto], pld+heads:..., union+heads:..., adapt+heads:...);
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -40,6 +42,9 @@ def parse_args(argv=None):
     p.add_argument("--draft-lengths", default="2,4,8", help="K values for methods given without :K")
     p.add_argument("--batch-sizes", default="1,2,4,8")
     p.add_argument("--suite", default="spec")
+    p.add_argument("--num-prompts", type=int, default=0,
+                   help="prompts measured at every batch size (batch B runs them as N/B batches; every batch size "
+                        "must divide N); 0: the least common multiple of --batch-sizes")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--input-tokens", type=int, default=0,
                    help="pad each prompt with reference documents to at least this many tokens (e.g. 1024 for "
@@ -58,6 +63,11 @@ def parse_args(argv=None):
         if not vals or min(vals) < 1:
             p.error(f"--{flag.replace('_', '-')} must be comma-separated integers >= 1, got {text!r}")
         setattr(args, flag, ",".join(map(str, vals)))
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    if args.num_prompts < 0 or any(args.num_prompts % b for b in sizes):
+        p.error(f"--num-prompts {args.num_prompts} must be a multiple of every batch size {sizes} "
+                f"(e.g. {math.lcm(*sizes)}), or 0 for that least common multiple")
+    args.num_prompts = args.num_prompts or math.lcm(*sizes)
     for flag in ("max_new_tokens", "repeats"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
@@ -134,9 +144,9 @@ def main(argv=None) -> int:
     batches = [int(b) for b in args.batch_sizes.split(",")]
     specs = expand([m.strip() for m in args.methods.split(",") if m.strip()],
                    [int(k) for k in args.draft_lengths.split(",")])
-    points, skipped = batch_sweep(model, variants(specs, model, tok, batches), sweep_prompts(args, tok, max(batches)), batches,
+    points, skipped = batch_sweep(model, variants(specs, model, tok, batches), sweep_prompts(args, tok, args.num_prompts), batches,
                                   repeats=args.repeats, max_new_tokens=args.max_new_tokens,
-                                  temperature=args.temperature, seed=args.seed)
+                                  temperature=args.temperature, seed=args.seed, num_prompts=args.num_prompts)
     config = {**vars(args), "title": f"Throughput vs interactivity: {args.model}"}
     write_outputs(out, collect_meta(config, model), points, skipped,
                   f"{args.model}: throughput vs interactivity (T={args.temperature}, {args.max_new_tokens} new tokens)")

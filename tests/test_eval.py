@@ -373,7 +373,42 @@ def test_sweep_cli(tmp_path, one_thread):
     assert {(p["label"], p["batch_size"]) for p in pts} == {(m, b) for m in ("vanilla", "pld:2") for b in (1, 2)}
     for p in pts:
         assert p["tokens_per_s_total"] == pytest.approx(p["batch_size"] * p["tokens_per_s_per_seq"])
+        # Every batch size decodes the same prompts (the lcm of 1 and 2): batch 1 is not one prompt.
+        assert p["num_prompts"] == 2
+        assert p["tokens_per_s_total"] * p["wall_s"] == pytest.approx(2 * 5, rel=1e-6)
     assert any(p.get("pareto") for p in pts) and (out / "sweep.png").exists()
+
+
+def test_batch_sweep_runs_every_batch_size_over_the_same_prompts(one_thread):
+    """Batch 1 decodes the N prompts one by one, batch 2 as N/2 pairs: the same rows, the same greedy
+    tokens, so the points compare one workload. N must split evenly at every batch size."""
+    from unittest import mock
+
+    from mtp import sweep
+    from mtp.models import load_model
+
+    model, _ = load_model("tiny-llama", dtype=torch.float32, device="cpu")
+    prompts = [[5, 6, 7], [8, 9, 10, 11], [12, 13], [14, 15, 16]]
+    calls = []
+    real = sweep.generate
+
+    def spy(model, rows, **kw):
+        o = real(model, rows, **kw)
+        calls.append((len(rows), [tuple(r) for r in rows], [tuple(t) for t in o.tokens]))
+        return o
+
+    with mock.patch.object(sweep, "generate", spy):
+        points, _ = sweep.batch_sweep(model, [("plain", None, None)], prompts, [1, 2, 4], repeats=1, max_new_tokens=4)
+    timed = calls[3:]  # after one short warm-up batch per batch size
+    for B in (1, 2, 4):
+        runs = [c for c in timed if c[0] == B]
+        assert len(runs) == 4 // B
+        assert [r for c in runs for r in c[1]] == [tuple(p) for p in prompts]
+    by_b = {B: [t for c in timed if c[0] == B for t in c[2]] for B in (1, 2, 4)}
+    assert by_b[1] == by_b[2] == by_b[4]  # one workload at every batch size (greedy, fp32)
+    assert {p["batch_size"]: p["num_prompts"] for p in points} == {1: 4, 2: 4, 4: 4}
+    with pytest.raises(ValueError, match="split evenly"):
+        sweep.batch_sweep(model, [("plain", None, None)], prompts, [1, 2, 4], num_prompts=6)
 
 
 def test_acceptance_cli_and_heads_bench(tmp_path, one_thread):
