@@ -68,7 +68,7 @@ def write_report(path: str | Path) -> str:
     return text
 
 
-SWEEP_COLS = ["label", "method", "K", "batch_size", "tokens_per_s_per_seq", "tokens_per_s_total",
+SWEEP_COLS = ["label", "method", "K", "batch_size", "num_prompts", "tokens_per_s_per_seq", "tokens_per_s_total",
               "tokens_per_s_total_spread", "tau", "wall_s", "pareto"]
 
 
