@@ -64,7 +64,7 @@ class HeadTrainOutput:
 
 
 #: where decoders keep their final norm (the first one present is used)
-FINAL_NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm")
+FINAL_NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "ln_f")
 
 
 class TargetParts:
@@ -80,10 +80,14 @@ class TargetParts:
         base = getattr(target, "base_model", None)
         base = None if base is target else base
         # the final norm (HF hidden_states[-1] is already normed): .norm in Llama-style decoders,
-        # .final_layernorm (a LayerNorm) in Phi's, .final_layer_norm in GPT-NeoX's
+        # .final_layernorm (a LayerNorm) in Phi's, .final_layer_norm in GPT-NeoX's, .ln_f in GPT-2's
         self.norm = next((m for m in (getattr(base, a, None) for a in FINAL_NORM_NAMES) if m is not None), None)
         self.rotary_emb = getattr(base, "rotary_emb", None)
+        # positions: a rotary embedding applied inside attention, or (GPT-2) learned absolute
+        # positions added to the decoder's input, .wpe
+        self.position_embed = getattr(base, "wpe", None) if self.rotary_emb is None else None
         layers = getattr(base, "layers", None)
+        layers = getattr(base, "h", None) if layers is None else layers  # GPT-2's blocks
         self.layer_class = type(layers[0]) if layers is not None and len(layers) else None
 
     def logits(self, h: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:

@@ -32,10 +32,11 @@ def draft_layer_config(target: TargetParts, num_layers: int):
 
 def make_decoder_layers(target: TargetParts, num_layers: int) -> tuple[object, nn.ModuleList]:
     """`num_layers` fresh decoder layers of the target's class (layer i has layer_idx i)."""
-    if target.layer_class is None or target.rotary_emb is None:
-        raise ValueError(f"{type(target.model).__name__}: expected a decoder with .layers and a rotary "
-                         "embedding .rotary_emb under its LM head (Llama/Gemma/Qwen/Mistral/Phi/GPT-NeoX-style); "
-                         "this head family builds its draft blocks from them. Medusa and Hydra heads do not need them.")
+    if target.layer_class is None or (target.rotary_emb is None and target.position_embed is None):
+        raise ValueError(f"{type(target.model).__name__}: expected a decoder with .layers (or GPT-2's .h) and "
+                         "positions as a rotary embedding .rotary_emb or learned .wpe under its LM head "
+                         "(Llama/Gemma/Qwen/Mistral/Phi/GPT-NeoX/GPT-2-style); this head family builds its draft "
+                         "blocks from them. Medusa and Hydra heads do not need them.")
     cfg = draft_layer_config(target, num_layers)
     layers = nn.ModuleList([target.layer_class(cfg, i) for i in range(num_layers)])
     return cfg, layers
@@ -78,9 +79,15 @@ def cache_kwarg(layer_class: type) -> str:
 
 def run_layer(layer: nn.Module, target: TargetParts, x: torch.Tensor, allowed: torch.Tensor,
               position_ids: torch.Tensor, cache=None) -> torch.Tensor:
-    """One decoder layer over x [B, q, H]; allowed: bool [B, q, kv] (kv = cached + q slots)."""
-    return layer(x, attention_mask=additive_mask(allowed, x.dtype), position_ids=position_ids,
-                 position_embeddings=rope(target, x, position_ids), **{cache_kwarg(type(layer)): cache})
+    """One decoder layer over x [B, q, H]; allowed: bool [B, q, kv] (kv = cached + q slots).
+    Positions as the target takes them: its rotary embedding inside attention, or (GPT-2) its
+    learned position embedding added to the layer's input."""
+    kw = {cache_kwarg(type(layer)): cache}
+    if target.rotary_emb is not None:
+        kw["position_embeddings"] = rope(target, x, position_ids)
+    else:
+        x = x + target.position_embed(position_ids).to(x.dtype)
+    return layer(x, attention_mask=additive_mask(allowed, x.dtype), position_ids=position_ids, **kw)
 
 
 class _ConfigHolder:
