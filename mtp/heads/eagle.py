@@ -102,16 +102,21 @@ class FeatureARHead(SharedUnembedding, MTPHead):
         kv.truncate(kv.lengths)
         state["g"] = last_rows(out, counts, state["g"])
 
-    def tree_expander(self, state, sequences=None):
-        """Batch 1: next_logits(paths) -> [len(paths), V] draft logits after each token path (the
-        empty path: after the pending token), all paths of one call in ONE layer forward over the
-        frontier (EAGLE-2's batched expansion; each path's prefix must have been expanded by an
-        earlier call, as depth-by-depth tree builders do). Call the returned `close()` after the
-        tree to drop the speculative slots."""
+    tree_expander_rows = True  # tree_expander(..., row=r) expands one row of a batch
+
+    def tree_expander(self, state, sequences=None, row: int = 0):
+        """next_logits(paths) -> [len(paths), V] draft logits after each token path of row `row`
+        (the empty path: after the pending token), all paths of one call in ONE layer forward over
+        the frontier (EAGLE-2's batched expansion; each path's prefix must have been expanded by an
+        earlier call, as depth-by-depth tree builders do). In a batch, the row's tree is built on a
+        copy of its draft cache (FeatureKV.row). Call the returned `close()` after the tree to drop
+        the speculative slots."""
         kv: FeatureKV = state["kv"]
+        if kv.mask.shape[0] > 1:
+            kv = kv.row(row)
         true_len = kv.lengths.clone()
         kv.begin_tree()
-        feats: dict[tuple, torch.Tensor] = {(): state["g"][0]}  # path -> draft feature after it
+        feats: dict[tuple, torch.Tensor] = {(): state["g"][row]}  # path -> draft feature after it
         slots: dict[tuple, int] = {}
 
         def next_logits(paths):

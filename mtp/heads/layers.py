@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mtp.heads.base import FINAL_NORM_NAMES, TargetParts
-from mtp.kv import KVState
+from mtp.kv import KVState, new_cache
 
 
 def draft_layer_config(target: TargetParts, num_layers: int):
@@ -159,6 +159,20 @@ class FeatureKV(KVState):
                                        torch.ones(m - c, dtype=torch.bool, device=dev)])
         self.committed_length = base + c
         return fn(x, allowed, position_ids, self.cache), list(range(S0 + c, S0 + m))
+
+    def row(self, r: int) -> "FeatureKV":
+        """Row r alone: a batch-1 FeatureKV over a copy of row r's slots, for building that row's
+        tree with step_tree while the batch's own cache stays as it is (drop the copy after)."""
+        view = FeatureKV.__new__(FeatureKV)
+        view.__dict__.update(self.__dict__)
+        view.cache = new_cache(self.model)
+        for i, layer in enumerate(self.cache.layers):
+            keys = getattr(layer, "keys", None)
+            if getattr(layer, "is_initialized", True) and keys is not None and keys.dim() == 4:
+                view.cache.update(keys[r: r + 1], layer.values[r: r + 1], i)
+        view.mask = self.mask[r: r + 1].clone()
+        view.slot_pos = self.slot_pos[r: r + 1].clone()
+        return view
 
     def begin_tree(self) -> None:
         """Mark every current slot as committed before step_tree calls (batch 1)."""
