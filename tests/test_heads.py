@@ -513,7 +513,7 @@ def test_every_family_on_gpt2_learned_positions():
             build_head(family, bloom, num_heads=2)
 
 
-@pytest.mark.parametrize("family", ["hydra", "medusa", "parallel", "eagle", "eagle3"])
+@pytest.mark.parametrize("family", ["hydra", "medusa", "parallel", "eagle", "eagle3", "deepseek"])
 def test_batched_trees_expand_each_row_like_the_per_path_fallback(tiny_llama, trained, data, family):
     """In a batch of two rows of different lengths, heads whose tree expander takes a row build each
     row's tree with one head call per depth; the trees equal those of the per-path fallback (the

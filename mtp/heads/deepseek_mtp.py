@@ -146,8 +146,10 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
                 self._keep(state, m, r, o)
             state["kv"][m].truncate(state["kv"][m].lengths)
 
-    def tree_expander(self, state, sequences):
-        """Batch 1: next_logits(paths) -> [len(paths), Vd] draft logits after each token path, one
+    tree_expander_rows = True  # tree_expander(..., row=r) expands one row of a batch
+
+    def tree_expander(self, state, sequences, row: int = 0):
+        """next_logits(paths) -> [len(paths), Vd] draft logits after each token path, one
         decoder-layer forward per path length over the whole frontier (EAGLE-2's batched expansion),
         instead of re-running the modules' chain once per node. A path p of length d is read from
         module d at the last committed position t; its speculative inputs are positions t-d+1 .. t
@@ -157,30 +159,43 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
         tree: siblings share their parent's slots), each attending to the committed slots and to
         its own prefixes' slots. Prefixes no call expanded are expanded first. Module d's committed
         positions it has not seen yet go into the same forward as its first tree slots: one
-        decoder-layer call per module and step. Call the returned `close()` after the tree."""
-        seq = sequences[0]
+        decoder-layer call per module and step. Call the returned `close()` after the tree.
+
+        In a batch, row `row`'s tree: every module first takes every row's unseen committed positions
+        in one batched forward each (_catch_up), then the row's tree is built on batch-1 copies of
+        the modules' caches (FeatureKV.row), which close() drops."""
+        seq = sequences[row]
         t = len(seq) - 2  # last committed position (seq ends with the pending token x_{t+1})
-        hist, kvs, count = state["hist"], state["kv"], state["count"]
+        hist, count = state["hist"], state["count"]
+        batched = len(sequences) > 1
+        if batched:
+            self._catch_up(state, sequences, len(self.mods))
+        views: dict[int, FeatureKV] = {}
+
+        def kv_of(d: int) -> FeatureKV:  # module d's cache: the batch's own at batch 1, else a row copy
+            if d not in views:
+                views[d] = state["kv"][d].row(row) if batched else state["kv"][d]
+            return views[d]
         slot: dict[int, dict[tuple, int]] = {}  # module d: prefix -> its slot in module d's cache
         out: dict[int, dict[tuple, torch.Tensor]] = {}  # module d: prefix -> module d's output at that slot
-        dev = kvs[0].mask.device
+        dev = state["kv"][0].mask.device
 
         def expand(d: int, new: list[tuple]) -> None:
             # modules before d are up to date: module 0 since draft_observe, the others since their
             # own expand in this tree (a path's prefixes are expanded before it)
-            kv, mod = kvs[d], self.mods[d]
+            kv, mod = kv_of(d), self.mods[d]
             if d in slot:
-                lag_h, lag_ids = hist[d][0][:0], []
+                lag_h, lag_ids = hist[d][row][:0], []
             else:  # module d's first forward in this tree also takes its unseen committed positions
                 kv.begin_tree()
-                lag_h, lag_ids = self._unseen(state, sequences, d, 0)
+                lag_h, lag_ids = self._unseen(state, sequences, d, row)  # none in a batch: caught up
             smap, omap = slot.setdefault(d, {}), out.setdefault(d, {})
             need: list[tuple] = []
             for p in new:
                 need += [u for u in (p[:j] for j in range(1, d + 1)) if u not in smap and u not in need]
             need.sort(key=len)  # a prefix's own prefixes come first (stable sort)
             S0 = kv.num_slots
-            h0 = hist[d][0][t - d + 1]  # module d-1's true output at t-d+1
+            h0 = hist[d][row][t - d + 1]  # module d-1's true output at t-d+1
             c = len(lag_ids)
             for i, u in enumerate(need):
                 smap[u] = S0 + c + i
@@ -190,7 +205,7 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
             y, _ = kv.step_tree(mod.inputs(h, self.target.embed(ids)), anc, [len(u) for u in need],
                                 lambda x, allowed, pos, cache: run_layer(mod.block, self.target, x, allowed, pos, cache),
                                 num_committed=c)
-            self._keep(state, d, 0, y[0, :c])
+            self._keep(state, d, row, y[0, :c])
             for i, u in enumerate(need):
                 omap[u] = y[0, c + i]
 
@@ -210,14 +225,15 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
                 by_mod.setdefault(len(p), []).append(i)
             rows: list = [None] * len(paths)
             for d, idx in by_mod.items():  # one LM-head call per module over its paths
-                z = self._logits(d, torch.stack([out[d][paths[i]] if d else hist[1][0][t] for i in idx]))
+                z = self._logits(d, torch.stack([out[d][paths[i]] if d else hist[1][row][t] for i in idx]))
                 for j, i in enumerate(idx):
                     rows[i] = z[j]
             return torch.stack(rows)
 
         def close():  # keep each module's committed positions (count), drop the tree's slots
-            for d in slot:
-                kvs[d].truncate(torch.tensor(count[d], device=dev))
+            if not batched:  # (a row's copies are just dropped)
+                for d in slot:
+                    views[d].truncate(torch.tensor(count[d], device=dev))
 
         next_logits.close = close
         return next_logits
