@@ -15,6 +15,7 @@ RUNS = [  # (label, run folder, answer tokens it trained on, steps)
     ("1x, 1,200 steps", "runs/scale/hydra-1x-s1200", "116k", 1200),
     ("2x, 600 steps", "runs/scale/hydra-2x-s600", "241k", 600),
     ("2x, 1,200 steps", "runs/scale/hydra-2x-s1200", "241k", 1200),
+    ("2x, 2,400 steps (round 18)", "runs/scale/hydra-2x-s2400", "241k", 2400),
 ]
 
 
