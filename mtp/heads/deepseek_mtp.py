@@ -148,6 +148,23 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
 
     tree_expander_rows = True  # tree_expander(..., row=r) expands one row of a batch
 
+    def _row_caches(self, state, sequences, row: int):
+        """(batched, views, kv_of) for row `row`'s tree: kv_of(d) is module d's cache, its own at
+        batch 1. In a batch every module first takes every row's unseen committed positions in one
+        batched forward each (_catch_up); kv_of(d) is then a batch-1 copy of the row's slots
+        (FeatureKV.row), which the tree's close() just drops."""
+        batched = len(sequences) > 1
+        if batched:
+            self._catch_up(state, sequences, len(self.mods))
+        views: dict[int, FeatureKV] = {}
+
+        def kv_of(d: int) -> FeatureKV:
+            if d not in views:
+                views[d] = state["kv"][d].row(row) if batched else state["kv"][d]
+            return views[d]
+
+        return batched, views, kv_of
+
     def tree_expander(self, state, sequences, row: int = 0):
         """next_logits(paths) -> [len(paths), Vd] draft logits after each token path, one
         decoder-layer forward per path length over the whole frontier (EAGLE-2's batched expansion),
@@ -159,23 +176,12 @@ class DeepSeekMTPHead(SharedUnembedding, MTPHead):
         tree: siblings share their parent's slots), each attending to the committed slots and to
         its own prefixes' slots. Prefixes no call expanded are expanded first. Module d's committed
         positions it has not seen yet go into the same forward as its first tree slots: one
-        decoder-layer call per module and step. Call the returned `close()` after the tree.
-
-        In a batch, row `row`'s tree: every module first takes every row's unseen committed positions
-        in one batched forward each (_catch_up), then the row's tree is built on batch-1 copies of
-        the modules' caches (FeatureKV.row), which close() drops."""
+        decoder-layer call per module and step. Call the returned `close()` after the tree. In a
+        batch, row `row`'s tree is built on copies of its caches (_row_caches)."""
         seq = sequences[row]
         t = len(seq) - 2  # last committed position (seq ends with the pending token x_{t+1})
         hist, count = state["hist"], state["count"]
-        batched = len(sequences) > 1
-        if batched:
-            self._catch_up(state, sequences, len(self.mods))
-        views: dict[int, FeatureKV] = {}
-
-        def kv_of(d: int) -> FeatureKV:  # module d's cache: the batch's own at batch 1, else a row copy
-            if d not in views:
-                views[d] = state["kv"][d].row(row) if batched else state["kv"][d]
-            return views[d]
+        batched, views, kv_of = self._row_caches(state, sequences, row)
         slot: dict[int, dict[tuple, int]] = {}  # module d: prefix -> its slot in module d's cache
         out: dict[int, dict[tuple, torch.Tensor]] = {}  # module d: prefix -> module d's output at that slot
         dev = state["kv"][0].mask.device
