@@ -69,21 +69,27 @@ def trained(tiny_llama, data):
     ids, hs = data
     result = {}
     for fam in FAMILIES:
-        torch.manual_seed(0)
-        head = build_head(fam, model, num_heads=K)
-        opt = torch.optim.Adam(head.parameters(), lr=LR.get(fam, 3e-3))
-        with torch.no_grad():
-            l0, _ = _loss_acc(head, ids, hs)
-        for _ in range(STEPS):
-            loss, _ = _loss_acc(head, ids, hs)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        head.eval()
-        with torch.no_grad():
-            l1, accs = _loss_acc(head, ids, hs)
-        result[fam] = (head, l0.item(), l1.item(), accs)
+        result[fam] = _train(fam, model, ids, hs, K)
     return result
+
+
+def _train(family, model, ids, hs, num_heads):
+    """A fresh head fitted to (ids, hs) for STEPS steps: (head in eval mode, initial loss, final
+    loss, final per-head accuracies)."""
+    torch.manual_seed(0)
+    head = build_head(family, model, num_heads=num_heads)
+    opt = torch.optim.Adam(head.parameters(), lr=LR.get(family, 3e-3))
+    with torch.no_grad():
+        l0, _ = _loss_acc(head, ids, hs)
+    for _ in range(STEPS):
+        loss, _ = _loss_acc(head, ids, hs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    head.eval()
+    with torch.no_grad():
+        l1, accs = _loss_acc(head, ids, hs)
+    return head, l0.item(), l1.item(), accs
 
 
 # ---- construction ---------------------------------------------------------------------------
@@ -483,21 +489,9 @@ def test_every_family_on_gpt2_learned_positions():
     p = ids[0, : PROMPT_LEN + 2].tolist()
     ref = generate(model, [p, p[:5]], max_new_tokens=12, ignore_eos=True).tokens
     for family in FAMILIES:
-        torch.manual_seed(0)
-        head = build_head(family, model, num_heads=2)
-        opt = torch.optim.Adam(head.parameters(), lr=LR.get(family, 3e-3))
-        with torch.no_grad():
-            l0, _ = _loss_acc(head, ids, hs)
-        for _ in range(STEPS):
-            loss, _ = _loss_acc(head, ids, hs)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        head.eval()
-        with torch.no_grad():
-            l1, accs = _loss_acc(head, ids, hs)
+        head, l0, l1, accs = _train(family, model, ids, hs, 2)
         # (GPT-2's small tied unembedding keeps the loss high after 40 steps: judge by accuracy)
-        assert l1 < l0 and min(accs) >= MIN_ACC, f"{family}: loss {l0.item():.3f} -> {l1.item():.3f}, accuracy {accs}"
+        assert l1 < l0 and min(accs) >= MIN_ACC, f"{family}: loss {l0:.3f} -> {l1:.3f}, accuracy {accs}"
         out = generate(model, [p, p[:5]], drafter=head.as_drafter(), num_draft_tokens=2, max_new_tokens=12,
                        ignore_eos=True)
         assert out.tokens == ref, family
