@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import re
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ from mtp.io import atomic_write_json, jsonable
 from mtp.report import SWEEP_COLS, write_report
 from mtp.runinfo import collect_meta
 from mtp.suites import encode_turn, load_suite
-from mtp.sweep import batch_sweep
+from mtp.sweep import batch_sweep, sweep_size
 
 
 def parse_args(argv=None):
@@ -63,11 +62,10 @@ def parse_args(argv=None):
         if not vals or min(vals) < 1:
             p.error(f"--{flag.replace('_', '-')} must be comma-separated integers >= 1, got {text!r}")
         setattr(args, flag, ",".join(map(str, vals)))
-    sizes = [int(b) for b in args.batch_sizes.split(",")]
-    if args.num_prompts < 0 or any(args.num_prompts % b for b in sizes):
-        p.error(f"--num-prompts {args.num_prompts} must be a multiple of every batch size {sizes} "
-                f"(e.g. {math.lcm(*sizes)}), or 0 for that least common multiple")
-    args.num_prompts = args.num_prompts or math.lcm(*sizes)
+    try:
+        args.num_prompts = sweep_size([int(b) for b in args.batch_sizes.split(",")], args.num_prompts)
+    except ValueError as e:
+        p.error(f"--num-prompts: {e}")
     for flag in ("max_new_tokens", "repeats"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")

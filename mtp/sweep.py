@@ -13,6 +13,20 @@ from mtp.engine import generate, sync
 from mtp.stats import SpecStats
 
 
+def sweep_size(batch_sizes: list[int], num_prompts: int | None = None) -> int:
+    """The number of prompts a sweep decodes at every batch size: num_prompts, checked to split
+    evenly into batches of each size, or (None or 0) the least common multiple of the sizes."""
+    n = int(num_prompts or 0) or math.lcm(*batch_sizes)
+    if n < 1:
+        raise ValueError(f"{n} prompts: give a number >= 1, or 0 for the least common multiple of the batch "
+                         f"sizes ({math.lcm(*batch_sizes)})")
+    bad = [B for B in batch_sizes if n % B]
+    if bad:
+        raise ValueError(f"{n} prompts do not split evenly into batches of {bad or batch_sizes}: give a number of "
+                         f"prompts that every batch size divides (e.g. {math.lcm(*batch_sizes)})")
+    return n
+
+
 def batch_sweep(model, variants: list[tuple[str, object, int | None]], prompts: list[list[int]],
                 batch_sizes: list[int], *, repeats: int = 3, max_new_tokens: int = 64, temperature: float = 0.0,
                 seed: int = 0, num_prompts: int | None = None) -> tuple[list[dict], list[dict]]:
@@ -28,11 +42,7 @@ def batch_sweep(model, variants: list[tuple[str, object, int | None]], prompts: 
     batches' time), its spread, tau (over all batches), wall_s (all batches) and pareto; skipped lists
     the (label, batch_size) a drafter cannot batch, with the reason."""
     device = next(model.parameters()).device
-    n = math.lcm(*batch_sizes) if num_prompts is None else int(num_prompts)
-    bad = [B for B in batch_sizes if n % B]
-    if n < 1 or bad:
-        raise ValueError(f"{n} prompts do not split evenly into batches of {bad or batch_sizes}: give a number of "
-                         f"prompts that every batch size divides (e.g. {math.lcm(*batch_sizes)})")
+    n = sweep_size(batch_sizes, num_prompts)
     rows = [prompts[i % len(prompts)] for i in range(n)]
 
     def one(drafter, k, B, new, s, batches=None):
@@ -75,7 +85,7 @@ def _sweep_point(label: str, B: int, rs: list, k=None) -> dict:
     tokens = [sum(len(t) for _, o in rep for t in o.tokens) for rep in rs]
     rows = sum(len(o.tokens) for _, o in rs[0])
     total = [t / w for t, w in zip(tokens, walls)]
-    per_seq = [t / rows / (w / len(rep)) for t, w, rep in zip(tokens, walls, rs)]  # = total / B
+    per_seq = [x / B for x in total]  # tokens per row over the mean batch time
     tail = label.rpartition(":")[2]
     has_k = ":" in label and tail.isdigit()
     K = k.get(B, 0) if isinstance(k, dict) else int(tail) if has_k else 0
