@@ -165,7 +165,7 @@ class MethodSpecError(ValueError):
     """A method spec that does not parse; the message lists the valid forms."""
 
 
-METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K|:auto][:tree<N>|:autotree], "
+METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K|:auto][:tree<N>|:autotree][:dt<t>], "
                 "pld+heads:<checkpoint dir>[:K|:auto][:tree<N>], union+heads:<checkpoint dir>[:K|:auto][:tree<N>], "
                 "adapt+heads:<checkpoint dir>[:K|:auto][:tree<N>][:chain<N>]")
 
@@ -220,6 +220,9 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     the method is built, a few seconds) predict to be fastest (mtp.drafters.adaptive.AdaptiveUnionDrafter).
     ":auto": the chain length the cost model predicts fastest at `batch_size` on this machine, from
     the acceptance the trainer measured on held-out data (mtp.shape.auto_draft_length).
+    ":dt<t>" (last, chains only): how the heads' chain drafts at T > 0: ":dt0" drafts their argmax
+    (a point mass, accepted with the target's probability of it), ":dt0.5" samples their
+    distribution at temperature 0.5; by default it is sampled at the target's temperature.
     ":autotree" (in place of :K / :tree<N>): a static tree, `best_static_tree` over the held-out
     acceptance by depth and rank, of the size the cost model predicts fastest from this machine's
     verify-cost curve and the drafter's cost for each candidate (mtp.shape.auto_tree).
@@ -257,7 +260,18 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
     explicit = combine is not None or spec.startswith("heads:")
     body = spec.split("heads:", 1)[1] if explicit else spec
     chain_tokens = 0  # adapt+: the heads' chain choice (0: none)
+    draft_t = None  # :dt<t>: how the heads' chain drafts at T > 0
     head_part, sep, tail = body.rpartition(":")
+    if sep and tail.startswith("dt"):
+        try:
+            draft_t = float(tail[2:])
+        except ValueError:
+            draft_t = -1.0
+        if not draft_t >= 0:
+            raise MethodSpecError(f"method {spec!r}: :dt<t> takes a draft temperature >= 0 (:dt0 drafts the "
+                                  f"heads' argmax at any temperature), got {tail!r}")
+        body = head_part
+        head_part, sep, tail = body.rpartition(":")
     if sep and tail.startswith("chain") and tail[len("chain"):].isdigit():
         if combine != "adapt+":
             raise MethodSpecError(f"method {spec!r}: :chain<N> is an option of adapt+heads:... only (the adaptive "
@@ -275,6 +289,9 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
     elif sep and tail.startswith("tree"):  # EAGLE-2 dynamic tree of N nodes, depth K
         n = _k(spec, tail[len("tree"):])
         body, tree = head_part, n
+    if draft_t is not None and (tree is not None or autotree):
+        raise MethodSpecError(f"method {spec!r}: :dt<t> sets how the heads' chain drafts at T > 0; trees always "
+                              "take deterministic top-k nodes: drop :dt or the tree")
     if chain_tokens and tree is None and not autotree:
         raise MethodSpecError(f"method {spec!r}: :chain<N> is the heads' chain beside their tree; "
                               "give a tree (:tree<N>) or drop :chain<N>")
@@ -308,7 +325,7 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
         depth = k or heads.config.num_heads
         drafter = heads.as_drafter(tree=DynamicTreeConfig(total_tokens=tree, depth=depth, top_k=tree_width(tree, depth)))
     else:
-        drafter = heads.as_drafter(k or None)
+        drafter = heads.as_drafter(k or None, draft_temperature=draft_t)
     if combine is not None:
         from mtp.drafters import AdaptiveUnionDrafter, LookupFirstDrafter, LookupUnionDrafter
 

@@ -65,6 +65,11 @@ def _draft(kind, model):
         counts = torch.arange(V, 0, -1).float()
         family = kind[: -len("-reduced-vocab")]
         return build_head(family, model, num_heads=2, draft_vocab_size=48, token_counts=counts).as_drafter()
+    if kind.startswith("hydra-dt"):  # a head's chain of argmax drafts (dt0: point masses at T > 0) or drafts
+        from mtp.heads import build_head  # sampled at the head's own temperature (q sharper than the target's)
+
+        torch.manual_seed(0)
+        return build_head("hydra", model, num_heads=2).as_drafter(draft_temperature=float(kind[len("hydra-dt"):]))
     if kind in ("lookup-first-mixed", "union-mixed", "adapt-mixed", "adapt-tree-mixed"):
         # Per row and step a coin picks a deterministic "lookup" chain (the target's own greedy
         # continuation, so it is often accepted) or the draft model's sampled chain.
@@ -118,7 +123,8 @@ def _draft(kind, model):
 
 
 @pytest.mark.parametrize("kind", ["plain", "random-uniform-q", "draft-close", "draft-far", "eagle3-reduced-vocab",
-                                  "deepseek-reduced-vocab", "medusa-reduced-vocab", "lookup-first-mixed",
+                                  "deepseek-reduced-vocab", "medusa-reduced-vocab", "hydra-dt0", "hydra-dt0.5",
+                                  "lookup-first-mixed",
                                   "union-mixed", "adapt-mixed", "adapt-tree-mixed"])
 def test_engine_sampling_is_lossless(tiny_llama, exact_joint, kind):
     model, _ = tiny_llama

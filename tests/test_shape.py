@@ -211,3 +211,32 @@ def test_autotree_method_runs_the_chosen_static_tree(tmp_path, tiny_llama):
     for bad in (":2:autotree", ":auto:autotree", ":tree8:autotree"):
         with pytest.raises(MethodSpecError, match="autotree"):
             make_method(f"heads:{run / 'best'}{bad}", model, tok)
+
+
+def test_heads_spec_sets_how_chains_draft_when_sampling(tmp_path, tiny_llama):
+    """:dt<t> (chains only): :dt0 drafts the heads' argmax at T > 0 (point masses, no q), :dt<t>
+    samples their distribution at temperature t; trees and bad values are refused by name."""
+    from mtp.heads import build_head
+    from mtp.heads.checkpoint import save_head
+    from mtp.methods import MethodSpecError, make_method
+
+    model, tok = tiny_llama
+    torch.manual_seed(0)
+    save_head(build_head("hydra", model, num_heads=3), tmp_path / "best")
+    d = tmp_path / "best"
+    for spec, want in ((f"heads:{d}:3", None), (f"heads:{d}:3:dt0", 0.0), (f"heads:{d}:dt0.5", 0.5),
+                       (f"adapt+heads:{d}:2:dt0", 0.0)):
+        m = make_method(spec, model, tok)
+        heads = getattr(m.drafter, "fallback", m.drafter)
+        assert heads.draft_temperature == want, spec
+    probs = []
+    for t in (0.0, 0.5):
+        m = make_method(f"heads:{d}:3:dt{t:g}", model, tok)
+        inner = m.drafter.propose
+        m.drafter.propose = lambda ctx, inner=inner: probs.append((t, inner(ctx).probs)) or inner(ctx)
+        rec = m.run([5, 6, 7, 8, 5, 6], max_new_tokens=8, temperature=1.0, seed=0, ignore_eos=True)
+        assert len(rec.output_ids) >= 8
+    assert all((p is None) == (t == 0.0) for t, p in probs) and len({t for t, _ in probs}) == 2
+    for bad in (":dt-1", ":dtx", ":3:tree8:dt0"):
+        with pytest.raises(MethodSpecError, match="dt"):
+            make_method(f"heads:{d}" + bad, model, tok)

@@ -35,14 +35,25 @@ class HeadDrafter(Drafter):
     """Drafts a chain from the target hidden state at each row's last committed position.
 
     Greedy: argmax drafts, probs None. T>0: each draft is sampled from its own distribution
-    shaped by ctx.sampling (same temperature / top-k / top-p as the target), reported as q.
+    shaped by ctx.sampling (same temperature / top-k / top-p as the target), reported as q, unless
+    draft_temperature says otherwise.
     """
 
-    def __init__(self, head, num_draft_tokens: int | None = None, tree=None) -> None:
+    def __init__(self, head, num_draft_tokens: int | None = None, tree=None,
+                 draft_temperature: float | None = None) -> None:
         """tree: None for chains; an mtp.tree.StaticTree (Medusa-style choices) or an
-        mtp.tree.DynamicTreeConfig (EAGLE-2 style) to draft token trees of top-k candidates."""
+        mtp.tree.DynamicTreeConfig (EAGLE-2 style) to draft token trees of top-k candidates.
+        draft_temperature: how a chain drafts when the target samples (T > 0). None: from the head's
+        distribution at the target's temperature; 0: the head's argmax, a point mass that
+        verification accepts with the target's probability of it; t > 0: from the head's
+        distribution at temperature t (the target's top-k / top-p kept). Every choice is lossless;
+        which accepts most depends on how close the head's distribution is to the target's.
+        Trees always take deterministic top-k nodes."""
+        if draft_temperature is not None and draft_temperature < 0:
+            raise ValueError(f"draft_temperature must be None or >= 0, got {draft_temperature}")
         self.head = head
         self.tree = tree
+        self.draft_temperature = draft_temperature
         self.num_draft_tokens = int(num_draft_tokens if num_draft_tokens is not None else head.config.num_heads)
         if tree is not None:
             self.num_draft_tokens = tree.depth
@@ -106,11 +117,14 @@ class HeadDrafter(Drafter):
         tokens: list[torch.Tensor] = []
         probs: list[torch.Tensor] = []
 
+        dt = self.draft_temperature
+        sampling = ctx.sampling if dt is None or dt == 0 else replace(ctx.sampling, temperature=dt)
+
         def pick(logits: torch.Tensor) -> torch.Tensor:
-            if ctx.sampling.greedy:
+            if ctx.sampling.greedy or dt == 0:
                 i = logits.argmax(-1)
             else:
-                q = logits_to_probs(logits, ctx.sampling)
+                q = logits_to_probs(logits, sampling)
                 i = sample(q, ctx.generator)
                 probs.append(self._over_target_vocab(q))
             t = self._target_ids(i)
