@@ -254,24 +254,29 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     return m
 
 
+def _pop_draft_temperature(spec: str, body: str) -> tuple[str, float | None]:
+    """"...:dt<t>" -> ("...", t); no :dt suffix -> (body, None)."""
+    head_part, sep, tail = body.rpartition(":")
+    if not (sep and tail.startswith("dt")):
+        return body, None
+    try:
+        t = float(tail[2:])
+    except ValueError:
+        t = -1.0
+    if not t >= 0:
+        raise MethodSpecError(f"method {spec!r}: :dt<t> takes a draft temperature >= 0 (:dt0 drafts the "
+                              f"heads' argmax at any temperature), got {tail!r}")
+    return head_part, t
+
+
 def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
     """heads:<dir>... | pld+heads:<dir>... | union+heads:<dir>... | adapt+heads:<dir>... | <dir> (see make_method)."""
     combine = next((c for c in ("pld+", "union+", "adapt+") if spec.startswith(c + "heads:")), None)
     explicit = combine is not None or spec.startswith("heads:")
     body = spec.split("heads:", 1)[1] if explicit else spec
     chain_tokens = 0  # adapt+: the heads' chain choice (0: none)
-    draft_t = None  # :dt<t>: how the heads' chain drafts at T > 0
+    body, draft_t = _pop_draft_temperature(spec, body)  # :dt<t>: how the heads' chain drafts at T > 0
     head_part, sep, tail = body.rpartition(":")
-    if sep and tail.startswith("dt"):
-        try:
-            draft_t = float(tail[2:])
-        except ValueError:
-            draft_t = -1.0
-        if not draft_t >= 0:
-            raise MethodSpecError(f"method {spec!r}: :dt<t> takes a draft temperature >= 0 (:dt0 drafts the "
-                                  f"heads' argmax at any temperature), got {tail!r}")
-        body = head_part
-        head_part, sep, tail = body.rpartition(":")
     if sep and tail.startswith("chain") and tail[len("chain"):].isdigit():
         if combine != "adapt+":
             raise MethodSpecError(f"method {spec!r}: :chain<N> is an option of adapt+heads:... only (the adaptive "
