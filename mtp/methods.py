@@ -165,9 +165,9 @@ class MethodSpecError(ValueError):
     """A method spec that does not parse; the message lists the valid forms."""
 
 
-METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K|:auto][:tree<N>|:autotree][:dt<t>], "
+METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K|:auto][:tree<N>|:stree<N>|:autotree][:dt<t>], "
                 "pld+heads:<checkpoint dir>[:K|:auto][:tree<N>], union+heads:<checkpoint dir>[:K|:auto][:tree<N>], "
-                "adapt+heads:<checkpoint dir>[:K|:auto][:tree<N>][:chain<N>]")
+                "adapt+heads:<checkpoint dir>[:K|:auto][:tree<N>|:stree<N>][:chain<N>]")
 
 
 def _k(spec: str, text: str) -> int:
@@ -223,6 +223,9 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     ":dt<t>" (last, chains only): how the heads' chain drafts at T > 0: ":dt0" drafts their argmax
     (a point mass, accepted with the target's probability of it), ":dt0.5" samples their
     distribution at temperature 0.5; by default it is sampled at the target's temperature.
+    ":stree<N>": at T > 0 a static tree of N nodes and depth K whose nodes are sampled from the
+    heads' distribution (i.i.d. siblings, verified by recursive rejection sampling), shaped by
+    `best_static_tree` over their held-out acceptance by depth and rank; top-k nodes at T = 0.
     ":autotree" (in place of :K / :tree<N>): a static tree, `best_static_tree` over the held-out
     acceptance by depth and rank, of the size the cost model predicts fastest from this machine's
     verify-cost curve and the drafter's cost for each candidate (mtp.shape.auto_tree).
@@ -269,6 +272,23 @@ def _pop_draft_temperature(spec: str, body: str) -> tuple[str, float | None]:
     return head_part, t
 
 
+def _pop_tree(spec: str, body: str) -> tuple[str, "int | tuple | None", bool]:
+    """Strip the tree suffix: (body, tree, autotree) with tree N for ":tree<N>" (an EAGLE-2 dynamic
+    tree of N nodes, depth K), ("s", N) for ":stree<N>" (sampled nodes, static shape), None for none."""
+    head_part, sep, tail = body.rpartition(":")
+    if sep and tail == "autotree":  # a static tree from held-out acceptance and this machine's costs
+        _, sep2, tail2 = head_part.rpartition(":")
+        if sep2 and (tail2 == "auto" or tail2.isdigit() or tail2.startswith(("tree", "stree"))):
+            raise MethodSpecError(f"method {spec!r}: :autotree chooses the tree's size and depth itself; "
+                                  "drop the :K / :auto / :tree<N> before it")
+        return head_part, None, True
+    if sep and tail.startswith(("tree", "stree")):
+        sampled = tail.startswith("s")
+        n = _k(spec, tail[len("stree" if sampled else "tree"):])
+        return head_part, (("s", n) if sampled else n), False
+    return body, None, False
+
+
 def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
     """heads:<dir>... | pld+heads:<dir>... | union+heads:<dir>... | adapt+heads:<dir>... | <dir> (see make_method)."""
     combine = next((c for c in ("pld+", "union+", "adapt+") if spec.startswith(c + "heads:")), None)
@@ -282,21 +302,10 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
             raise MethodSpecError(f"method {spec!r}: :chain<N> is an option of adapt+heads:... only (the adaptive "
                                   "union's chain choice); drop it, or write adapt+heads:<dir>:K:tree<N>:chain<N>")
         body, chain_tokens = head_part, int(tail[len("chain"):])
-    tree = None
-    head_part, sep, tail = body.rpartition(":")
-    autotree = bool(sep) and tail == "autotree"
-    if autotree:  # a static tree from held-out acceptance and this machine's costs (mtp.shape.auto_tree)
-        body = head_part
-        head_part, sep, tail = body.rpartition(":")
-        if sep and (tail == "auto" or tail.isdigit() or tail.startswith("tree")):
-            raise MethodSpecError(f"method {spec!r}: :autotree chooses the tree's size and depth itself; "
-                                  "drop the :K / :auto / :tree<N> before it")
-    elif sep and tail.startswith("tree"):  # EAGLE-2 dynamic tree of N nodes, depth K
-        n = _k(spec, tail[len("tree"):])
-        body, tree = head_part, n
+    body, tree, autotree = _pop_tree(spec, body)
     if draft_t is not None and (tree is not None or autotree):
-        raise MethodSpecError(f"method {spec!r}: :dt<t> sets how the heads' chain drafts at T > 0; trees always "
-                              "take deterministic top-k nodes: drop :dt or the tree")
+        raise MethodSpecError(f"method {spec!r}: :dt<t> sets how the heads' chain drafts at T > 0, not "
+                              "a tree's nodes (:stree<N> samples those): drop :dt or the tree")
     if chain_tokens and tree is None and not autotree:
         raise MethodSpecError(f"method {spec!r}: :chain<N> is the heads' chain beside their tree; "
                               "give a tree (:tree<N>) or drop :chain<N>")
@@ -324,6 +333,9 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
         drafter = heads.as_drafter(tree=chosen)
     elif autotree:  # no tree predicted to beat plain decoding: the cheapest, one draft token
         drafter = heads.as_drafter(1)
+    elif isinstance(tree, tuple):
+        drafter = heads.as_drafter(tree=_sampled_tree_shape(spec, base, k or heads.config.num_heads, tree[1]),
+                                   sample_tree=True)
     elif tree is not None:
         from mtp.tree import DynamicTreeConfig
 
@@ -356,6 +368,20 @@ def tree_width(nodes: int, depth: int) -> int:
     least 4 (EAGLE-2's trees are top-4 or wider), and enough that the depths hold `nodes`. Before
     this, the width was 4 whatever N, so `:tree<N>` held at most 4 * K nodes (tree16 at depth 3: 12)."""
     return min(nodes, max(4, -(-nodes // max(depth, 1))))
+
+
+def _sampled_tree_shape(spec: str, base: str, depth: int, nodes: int):
+    """:stree<N>'s shape: best_static_tree of N nodes over the head's held-out acceptance by depth and
+    rank, to depth K (fixed before any draw, as sampled nodes require)."""
+    from mtp.shape import heldout_rank_acceptance
+    from mtp.tree import best_static_tree
+
+    acc = heldout_rank_acceptance(base)
+    if not acc:
+        raise MethodSpecError(f"method {spec!r}: :stree<N> takes its shape from the held-out acceptance by depth "
+                              f"and rank recorded next to {base}, and there is none; re-evaluate with "
+                              "`python -m train.heads --config <its config> --eval-only`, or use :tree<N>")
+    return best_static_tree(acc[:depth], nodes)
 
 
 def _auto_tree(spec: str, base: str, heads, model, batch_size: int):

@@ -240,3 +240,38 @@ def test_heads_spec_sets_how_chains_draft_when_sampling(tmp_path, tiny_llama):
     for bad in (":dt-1", ":dtx", ":3:tree8:dt0"):
         with pytest.raises(MethodSpecError, match="dt"):
             make_method(f"heads:{d}" + bad, model, tok)
+
+
+def test_sampled_tree_spec_takes_its_shape_from_heldout_rank_acceptance(tmp_path, tiny_llama):
+    """heads:<dir>:K:stree<N>: best_static_tree of N nodes to depth K over the held-out acceptance by
+    depth and rank; greedy output equals plain decoding; at T > 0 the nodes carry their q (sampled),
+    in the adaptive union too; without recorded rank acceptance it is refused with the fix."""
+    from mtp.engine import generate
+    from mtp.heads import build_head
+    from mtp.heads.checkpoint import save_head
+    from mtp.methods import MethodSpecError, make_method
+    from mtp.tree import StaticTree
+
+    model, tok = tiny_llama
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    save_head(build_head("hydra", model, num_heads=3), run / "best")
+    with pytest.raises(MethodSpecError, match="held-out acceptance by depth"):
+        make_method(f"heads:{run / 'best'}:2:stree4", model, tok)
+    ranks = {f"eval/rank{r}_{d}": v for d in range(3) for r, v in enumerate((0.6, 0.2, 0.1))}
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 5, "eval/a_1": 0.6, **ranks}) + "\n")
+    (run / "best.json").write_text(json.dumps({"step": 5}))
+    plain = generate(model, [5, 6, 7, 8, 5, 6], max_new_tokens=10, ignore_eos=True).tokens[0]
+    for spec in (f"heads:{run / 'best'}:2:stree4", f"adapt+heads:{run / 'best'}:2:stree4"):
+        m = make_method(spec, model, tok)
+        heads = getattr(m.drafter, "fallback", m.drafter)
+        assert heads.sample_tree and heads.tree == StaticTree([(0,), (0, 0), (1,), (0, 1)])  # path products .6, .36, .2, .12
+        rec = m.run([5, 6, 7, 8, 5, 6], max_new_tokens=10, temperature=0.0, seed=0, ignore_eos=True)
+        assert rec.output_ids[-10:] == plain
+    seen = []
+    inner = heads.propose
+    heads.propose = lambda ctx: seen.append(inner(ctx)) or seen[-1]
+    m.run([5, 6, 7, 8, 5, 6], max_new_tokens=10, temperature=1.0, seed=0, ignore_eos=True)
+    assert seen and all(d.probs is not None and d.parents is not None for d in seen)
+    with pytest.raises(MethodSpecError, match="dt"):
+        make_method(f"heads:{run / 'best'}:2:stree4:dt0", model, tok)

@@ -339,3 +339,35 @@ def test_reduced_vocab_drafts_are_target_ids(tiny_llama, family):
         else:
             roots = {t for t, p in zip(toks, draft.parents[0].tolist()) if p == -1}
             assert roots <= {d2t[i] for i in first.topk(3).indices.tolist()} and roots
+
+
+
+def test_sample_static_tree_draws_siblings_from_their_parents_q():
+    """sample_static_tree: the shape is the static tree's; each node's reported q is the distribution
+    after its parent's path (shared by siblings), shaped by the sampling config; every drawn token has
+    q > 0; over many draws a root child's token frequencies follow q; greedy configs are refused."""
+    from mtp.tree import StaticTree, sample_static_tree
+
+    V = 6
+    base = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -9.0])
+
+    def next_logits(paths):
+        return torch.stack([base.roll(len(p)) for p in paths])
+
+    tree = StaticTree([(0,), (1,), (0, 0), (0, 1), (1, 0)])
+    cfg = SamplingConfig(temperature=1.0, top_k=4)
+    g = torch.Generator().manual_seed(0)
+    firsts = torch.zeros(V)
+    for _ in range(3000):
+        toks, pars, q = sample_static_tree(tree, next_logits, cfg, g)
+        assert pars == tree.parents and q.shape == (tree.size, V)
+        assert torch.equal(q[0], q[1]) and torch.equal(q[2], q[3])
+        assert all(q[i, t] > 0 for i, t in enumerate(toks))
+        firsts[toks[0]] += 1
+    want = logits_to_probs(base, cfg)
+    assert torch.allclose(firsts / firsts.sum(), want, atol=0.03) and firsts[4:].sum() == 0
+    d2t = torch.tensor([1, 3, 4, 7, 8, 9])  # a draft vocabulary: columns -> target ids 0..9
+    toks, _, q = sample_static_tree(tree, next_logits, cfg, g, vocab=d2t, vocab_size=10)
+    assert q.shape == (tree.size, 10) and set(toks) <= set(d2t.tolist()) and q[:, [0, 2, 5, 6]].sum() == 0
+    with pytest.raises(ValueError, match="greedy"):
+        sample_static_tree(tree, next_logits, SamplingConfig())

@@ -145,14 +145,17 @@ class MTPHead(nn.Module, abc.ABC):
         input_ids: [B, T] the sequence (families that condition on future tokens use the true ones).
         """
 
-    def as_drafter(self, num_draft_tokens: int | None = None, tree=None, draft_temperature: float | None = None):
+    def as_drafter(self, num_draft_tokens: int | None = None, tree=None, draft_temperature: float | None = None,
+                   sample_tree: bool = False):
         """An `mtp.drafters.Drafter` that drafts chains with this head (default length
         config.num_heads; parallel families draft at most num_heads tokens per step), or token
         trees with `tree=` an mtp.tree.StaticTree or mtp.tree.DynamicTreeConfig. draft_temperature:
-        how chains draft at T > 0 (see mtp.heads.drafting.HeadDrafter)."""
+        how chains draft at T > 0; sample_tree: a static tree's nodes sampled at T > 0 (see
+        mtp.heads.drafting.HeadDrafter)."""
         from mtp.heads.drafting import HeadDrafter
 
-        return HeadDrafter(self, num_draft_tokens, tree=tree, draft_temperature=draft_temperature)
+        return HeadDrafter(self, num_draft_tokens, tree=tree, draft_temperature=draft_temperature,
+                           sample_tree=sample_tree)
 
     @property
     def max_draft_tokens(self) -> int | None:

@@ -40,7 +40,7 @@ class HeadDrafter(Drafter):
     """
 
     def __init__(self, head, num_draft_tokens: int | None = None, tree=None,
-                 draft_temperature: float | None = None) -> None:
+                 draft_temperature: float | None = None, sample_tree: bool = False) -> None:
         """tree: None for chains; an mtp.tree.StaticTree (Medusa-style choices) or an
         mtp.tree.DynamicTreeConfig (EAGLE-2 style) to draft token trees of top-k candidates.
         draft_temperature: how a chain drafts when the target samples (T > 0). None: from the head's
@@ -48,9 +48,18 @@ class HeadDrafter(Drafter):
         verification accepts with the target's probability of it; t > 0: from the head's
         distribution at temperature t (the target's top-k / top-p kept). Every choice is lossless;
         which accepts most depends on how close the head's distribution is to the target's.
-        Trees always take deterministic top-k nodes."""
+        Trees take deterministic top-k nodes, unless sample_tree: then, when the target samples, a
+        static tree's nodes are i.i.d. draws from the head's distribution after their parent's path
+        (mtp.tree.sample_static_tree), which accept more than top-k nodes at T=1 when q is close
+        to p; greedy decoding still takes top-k nodes."""
         if draft_temperature is not None and draft_temperature < 0:
             raise ValueError(f"draft_temperature must be None or >= 0, got {draft_temperature}")
+        from mtp.tree import StaticTree
+
+        if sample_tree and not isinstance(tree, StaticTree):
+            raise ValueError("sample_tree needs a StaticTree (a shape fixed before the draws), got "
+                             f"{type(tree).__name__}")
+        self.sample_tree = sample_tree
         self.head = head
         self.tree = tree
         self.draft_temperature = draft_temperature
@@ -171,13 +180,16 @@ class HeadDrafter(Drafter):
         node's candidates come from the head's distribution after the node's path, evaluated by
         re-running the family's chain with the path forced (heads are cheap next to the target).
         Candidates are ranked over the draft vocabulary and mapped to target ids (vocab=)."""
-        from mtp.tree import DynamicTreeConfig, StaticTree, build_dynamic_tree, fill_static_tree
+        from mtp.tree import DynamicTreeConfig, StaticTree, build_dynamic_tree, fill_static_tree, sample_static_tree
 
         B = len(ctx.sequences)
         trees = []
+        sampled = self.sample_tree and not ctx.sampling.greedy
+        node_probs: list[torch.Tensor | None] = []
         for r in range(B):
             if not ctx.active[r]:
                 trees.append(([], []))
+                node_probs.append(None)
                 continue
             rows = getattr(self.head, "tree_expander_rows", False)  # its expander takes one row of a batch
             batched = hasattr(self.head, "tree_expander") and (B == 1 or rows)
@@ -198,7 +210,13 @@ class HeadDrafter(Drafter):
                 tree = self.tree
                 if tree.depth > max_depth:
                     tree = StaticTree([c for c in tree.choices if len(c) <= max_depth])
-                trees.append(fill_static_tree(tree, next_logits, vocab=self._d2t_list))
+                if sampled:
+                    toks, pars, q = sample_static_tree(tree, next_logits, ctx.sampling, ctx.generator,
+                                                       vocab=self.head.draft_vocab, vocab_size=self.head.config.vocab_size)
+                    trees.append((toks, pars))
+                    node_probs.append(q)
+                else:
+                    trees.append(fill_static_tree(tree, next_logits, vocab=self._d2t_list))
             elif isinstance(self.tree, DynamicTreeConfig):
                 def expand(tokens, parents, nodes):
                     paths = []
@@ -216,7 +234,15 @@ class HeadDrafter(Drafter):
                 raise TypeError(f"tree must be a StaticTree or DynamicTreeConfig, got {type(self.tree).__name__}")
             if batched:
                 expander.close()
-        return Draft.from_trees(trees, ctx.device)
+        draft = Draft.from_trees(trees, ctx.device)
+        if not sampled:
+            return draft
+        V = int(self.head.config.vocab_size)
+        probs = torch.zeros(B, draft.max_len, V, device=ctx.device)
+        for r, q in enumerate(node_probs):
+            if q is not None and q.numel():
+                probs[r, : q.shape[0]] = q.to(ctx.device)
+        return replace(draft, probs=probs)
 
 
 def depth_expander(logits_at_depth):
