@@ -232,51 +232,9 @@ def build_dynamic_tree(expand, cfg: DynamicTreeConfig, max_depth: int | None = N
     return [tokens[i] for i in keep], [remap[parents[i]] if parents[i] >= 0 else -1 for i in keep]
 
 
-def sample_static_tree(tree: StaticTree, next_logits, cfg: SamplingConfig, generator: torch.Generator | None = None,
-                       vocab: torch.Tensor | None = None, vocab_size: int | None = None
-                       ) -> tuple[list[int], list[int], torch.Tensor]:
-    """Fill a static tree's shape for one row with *sampled* nodes: a node's children are i.i.d.
-    draws from q, the draft distribution after the node's path shaped by cfg (as the target's p
-    is), so `verify_tree` accepts them with recursive rejection sampling (lossless; duplicates
-    allowed). The shape is fixed before any draw, as that requires; ranks only count children.
-    next_logits as in fill_static_tree; vocab: d2t [Vd] when its columns are a draft vocabulary
-    (then vocab_size, the target's V). Returns (tokens, parents, q [N, V] over the target's vocabulary)."""
-    if cfg.greedy:
-        raise ValueError("sample_static_tree needs a sampling config (T > 0); greedy trees use fill_static_tree")
-    tokens = [0] * tree.size
-    probs: list[torch.Tensor | None] = [None] * tree.size
-    by_parent: dict[int, list[int]] = {}
-    for i, par in enumerate(tree.parents):
-        by_parent.setdefault(par, []).append(i)
-
-    def path_of(i: int) -> list[int]:
-        out = []
-        while i >= 0:
-            out.append(tokens[i])
-            i = tree.parents[i]
-        return out[::-1]
-
-    for d in range(0, tree.depth):
-        parents_here = [p for p in by_parent if (p < 0 and d == 0) or (p >= 0 and tree.depths[p] == d)]
-        if not parents_here:
-            continue
-        q = logits_to_probs(next_logits([path_of(p) if p >= 0 else [] for p in parents_here]), cfg)
-        if vocab is not None:
-            q = q.new_zeros(q.shape[0], int(vocab_size)).index_copy(1, vocab.to(q.device), q)
-        for li, par in enumerate(parents_here):
-            kids = by_parent[par]
-            draws = torch.multinomial(q[li], len(kids), replacement=True, generator=generator).tolist()
-            for k, x in zip(kids, draws):
-                tokens[k], probs[k] = int(x), q[li]
-    return tokens, list(tree.parents), torch.stack(probs) if probs else torch.zeros(0, 0)
-
-
-def fill_static_tree(tree: StaticTree, next_logits, vocab: list[int] | None = None) -> tuple[list[int], list[int]]:
-    """Fill a static tree for one row: each node takes the candidate of its rank from the draft
-    distribution after its parent's path. next_logits(paths: list[list[int]]) -> [len(paths), V]
-    logits after each token path (the empty path: after the pending token). Siblings are
-    distinct top-k candidates, so the drafts are deterministic (lossless with probs None).
-    vocab: as in build_dynamic_tree (the token id of each column of next_logits' output)."""
+def _fill_by_depth(tree: StaticTree, next_logits, fill) -> list[int]:
+    """Walk a static tree depth by depth with one next_logits call per depth, over the paths of the
+    nodes that have children there; fill(logits [V], kids) -> the kids' tokens (target ids)."""
     tokens = [0] * tree.size
     by_parent: dict[int, list[int]] = {}
     for i, par in enumerate(tree.parents):
@@ -296,8 +254,45 @@ def fill_static_tree(tree: StaticTree, next_logits, vocab: list[int] | None = No
         logits = next_logits([path_of(p) if p >= 0 else [] for p in parents_here])
         for li, par in enumerate(parents_here):
             kids = by_parent[par]
-            need = max(tree.ranks[k] for k in kids) + 1
-            top = logits[li].topk(need).indices.tolist()
-            for k in kids:
-                tokens[k] = top[tree.ranks[k]] if vocab is None else vocab[top[tree.ranks[k]]]
-    return tokens, list(tree.parents)
+            for k, t in zip(kids, fill(logits[li], kids)):
+                tokens[k] = t
+    return tokens
+
+
+def sample_static_tree(tree: StaticTree, next_logits, cfg: SamplingConfig, generator: torch.Generator | None = None,
+                       vocab: torch.Tensor | None = None, vocab_size: int | None = None
+                       ) -> tuple[list[int], list[int], torch.Tensor]:
+    """Fill a static tree's shape for one row with *sampled* nodes: a node's children are i.i.d.
+    draws from q, the draft distribution after the node's path shaped by cfg (as the target's p
+    is), so `verify_tree` accepts them with recursive rejection sampling (lossless; duplicates
+    allowed). The shape is fixed before any draw, as that requires; ranks only count children.
+    next_logits as in fill_static_tree; vocab: d2t [Vd] when its columns are a draft vocabulary
+    (then vocab_size, the target's V). Returns (tokens, parents, q [N, V] over the target's vocabulary)."""
+    if cfg.greedy:
+        raise ValueError("sample_static_tree needs a sampling config (T > 0); greedy trees use fill_static_tree")
+    probs: list[torch.Tensor | None] = [None] * tree.size
+
+    def fill(logits: torch.Tensor, kids: list[int]) -> list[int]:
+        q = logits_to_probs(logits, cfg)
+        if vocab is not None:
+            q = q.new_zeros(int(vocab_size)).index_copy(0, vocab.to(q.device), q)
+        for k in kids:
+            probs[k] = q
+        return torch.multinomial(q, len(kids), replacement=True, generator=generator).tolist()
+
+    tokens = _fill_by_depth(tree, next_logits, fill)
+    return tokens, list(tree.parents), torch.stack(probs) if probs else torch.zeros(0, 0)
+
+
+def fill_static_tree(tree: StaticTree, next_logits, vocab: list[int] | None = None) -> tuple[list[int], list[int]]:
+    """Fill a static tree for one row: each node takes the candidate of its rank from the draft
+    distribution after its parent's path. next_logits(paths: list[list[int]]) -> [len(paths), V]
+    logits after each token path (the empty path: after the pending token). Siblings are
+    distinct top-k candidates, so the drafts are deterministic (lossless with probs None).
+    vocab: as in build_dynamic_tree (the token id of each column of next_logits' output)."""
+
+    def fill(logits: torch.Tensor, kids: list[int]) -> list[int]:
+        top = logits.topk(max(tree.ranks[k] for k in kids) + 1).indices.tolist()
+        return [top[tree.ranks[k]] if vocab is None else vocab[top[tree.ranks[k]]] for k in kids]
+
+    return _fill_by_depth(tree, next_logits, fill), list(tree.parents)
