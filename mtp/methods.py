@@ -272,21 +272,21 @@ def _pop_draft_temperature(spec: str, body: str) -> tuple[str, float | None]:
     return head_part, t
 
 
-def _pop_tree(spec: str, body: str) -> tuple[str, "int | tuple | None", bool]:
-    """Strip the tree suffix: (body, tree, autotree) with tree N for ":tree<N>" (an EAGLE-2 dynamic
-    tree of N nodes, depth K), ("s", N) for ":stree<N>" (sampled nodes, static shape), None for none."""
+def _pop_tree(spec: str, body: str) -> tuple[str, str | None, int]:
+    """Strip the tree suffix: (body, kind, N) with kind "tree" for ":tree<N>" (an EAGLE-2 dynamic
+    tree of N nodes, depth K), "stree" for ":stree<N>" (sampled nodes, static shape), "autotree",
+    or None for no tree (N 0 where it has none)."""
     head_part, sep, tail = body.rpartition(":")
     if sep and tail == "autotree":  # a static tree from held-out acceptance and this machine's costs
         _, sep2, tail2 = head_part.rpartition(":")
         if sep2 and (tail2 == "auto" or tail2.isdigit() or tail2.startswith(("tree", "stree"))):
             raise MethodSpecError(f"method {spec!r}: :autotree chooses the tree's size and depth itself; "
                                   "drop the :K / :auto / :tree<N> before it")
-        return head_part, None, True
+        return head_part, "autotree", 0
     if sep and tail.startswith(("tree", "stree")):
-        sampled = tail.startswith("s")
-        n = _k(spec, tail[len("stree" if sampled else "tree"):])
-        return head_part, (("s", n) if sampled else n), False
-    return body, None, False
+        kind = "stree" if tail.startswith("s") else "tree"
+        return head_part, kind, _k(spec, tail[len(kind):])
+    return body, None, 0
 
 
 def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
@@ -302,11 +302,12 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
             raise MethodSpecError(f"method {spec!r}: :chain<N> is an option of adapt+heads:... only (the adaptive "
                                   "union's chain choice); drop it, or write adapt+heads:<dir>:K:tree<N>:chain<N>")
         body, chain_tokens = head_part, int(tail[len("chain"):])
-    body, tree, autotree = _pop_tree(spec, body)
-    if draft_t is not None and (tree is not None or autotree):
+    body, tree_kind, nodes = _pop_tree(spec, body)
+    autotree = tree_kind == "autotree"
+    if draft_t is not None and tree_kind is not None:
         raise MethodSpecError(f"method {spec!r}: :dt<t> sets how the heads' chain drafts at T > 0, not "
                               "a tree's nodes (:stree<N> samples those): drop :dt or the tree")
-    if chain_tokens and tree is None and not autotree:
+    if chain_tokens and tree_kind is None:
         raise MethodSpecError(f"method {spec!r}: :chain<N> is the heads' chain beside their tree; "
                               "give a tree (:tree<N>) or drop :chain<N>")
     auto = body.endswith(":auto")
@@ -323,7 +324,7 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
 
     heads = load_heads(base, model)
     if auto:
-        if tree is not None:
+        if tree_kind is not None:
             raise MethodSpecError(f"method {spec!r}: :auto chooses a chain length; give trees an explicit depth")
         k = _auto_k(spec, base, heads, model, batch_size)
     chosen = None
@@ -333,14 +334,16 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
         drafter = heads.as_drafter(tree=chosen)
     elif autotree:  # no tree predicted to beat plain decoding: the cheapest, one draft token
         drafter = heads.as_drafter(1)
-    elif isinstance(tree, tuple):
-        drafter = heads.as_drafter(tree=_sampled_tree_shape(spec, base, k or heads.config.num_heads, tree[1]),
-                                   sample_tree=True)
-    elif tree is not None:
+    elif tree_kind == "stree":
+        from mtp.tree import best_static_tree
+
+        acc = _heldout_ranks(spec, base, ":stree<N>")[: k or heads.config.num_heads]
+        drafter = heads.as_drafter(tree=best_static_tree(acc, nodes), sample_tree=True)
+    elif tree_kind == "tree":
         from mtp.tree import DynamicTreeConfig
 
         depth = k or heads.config.num_heads
-        drafter = heads.as_drafter(tree=DynamicTreeConfig(total_tokens=tree, depth=depth, top_k=tree_width(tree, depth)))
+        drafter = heads.as_drafter(tree=DynamicTreeConfig(total_tokens=nodes, depth=depth, top_k=tree_width(nodes, depth)))
     else:
         drafter = heads.as_drafter(k or None, draft_temperature=draft_t)
     if combine is not None:
@@ -370,29 +373,25 @@ def tree_width(nodes: int, depth: int) -> int:
     return min(nodes, max(4, -(-nodes // max(depth, 1))))
 
 
-def _sampled_tree_shape(spec: str, base: str, depth: int, nodes: int):
-    """:stree<N>'s shape: best_static_tree of N nodes over the head's held-out acceptance by depth and
-    rank, to depth K (fixed before any draw, as sampled nodes require)."""
+def _heldout_ranks(spec: str, base: str, form: str) -> list[list[float]]:
+    """The head's held-out acceptance by depth and rank (mtp.shape.heldout_rank_acceptance), which
+    `form` takes its tree's shape from; MethodSpecError with the fix when none was recorded."""
     from mtp.shape import heldout_rank_acceptance
-    from mtp.tree import best_static_tree
 
     acc = heldout_rank_acceptance(base)
     if not acc:
-        raise MethodSpecError(f"method {spec!r}: :stree<N> takes its shape from the held-out acceptance by depth "
-                              f"and rank recorded next to {base}, and there is none; re-evaluate with "
-                              "`python -m train.heads --config <its config> --eval-only`, or use :tree<N>")
-    return best_static_tree(acc[:depth], nodes)
+        raise MethodSpecError(f"method {spec!r}: {form} takes its shape from the held-out acceptance by depth "
+                              f"and rank recorded next to {base} (eval/rank<r>_<d> in metrics.jsonl: runs trained "
+                              "since it was logged have it), and there is none; re-evaluate with `python -m "
+                              "train.heads --config <its config> --eval-only`, or give the tree instead "
+                              "(heads:<dir>:K:tree<N>)")
+    return acc
 
 
 def _auto_tree(spec: str, base: str, heads, model, batch_size: int):
-    from mtp.shape import auto_tree, heldout_rank_acceptance
+    from mtp.shape import auto_tree
 
-    acc = heldout_rank_acceptance(base)
-    if not acc:
-        raise MethodSpecError(f"method {spec!r}: no held-out acceptance by depth and rank recorded next to {base} "
-                              "(eval/rank<r>_<d> in metrics.jsonl: runs trained since it was logged have it); "
-                              "re-evaluate with `python -m train.heads --config <its config> --eval-only`, or give the "
-                              "tree instead (heads:<dir>:K:tree<N>)")
+    acc = _heldout_ranks(spec, base, ":autotree")
     tree, table = auto_tree(model, heads, acc, batch_size=batch_size)
     print(f"[bench] {spec}: held-out acceptance by depth (rank 0..): "
           + "; ".join(" ".join(f"{x:.2f}" for x in row) for row in acc)

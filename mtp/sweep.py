@@ -22,7 +22,7 @@ def sweep_size(batch_sizes: list[int], num_prompts: int | None = None) -> int:
                          f"sizes ({math.lcm(*batch_sizes)})")
     bad = [B for B in batch_sizes if n % B]
     if bad:
-        raise ValueError(f"{n} prompts do not split evenly into batches of {bad or batch_sizes}: give a number of "
+        raise ValueError(f"{n} prompts do not split evenly into batches of {bad}: give a number of "
                          f"prompts that every batch size divides (e.g. {math.lcm(*batch_sizes)})")
     return n
 

@@ -260,22 +260,21 @@ def _fill_by_depth(tree: StaticTree, next_logits, fill) -> list[int]:
 
 
 def sample_static_tree(tree: StaticTree, next_logits, cfg: SamplingConfig, generator: torch.Generator | None = None,
-                       vocab: torch.Tensor | None = None, vocab_size: int | None = None
-                       ) -> tuple[list[int], list[int], torch.Tensor]:
+                       to_target=None) -> tuple[list[int], list[int], torch.Tensor]:
     """Fill a static tree's shape for one row with *sampled* nodes: a node's children are i.i.d.
     draws from q, the draft distribution after the node's path shaped by cfg (as the target's p
     is), so `verify_tree` accepts them with recursive rejection sampling (lossless; duplicates
     allowed). The shape is fixed before any draw, as that requires; ranks only count children.
-    next_logits as in fill_static_tree; vocab: d2t [Vd] when its columns are a draft vocabulary
-    (then vocab_size, the target's V). Returns (tokens, parents, q [N, V] over the target's vocabulary)."""
+    next_logits as in fill_static_tree; to_target(q [Vd]) -> q [V] when its columns are a draft
+    vocabulary (zero outside it). Returns (tokens, parents, q [N, V] over the target's vocabulary)."""
     if cfg.greedy:
         raise ValueError("sample_static_tree needs a sampling config (T > 0); greedy trees use fill_static_tree")
     probs: list[torch.Tensor | None] = [None] * tree.size
 
     def fill(logits: torch.Tensor, kids: list[int]) -> list[int]:
         q = logits_to_probs(logits, cfg)
-        if vocab is not None:
-            q = q.new_zeros(int(vocab_size)).index_copy(0, vocab.to(q.device), q)
+        if to_target is not None:
+            q = to_target(q)
         for k in kids:
             probs[k] = q
         return torch.multinomial(q, len(kids), replacement=True, generator=generator).tolist()

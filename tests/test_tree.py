@@ -367,7 +367,7 @@ def test_sample_static_tree_draws_siblings_from_their_parents_q():
     want = logits_to_probs(base, cfg)
     assert torch.allclose(firsts / firsts.sum(), want, atol=0.03) and firsts[4:].sum() == 0
     d2t = torch.tensor([1, 3, 4, 7, 8, 9])  # a draft vocabulary: columns -> target ids 0..9
-    toks, _, q = sample_static_tree(tree, next_logits, cfg, g, vocab=d2t, vocab_size=10)
+    toks, _, q = sample_static_tree(tree, next_logits, cfg, g, to_target=lambda q: q.new_zeros(10).index_copy(0, d2t, q))
     assert q.shape == (tree.size, 10) and set(toks) <= set(d2t.tolist()) and q[:, [0, 2, 5, 6]].sum() == 0
     with pytest.raises(ValueError, match="greedy"):
         sample_static_tree(tree, next_logits, SamplingConfig())

@@ -212,7 +212,7 @@ class HeadDrafter(Drafter):
                     tree = StaticTree([c for c in tree.choices if len(c) <= max_depth])
                 if sampled:
                     toks, pars, q = sample_static_tree(tree, next_logits, ctx.sampling, ctx.generator,
-                                                       vocab=self.head.draft_vocab, vocab_size=self.head.config.vocab_size)
+                                                       to_target=self._over_target_vocab)
                     trees.append((toks, pars))
                     node_probs.append(q)
                 else:
