@@ -113,3 +113,24 @@ def test_full_preset_benchmarks_each_family_as_chain_and_tree(tmp_path, monkeypa
     calls.clear()
     demo.stage_bench("smollm2-135m", demo.PRESETS["quick"], heads, tmp_path, "spec", 6)
     assert not any(m.split("=")[0].endswith("-tree") for _, argv in calls for m in argv[argv.index("--methods") + 1].split(","))
+
+
+def test_a_run_trained_with_another_recipe_is_moved_aside(tmp_path, capsys):
+    """Run again with other --steps (or after a preset changed), the demo cannot resume the old run:
+    it moves it to <family>-<step>-steps, heads intact, and trains afresh."""
+    argv = ["--model", "tiny-llama", "--preset", "tiny", "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results"), "--families", "hydra", "--until", "train"]
+    runs = tmp_path / "runs" / "demo"
+    assert demo.main(argv) == 0
+    old = (runs / "hydra" / "best" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert demo.main([*argv, "--steps", "8"]) == 0
+    err = capsys.readouterr().err
+    assert "was trained with another recipe (differs in optim.max_steps" in err
+    assert (runs / "hydra-6-steps" / "best" / "model.safetensors").read_bytes() == old
+    assert json.loads((runs / "hydra" / "final.json").read_text())["step"] == 8
+    # the same recipe again: nothing moved, nothing retrained
+    assert demo.main([*argv, "--steps", "8"]) == 0
+    err = capsys.readouterr().err
+    assert "heads are trained" in err and "another recipe" not in err
+    assert sorted(d.name for d in runs.iterdir() if d.name.startswith("hydra")) == ["hydra", "hydra-6-steps"]

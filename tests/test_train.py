@@ -342,11 +342,48 @@ def test_joint_training_reports_the_target_loss(tmp_path, cyc_data):
 
 
 # ------------------------------------------------------------------------------------ bad input
+def test_feature_noise_reaches_the_head_in_training_only(tmp_path, cyc_data, tiny_llama):
+    from mtp.training.build import TrainModule
+
+    model, _ = tiny_llama
+    seen = []
+
+    class Spy(OracleHead):
+        def forward_train(self, hidden_states, input_ids, attention_mask=None):
+            seen.append(hidden_states)
+            return super().forward_train(hidden_states, input_ids, attention_mask)
+
+    torch.manual_seed(0)
+    h = {-1: torch.randn(4, 64, 32) * 3.0}
+    ids = torch.randint(0, 100, (4, 64))
+    module = TrainModule(Spy(model), model, joint=False, feature_noise=0.5)
+    module.train()
+    module(ids, torch.ones_like(ids), hidden_states=h)
+    # the noise is 0.5 of each position's RMS: relative size within 10% of 0.5, and independent per call
+    rel = ((seen[0][-1] - h[-1]).pow(2).mean(-1).sqrt() / h[-1].pow(2).mean(-1).sqrt()).mean().item()
+    assert abs(rel - 0.5) < 0.05, rel
+    module(ids, torch.ones_like(ids), hidden_states=h)
+    assert not torch.allclose(seen[0][-1], seen[1][-1])
+    module.eval()
+    module(ids, torch.ones_like(ids), hidden_states=h)
+    assert torch.equal(seen[2][-1], h[-1])
+    # Through the trainer: evaluation is untouched, the trained weights are not.
+    over = ["head.family=medusa", "optim.max_steps=3", "eval.every=0", "ckpt.every=0"]
+    plain = Trainer(cfg_for(tmp_path, cyc_data, "name=plain", *over))
+    noisy = Trainer(cfg_for(tmp_path, cyc_data, "name=noisy", *over, "data.feature_noise=0.3"))
+    assert plain.evaluate()["eval/loss"] == pytest.approx(noisy.evaluate()["eval/loss"], rel=1e-6)
+    plain.train(), noisy.train()
+    w1, w2 = head_weights(plain.run_dir), head_weights(noisy.run_dir)
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) > 1e-4
+
+
 def test_bad_input_is_a_clear_error(tmp_path, cyc_data):
     with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['optim.lrr'\]"):
         cfg_for(tmp_path, cyc_data, "optim.lrr=1")
     with pytest.raises(ConfigError, match="optim.max_steps: expected int"):
         cfg_for(tmp_path, cyc_data, "optim.max_steps=many")
+    with pytest.raises(ConfigError, match="data.feature_noise must be a finite number >= 0"):
+        cfg_for(tmp_path, cyc_data, "data.feature_noise=-0.1")
     with pytest.raises(ConfigError, match="does not fit target"):
         Trainer(cfg_for(tmp_path, cyc_data, "head.args.hidden_layers=[9]"))
     with pytest.raises(ConfigError, match="does not fit target"):

@@ -239,6 +239,27 @@ def stage_extra(model: str, p: Preset, data: Path, prompts: str, n: int) -> str:
     return str(out)
 
 
+def _set_aside_other_recipe(cfg_path: Path) -> None:
+    """A run folder trained with another recipe (an older preset, other --steps) cannot be resumed
+    with this one: rename it to <name>-<its step>-steps, keeping its heads, and train afresh."""
+    from mtp.training import load_config
+    from mtp.training.checkpointing import saved_config_diff
+
+    cfg = load_config(cfg_path)
+    diff = saved_config_diff(cfg)
+    if not diff:
+        return
+    run = cfg.run_dir
+    final = run / "final.json"
+    step = json.loads(final.read_text()).get("step") if final.is_file() else "unfinished"
+    dest, i = run.with_name(f"{run.name}-{step}-steps"), 1
+    while dest.exists():
+        dest, i = run.with_name(f"{run.name}-{step}-steps.{i}"), i + 1
+    run.rename(dest)
+    print(f"[demo] {run} was trained with another recipe (differs in {', '.join(diff)}): moved to {dest}; "
+          "training afresh", file=sys.stderr)
+
+
 def stage_train(model: str, fam: str, p: Preset, train_data: str, runs: Path, n: int) -> Path:
     """3-4. The family's hidden-state cache and training run (each skipped when done); returns best/."""
     import yaml
@@ -267,6 +288,7 @@ def stage_train(model: str, fam: str, p: Preset, train_data: str, runs: Path, n:
         t0 = _stage(3, n, f"hidden-state cache for {fam}", ["train.cache", *cmd])
         _call("train.cache", cmd)
         _done(t0)
+    _set_aside_other_recipe(cfg_path)
     best = runs / fam / "best"
     final = runs / fam / "final.json"
     if final.is_file() and json.loads(final.read_text()).get("step") == p.steps and best.is_dir():

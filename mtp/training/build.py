@@ -17,10 +17,11 @@ class TrainModule(nn.Module):
 
     A frozen target is held outside the module's parameters (not saved, not synced)."""
 
-    def __init__(self, head: nn.Module, target: nn.Module, joint: bool) -> None:
+    def __init__(self, head: nn.Module, target: nn.Module, joint: bool, feature_noise: float = 0.0) -> None:
         super().__init__()
         self.head = head
         self.joint = joint
+        self.feature_noise = feature_noise  # data.feature_noise: applied in training mode only
         if joint:
             self.target = target
         else:
@@ -39,8 +40,16 @@ class TrainModule(nn.Module):
             out = self.run_target(input_ids, attention_mask)
             hidden_states = {l: out.hidden_states[l] for l in self.head.config.hidden_layers}
             target_logits = out.logits
+        if self.training and self.feature_noise > 0:
+            hidden_states = {l: noised(h, self.feature_noise) for l, h in hidden_states.items()}
         res = self.head.forward_train(hidden_states, input_ids, attention_mask)
         return list(res.logits), dict(res.aux_losses), dict(res.metrics), target_logits, res.vocab
+
+
+def noised(h: torch.Tensor, sigma: float) -> torch.Tensor:
+    """h + sigma * rms(h) * N(0, 1): noise scaled per position to the hidden state's own size."""
+    rms = h.float().pow(2).mean(-1, keepdim=True).sqrt()
+    return (h.float() + sigma * rms * torch.randn(h.shape, device=h.device)).to(h.dtype)
 
 
 def check_head_fits(head, target) -> None:

@@ -49,6 +49,9 @@ class DataConfig:
     # same): data-scaling curves on one held-out set
     train_fraction: float = 1.0
     cache: str = ""  # hidden-state cache folder (train.cache); empty: online (run the target)
+    # Gaussian noise on the target's hidden states the head reads, in training only (EAGLE's feature
+    # noise): h + feature_noise * rms(h) * N(0, 1) per position; 0: off
+    feature_noise: float = 0.0
 
 
 @dataclass
@@ -263,6 +266,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("data.max_seq_len must be >= 4")
     import math
 
+    if not (cfg.data.feature_noise >= 0 and math.isfinite(cfg.data.feature_noise)):
+        raise ConfigError(f"data.feature_noise must be a finite number >= 0 (a multiple of the hidden "
+                          f"states' RMS), got {cfg.data.feature_noise}")
     if not (o.lr > 0 and math.isfinite(o.lr)):
         raise ConfigError(f"optim.lr must be a finite number > 0, got {o.lr}")
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):

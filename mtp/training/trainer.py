@@ -161,7 +161,7 @@ class Trainer(CheckpointMixin):
     def _setup_optimisation(self) -> None:
         """TrainModule, AdamW (head; joint: target too), the warmup-cosine schedule; accelerate-prepared."""
         cfg, o = self.cfg, self.cfg.optim
-        self.module = TrainModule(self.head, self.target, self.joint)
+        self.module = TrainModule(self.head, self.target, self.joint, cfg.data.feature_noise)
         groups = [{"params": [p for p in self.head.parameters() if p.requires_grad], "lr": o.lr}]
         if self.joint:
             groups.append({"params": list(self.target.parameters()), "lr": cfg.joint.target_lr})
