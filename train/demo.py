@@ -73,8 +73,8 @@ PRESETS = {
     # same data and steps it trained in 3.1 min against EAGLE-3's 6.0, held-out expected tau 1.76
     # against 1.62, and its union spent 9% of its time drafting against 15% (results/demo-hq).
     # 400 steps at lr 2e-3: on the 118 built-in prompts the preset leaves out, held-out expected tau
-    # 1.77 against 1.68 for 220 steps at 1e-3 (1.75 for 400 at 1e-3); weight decay and feature noise
-    # added nothing (docs/results/r20)
+    # 1.77 against 1.68 for 220 steps at 1e-3 (1.75 for 400 at 1e-3; 1.79 for 600 or 800 at 2e-3, over
+    # the 25-minute budget); weight decay and feature noise added nothing (docs/results/r20)
     "quick": Preset(builtin_prompts=320, passage_prompts=120, families=("hydra",), steps=400, lr=2e-3, eval_every=200),
     # the README table: every family, more data and steps (hours on CPU)
     "full": Preset(self_prompts=1200, passage_prompts=900, families=("eagle3", "eagle", "hydra", "medusa", "parallel", "deepseek"),

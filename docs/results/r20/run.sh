@@ -29,3 +29,6 @@ arm ab-220-lr1e-3 optim.max_steps=220 optim.lr=1e-3 eval.every=110
 arm ab-400-lr1e-3 optim.max_steps=400 optim.lr=1e-3 eval.every=200
 arm ab-400-noise0.3 data.feature_noise=0.3
 arm ab-400-wd0.1 optim.weight_decay=0.1
+# 3. how far steps go on: the demo's lr for longer
+arm ab-600-lr2e-3 optim.max_steps=600 eval.every=200
+arm ab-800-lr2e-3 optim.max_steps=800 eval.every=200
