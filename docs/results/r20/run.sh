@@ -32,3 +32,5 @@ arm ab-400-wd0.1 optim.weight_decay=0.1
 # 3. how far steps go on: the demo's lr for longer
 arm ab-600-lr2e-3 optim.max_steps=600 eval.every=200
 arm ab-800-lr2e-3 optim.max_steps=800 eval.every=200
+# 4. regularization where the head is short of data: 800 steps with feature noise
+arm ab-800-noise0.3 optim.max_steps=800 eval.every=200 data.feature_noise=0.3
