@@ -48,8 +48,8 @@ class TrainModule(nn.Module):
 
 def noised(h: torch.Tensor, sigma: float) -> torch.Tensor:
     """h + sigma * rms(h) * N(0, 1): noise scaled per position to the hidden state's own size."""
-    rms = h.float().pow(2).mean(-1, keepdim=True).sqrt()
-    return (h.float() + sigma * rms * torch.randn(h.shape, device=h.device)).to(h.dtype)
+    x = h.float()
+    return (x + sigma * x.pow(2).mean(-1, keepdim=True).sqrt() * torch.randn_like(x)).to(h.dtype)
 
 
 def check_head_fits(head, target) -> None:
