@@ -134,3 +134,10 @@ def test_a_run_trained_with_another_recipe_is_moved_aside(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "heads are trained" in err and "another recipe" not in err
     assert sorted(d.name for d in runs.iterdir() if d.name.startswith("hydra")) == ["hydra", "hydra-6-steps"]
+    # a run that stopped early (no final.json) is named by its latest checkpoint, of the steps it was asked for
+    (runs / "hydra" / "final.json").unlink()
+    (runs / "hydra" / "checkpoints" / "latest").write_text("step-0000003\n")
+    assert demo.main([*argv, "--steps", "7"]) == 0
+    assert "moved to" in capsys.readouterr().err
+    assert (runs / "hydra-3-of-8-steps" / "best").is_dir()
+    assert json.loads((runs / "hydra" / "final.json").read_text())["step"] == 7

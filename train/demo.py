@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -242,7 +243,9 @@ def stage_extra(model: str, p: Preset, data: Path, prompts: str, n: int) -> str:
 
 def _set_aside_other_recipe(cfg_path: Path) -> None:
     """A run folder trained with another recipe (an older preset, other --steps) cannot be resumed
-    with this one: rename it to <name>-<its step>-steps, keeping its heads, and train afresh."""
+    with this one: rename it to <name>-<its steps>-steps (a finished run) or
+    <name>-<latest checkpoint's step>-of-<its max_steps>-steps (one that stopped early), keeping its
+    heads, and train afresh."""
     from mtp.training import load_config
     from mtp.training.checkpointing import saved_config_diff
 
@@ -251,11 +254,17 @@ def _set_aside_other_recipe(cfg_path: Path) -> None:
     if not diff:
         return
     run = cfg.run_dir
-    final = run / "final.json"
-    step = json.loads(final.read_text()).get("step") if final.is_file() else "unfinished"
-    dest, i = run.with_name(f"{run.name}-{step}-steps"), 1
+    final, latest = run / "final.json", run / "checkpoints" / "latest"
+    if final.is_file():
+        steps = f"{json.loads(final.read_text()).get('step')}"
+    else:  # stopped early: how far it got (its latest checkpoint, "step-0000200"), of how many asked
+        m = re.fullmatch(r"step-(\d+)", latest.read_text().strip()) if latest.is_file() else None
+        done = int(m[1]) if m else 0
+        asked = json.loads((run / "config.json").read_text()).get("optim", {}).get("max_steps", "?")
+        steps = f"{done}-of-{asked}"
+    dest, i = run.with_name(f"{run.name}-{steps}-steps"), 1
     while dest.exists():
-        dest, i = run.with_name(f"{run.name}-{step}-steps.{i}"), i + 1
+        dest, i = run.with_name(f"{run.name}-{steps}-steps.{i}"), i + 1
     run.rename(dest)
     print(f"[demo] {run} was trained with another recipe (differs in {', '.join(diff)}): moved to {dest}; "
           "training afresh", file=sys.stderr)
