@@ -167,7 +167,7 @@ class MethodSpecError(ValueError):
 
 METHOD_FORMS = ("hf, vanilla, hf-pld[:K], pld[:K], draft:<model>[:K], heads:<checkpoint dir>[:K|:auto][:tree<N>|:stree<N>|:autotree][:dt<t>], "
                 "pld+heads:<checkpoint dir>[:K|:auto][:tree<N>], union+heads:<checkpoint dir>[:K|:auto][:tree<N>], "
-                "adapt+heads:<checkpoint dir>[:K|:auto][:tree<N>|:stree<N>][:chain<N>]")
+                "adapt+heads:<checkpoint dir>[:K|:auto][:tree<N>|:stree<N>][:chain<N>[:dt<t>]]")
 
 
 def _k(spec: str, text: str) -> int:
@@ -215,12 +215,13 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     grafted into their draft as one more tree branch; one verify checks both
     (mtp.drafters.combined.LookupUnionDrafter).
     "adapt+heads:...": per row and step, the union, lookup's chain alone, the heads' draft alone, the
-    heads' greedy chain of N with a final :chain<N> (beside their tree; off by default) or none,
+    heads' chain of N with :chain<N> after the tree (off by default; greedy at T = 0, sampled from
+    their q at T > 0, their argmax with a final :dt0) or none,
     whichever the acceptance seen on earlier steps and this machine's verify-cost curve (timed when
     the method is built, a few seconds) predict to be fastest (mtp.drafters.adaptive.AdaptiveUnionDrafter).
     ":auto": the chain length the cost model predicts fastest at `batch_size` on this machine, from
     the acceptance the trainer measured on held-out data (mtp.shape.auto_draft_length).
-    ":dt<t>" (last, chains only): how the heads' chain drafts at T > 0: ":dt0" drafts their argmax
+    ":dt<t>" (last; chains, or adapt+'s :chain<N>): how the heads' chain drafts at T > 0: ":dt0" drafts their argmax
     (a point mass, accepted with the target's probability of it), ":dt0.5" samples their
     distribution at temperature 0.5; by default it is sampled at the target's temperature.
     ":stree<N>": at T > 0 a static tree of N nodes and depth K whose nodes are sampled from the
@@ -304,9 +305,10 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
         body, chain_tokens = head_part, int(tail[len("chain"):])
     body, tree_kind, nodes = _pop_tree(spec, body)
     autotree = tree_kind == "autotree"
-    if draft_t is not None and tree_kind is not None:
+    if draft_t is not None and tree_kind is not None and not chain_tokens:
         raise MethodSpecError(f"method {spec!r}: :dt<t> sets how the heads' chain drafts at T > 0, not "
-                              "a tree's nodes (:stree<N> samples those): drop :dt or the tree")
+                              "a tree's nodes (:stree<N> samples those): drop :dt or the tree, or give "
+                              "adapt+heads:... a chain choice (:chain<N>) for it to set")
     if chain_tokens and tree_kind is None:
         raise MethodSpecError(f"method {spec!r}: :chain<N> is the heads' chain beside their tree; "
                               "give a tree (:tree<N>) or drop :chain<N>")
@@ -331,19 +333,20 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
     if autotree:
         chosen = _auto_tree(spec, base, heads, model, batch_size)
     if chosen is not None:
-        drafter = heads.as_drafter(tree=chosen)
+        drafter = heads.as_drafter(tree=chosen, draft_temperature=draft_t)
     elif autotree:  # no tree predicted to beat plain decoding: the cheapest, one draft token
         drafter = heads.as_drafter(1)
     elif tree_kind == "stree":
         from mtp.tree import best_static_tree
 
         acc = _heldout_ranks(spec, base, ":stree<N>")[: k or heads.config.num_heads]
-        drafter = heads.as_drafter(tree=best_static_tree(acc, nodes), sample_tree=True)
+        drafter = heads.as_drafter(tree=best_static_tree(acc, nodes), sample_tree=True, draft_temperature=draft_t)
     elif tree_kind == "tree":
         from mtp.tree import DynamicTreeConfig
 
         depth = k or heads.config.num_heads
-        drafter = heads.as_drafter(tree=DynamicTreeConfig(total_tokens=nodes, depth=depth, top_k=tree_width(nodes, depth)))
+        drafter = heads.as_drafter(tree=DynamicTreeConfig(total_tokens=nodes, depth=depth, top_k=tree_width(nodes, depth)),
+                                   draft_temperature=draft_t)
     else:
         drafter = heads.as_drafter(k or None, draft_temperature=draft_t)
     if combine is not None:

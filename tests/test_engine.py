@@ -353,7 +353,7 @@ def test_adaptive_union_chooses_the_heads_chain_where_it_beats_the_tree():
     class TreeHead(RandomDrafter):  # stands in for a HeadDrafter with a tree
         offers_chain = True
 
-        def propose_chain(self, ctx):
+        def propose_chain(self, ctx, sampled=False):
             return self.propose(ctx)
 
     C = lambda m: 0.050 + 0.0025 * m  # seconds

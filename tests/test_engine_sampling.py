@@ -70,7 +70,7 @@ def _draft(kind, model):
 
         torch.manual_seed(0)
         return build_head("hydra", model, num_heads=2).as_drafter(draft_temperature=float(kind[len("hydra-dt"):]))
-    if kind in ("lookup-first-mixed", "union-mixed", "adapt-mixed", "adapt-tree-mixed"):
+    if kind in ("lookup-first-mixed", "union-mixed", "adapt-mixed", "adapt-tree-mixed", "adapt-tree-mixed-dt0"):
         # Per row and step a coin picks a deterministic "lookup" chain (the target's own greedy
         # continuation, so it is often accepted) or the draft model's sampled chain.
         # The union grafts that chain beside the draft model's sampled one (two proposals, two q's).
@@ -81,7 +81,8 @@ def _draft(kind, model):
 
         greedy: dict[tuple, list[int]] = {}
         base = {"lookup-first-mixed": LookupFirstDrafter, "union-mixed": LookupUnionDrafter,
-                "adapt-mixed": AdaptiveUnionDrafter, "adapt-tree-mixed": AdaptiveUnionDrafter}[kind]
+                "adapt-mixed": AdaptiveUnionDrafter, "adapt-tree-mixed": AdaptiveUnionDrafter,
+                "adapt-tree-mixed-dt0": AdaptiveUnionDrafter}[kind]
 
         class CoinLookup(base):
             gen = torch.Generator().manual_seed(3)
@@ -103,18 +104,21 @@ def _draft(kind, model):
         dm = DraftModelDrafter(perturbed_copy(model, 0.1, seed=1), 2)
         if kind == "adapt-mixed":
             return CoinLookup(dm, lambda m: float(m), lookup_tokens=2)
-        if kind == "adapt-tree-mixed":
-            # A fallback that also offers a greedy chain ("chain", as a head drafting trees does:
-            # HeadDrafter.propose_chain), here the draft model's, beside its sampled chain: rows with
-            # point-mass chains and rows with sampled q in one batch. (A real head's tree drafts row
-            # by row: too slow for this many rows; test_engine checks it greedy.)
+        if kind.startswith("adapt-tree-mixed"):
+            # A fallback that also offers a chain ("chain", as a head drafting trees does:
+            # HeadDrafter.propose_chain), here the draft model's: sampled with its q as the union asks
+            # (sampled=True), or, as a head with draft_temperature 0 (:dt0) does, its argmax, a point
+            # mass. Rows with point-mass lookup chains, sampled fallback drafts and chain rows in one
+            # batch. (A real head's tree drafts row by row: too slow for this many rows; see
+            # test_sampled_head_chain_in_the_adaptive_union_is_lossless and test_engine.)
             from dataclasses import replace
 
             class WithChain(DraftModelDrafter):
                 offers_chain = True
 
-                def propose_chain(self, ctx):
-                    return self.propose(replace(ctx, sampling=SamplingConfig()))
+                def propose_chain(self, ctx, sampled=False):
+                    sampled = sampled and kind == "adapt-tree-mixed"
+                    return self.propose(ctx if sampled else replace(ctx, sampling=SamplingConfig()))
 
             return CoinLookup(WithChain(perturbed_copy(model, 0.1, seed=1), 2), lambda m: float(m), lookup_tokens=2,
                               chain_tokens=2)
@@ -125,7 +129,7 @@ def _draft(kind, model):
 @pytest.mark.parametrize("kind", ["plain", "random-uniform-q", "draft-close", "draft-far", "eagle3-reduced-vocab",
                                   "deepseek-reduced-vocab", "medusa-reduced-vocab", "hydra-dt0", "hydra-dt0.5",
                                   "lookup-first-mixed",
-                                  "union-mixed", "adapt-mixed", "adapt-tree-mixed"])
+                                  "union-mixed", "adapt-mixed", "adapt-tree-mixed", "adapt-tree-mixed-dt0"])
 def test_engine_sampling_is_lossless(tiny_llama, exact_joint, kind):
     model, _ = tiny_llama
     y0, joint = exact_joint
@@ -140,7 +144,7 @@ def test_engine_sampling_is_lossless(tiny_llama, exact_joint, kind):
         assert stats.draft_acceptance_rate < 0.05
     if kind.startswith("adapt-"):
         assert min(drafter.mode_steps.values()) > 0, drafter.mode_steps
-        assert ("chain" in drafter.mode_steps) == (kind == "adapt-tree-mixed")
+        assert ("chain" in drafter.mode_steps) == kind.startswith("adapt-tree-mixed")
 
 
 def test_same_model_as_draft_accepts_everything(tiny_llama):
@@ -181,3 +185,51 @@ def test_sampled_head_tree_is_lossless(tiny_llama, exact_joint):
     stat, dof = chi2_stat(counts, joint)
     assert stat < chi2_critical(dof), f"chi2={stat:.1f} dof={dof}"
     assert sum(stats.accept_lengths) > 0.02 * len(stats.accept_lengths)  # its nodes are accepted: the check exercises them
+
+
+def test_sampled_head_chain_in_the_adaptive_union_is_lossless(tiny_llama, exact_joint):
+    """adapt+heads:...:tree<N>:chain<N> at T > 0: the union's chain choice samples the head's chain
+    (reduced draft vocabulary) and verifies it against its q. Through the engine the joint of the
+    next two tokens is the target's, and the drafts carry that q: spread over the draft vocabulary's
+    target ids, not point masses. (An untrained head's q barely overlaps the target's p, so a q put
+    on the wrong draft would pass the chi-square here; "adapt-tree-mixed" above, with a draft model
+    close to the target as the chain, fails it, chi2 ~1800 against a critical ~30.)"""
+    from mtp.drafters import AdaptiveUnionDrafter
+    from mtp.heads import build_head
+    from mtp.tree import StaticTree
+
+    model, _ = tiny_llama
+    y0, joint = exact_joint
+    V = model.config.vocab_size
+    torch.manual_seed(0)
+    head = build_head("hydra", model, num_heads=2, draft_vocab_size=48, token_counts=torch.arange(V, 0, -1).float())
+    drafts = []
+
+    class ChainOrPlain(AdaptiveUnionDrafter):  # the tree drafts row by row: leave it out here
+        gen = torch.Generator().manual_seed(5)
+
+        def choose(self, est, chain_len):
+            return "chain" if torch.rand(1, generator=self.gen).item() < 0.8 else "plain"
+
+        def propose(self, ctx):
+            d = super().propose(ctx)
+            drafts.append(d)
+            return d
+
+    # q sharpened (the head's top-4 at temperature 0.3: :dt0.3) so that a q put on the wrong draft shows
+    drafter = ChainOrPlain(head.as_drafter(tree=StaticTree([(0,), (1,), (0, 0)]), draft_temperature=0.3),
+                           lambda m: float(m), chain_tokens=2)
+    counts, stats = _empirical(model, drafter, y0, n=N)
+    stat, dof = chi2_stat(counts, joint)
+    assert stat < chi2_critical(dof), f"chi2={stat:.1f} dof={dof}"
+    assert drafter.mode_steps["chain"] > 0 and drafter.mode_steps["plain"] > 0, drafter.mode_steps
+    assert sum(stats.accept_lengths) > 0.02 * len(stats.accept_lengths)  # its drafts are accepted
+    d = next(d for d in drafts if d.probs is not None and int(d.lengths.max()) == 2)
+    rows = d.lengths == 2
+    q = d.probs[rows][:, :2]
+    assert torch.allclose(q.sum(-1), torch.ones(q.shape[:2]), atol=1e-4)
+    assert q.max(-1).values.min() < 0.99  # sampled from q, not point masses
+    assert (q[..., [t for t in range(V) if t not in set(head.draft_vocab.tolist())]] == 0).all()
+    assert (d.probs[~rows] == 0).all()  # plain rows: nothing drafted
+    taken = q.gather(-1, d.tokens[rows][:, :2].unsqueeze(-1))
+    assert (taken > 0).all()  # each draft lies in the support of its q

@@ -214,8 +214,9 @@ def test_autotree_method_runs_the_chosen_static_tree(tmp_path, tiny_llama):
 
 
 def test_heads_spec_sets_how_chains_draft_when_sampling(tmp_path, tiny_llama):
-    """:dt<t> (chains only): :dt0 drafts the heads' argmax at T > 0 (point masses, no q), :dt<t>
-    samples their distribution at temperature t; trees and bad values are refused by name."""
+    """:dt<t> (chains, and the adaptive union's :chain<N>): :dt0 drafts the heads' argmax at T > 0
+    (point masses, no q), :dt<t> samples their distribution at temperature t; trees without a chain
+    choice and bad values are refused by name."""
     from mtp.heads import build_head
     from mtp.heads.checkpoint import save_head
     from mtp.methods import MethodSpecError, make_method
@@ -225,7 +226,8 @@ def test_heads_spec_sets_how_chains_draft_when_sampling(tmp_path, tiny_llama):
     save_head(build_head("hydra", model, num_heads=3), tmp_path / "best")
     d = tmp_path / "best"
     for spec, want in ((f"heads:{d}:3", None), (f"heads:{d}:3:dt0", 0.0), (f"heads:{d}:dt0.5", 0.5),
-                       (f"adapt+heads:{d}:2:dt0", 0.0)):
+                       (f"adapt+heads:{d}:2:dt0", 0.0), (f"adapt+heads:{d}:3:tree8:chain2:dt0", 0.0),
+                       (f"adapt+heads:{d}:3:tree8:chain2", None)):
         m = make_method(spec, model, tok)
         heads = getattr(m.drafter, "fallback", m.drafter)
         assert heads.draft_temperature == want, spec
@@ -240,6 +242,8 @@ def test_heads_spec_sets_how_chains_draft_when_sampling(tmp_path, tiny_llama):
     for bad in (":dt-1", ":dtx", ":3:tree8:dt0"):
         with pytest.raises(MethodSpecError, match="dt"):
             make_method(f"heads:{d}" + bad, model, tok)
+    with pytest.raises(MethodSpecError, match="chain"):  # a tree's nodes: only the union's chain takes :dt
+        make_method(f"adapt+heads:{d}:3:tree8:dt0", model, tok)
 
 
 def test_sampled_tree_spec_takes_its_shape_from_heldout_rank_acceptance(tmp_path, tiny_llama):

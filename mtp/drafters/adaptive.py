@@ -2,8 +2,9 @@
 
 `AdaptiveUnionDrafter` chooses per row and step between the union, lookup's chain alone, the
 fallback's draft alone, no draft (a plain one-token step) and, where the fallback is a head drafting
-trees and `chain_tokens` is set, the head's greedy chain (fewer nodes to verify and to draft than
-its tree). It keeps running estimates of how many drafts each proposal gets accepted on the steps it
+trees and `chain_tokens` is set, the head's chain (fewer nodes to verify and to draft than its tree;
+greedy at T = 0, sampled with its q at T > 0, where one sampled draft is accepted about as often as
+three top-k tree nodes). It keeps running estimates of how many drafts each proposal gets accepted on the steps it
 was verified (lookup's and the union's per bucket of how far back lookup's match agrees with the
 context), knows the machine's verify-cost curve C(m) and the fallback's drafting time, and verifies
 the proposal predicted to commit the most tokens per second. On a prompt that lookup copies, the
@@ -19,6 +20,8 @@ import time
 from bisect import bisect_right
 from dataclasses import dataclass, replace
 from typing import Callable
+
+import torch
 
 from mtp.drafters.base import Draft, DraftContext, Drafter, TargetFeedback
 from mtp.drafters.combined import LookupUnionDrafter, graft
@@ -85,14 +88,15 @@ class _Pending:
     chain: tuple[int, ...] = ()
     bucket: int = 0
     tree: tuple[list[int], list[int]] | None = None  # the fallback's (tokens, parents)
-    head_chain: tuple[int, ...] = ()  # the fallback head's greedy chain ("chain" steps)
+    head_chain: tuple[int, ...] = ()  # the fallback head's chain ("chain" steps)
 
 
 class AdaptiveUnionDrafter(LookupUnionDrafter):
     """Per row and step the union, lookup's chain alone ("lookup"), the fallback's draft alone
-    ("heads"), the fallback head's greedy chain of `chain_tokens` ("chain", off by default) or no
+    ("heads"), the fallback head's chain of `chain_tokens` ("chain", off by default) or no
     draft at all ("plain": a one-token step), whichever is predicted to commit the most tokens per
-    second (see the module doc).
+    second (see the module doc). The chain is drafted as the head's chains are: greedy at T = 0,
+    sampled at T > 0 (at the head drafter's draft_temperature), verified against its q.
 
     verify_cost(m): seconds of a target forward over m tokens at this batch size on this machine
     (mtp.costmodel.measure_forward_cost, interpolated). The predicted rate of a proposal is
@@ -131,9 +135,11 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
     6 suite prompts. No gain, so off.
 
     chain_tokens: drafts in the "chain" choice (0: no such choice), for a fallback head that drafts
-    trees (`offers_chain`, `propose_chain`). The chain is greedy at any temperature (deterministic
-    drafts, verified as point masses), like the tree's nodes. Off by default: on smollm2-135m it
-    replaced a third of the plain steps and measured +1% at T=0, +0.1% at T=1 (round 11).
+    trees (`offers_chain`, `propose_chain(ctx, sampled=True)`). At T > 0 the chain is sampled from
+    the head's q and verified against it (round 21); a head drafter with draft_temperature 0 drafts
+    its argmax instead, a point mass, as every chain choice did before. Off by default: on
+    smollm2-135m the greedy chain replaced a third of the plain steps and measured +1% at T=0, +0.1%
+    at T=1 (round 11).
     `modes` lists the choices this drafter has; `mode_steps` counts the rows' steps per choice (per
     generation).
     """
@@ -235,10 +241,10 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
                 if row.mode in ("heads", "plain"):
                     self.since_chain += 1
         self.lookup_steps += sum(bool(c) for c in chains)
-        self._propose_head_chains(ctx, chains)
+        hc = self._propose_head_chains(ctx, chains)
         need = [row.mode in ("union", "heads") for row in self._rows]
         if not any(need):
-            return Draft.from_lists(chains, ctx.device)
+            return self._with_chain_q(Draft.from_lists(chains, ctx.device), hc)
         self.fallback_steps += sum(need)
         t0 = time.perf_counter()
         fb = self._propose_fallback(ctx, need)
@@ -247,23 +253,44 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
         self.draft_s = self._update(self.draft_s, dt)
         if not any(chains):
             return fb
-        return graft(chains, fb, ctx.device, use_fb=need)
+        return self._with_chain_q(graft(chains, fb, ctx.device, use_fb=need), hc)
 
-    def _propose_head_chains(self, ctx: DraftContext, chains: list[list[int]]) -> None:
-        """The head's greedy chain for the rows that chose "chain", put in their place in `chains`
-        (with no fallback nodes beside it, `graft` verifies it alone)."""
+    def _propose_head_chains(self, ctx: DraftContext, chains: list[list[int]]) -> Draft | None:
+        """The head's chain for the rows that chose "chain", put in their place in `chains` (with no
+        fallback nodes beside it, `graft` verifies it alone); returns the head's Draft (its q, when
+        sampled), or None when no row chose it."""
         want = [row.mode == "chain" for row in self._rows]
         if not any(want):
-            return
+            return None
         self.fallback_steps += sum(want)
         t0 = time.perf_counter()
-        hc = self.fallback.propose_chain(replace(ctx, max_tokens=min(ctx.max_tokens, self.chain_tokens), active=want))
+        hc = self.fallback.propose_chain(replace(ctx, max_tokens=min(ctx.max_tokens, self.chain_tokens), active=want),
+                                         sampled=True)
         toks, lens = hc.tokens.tolist(), hc.lengths.tolist()
         self.chain_s = self._update(self.chain_s, time.perf_counter() - t0)
         for r, row in enumerate(self._rows):
             if want[r]:
                 row.head_chain = tuple(toks[r][: int(lens[r])])
                 chains[r] = list(row.head_chain)
+        return hc
+
+    def _with_chain_q(self, draft: Draft, hc: Draft | None) -> Draft:
+        """The draft with the q each sampled head chain was drawn from in its rows (they hold the
+        chain alone, in order: Draft.from_lists or `graft` without fallback nodes); every other node
+        is deterministic, a point mass. Unchanged when no chain was sampled (greedy, or :dt0)."""
+        if hc is None or hc.probs is None:
+            return draft
+        probs = draft.probs
+        if probs is None:
+            B, N = draft.tokens.shape
+            probs = torch.zeros(B, N, hc.probs.shape[-1], dtype=hc.probs.dtype, device=draft.tokens.device)
+            real = (torch.arange(N, device=probs.device)[None, :] < draft.lengths[:, None]).to(probs.dtype)
+            probs.scatter_(-1, draft.tokens.unsqueeze(-1), real.unsqueeze(-1))
+        for r, row in enumerate(self._rows):
+            if row.mode == "chain" and row.head_chain:
+                n = len(row.head_chain)
+                probs[r, :n] = hc.probs[r, :n].to(probs.device, probs.dtype)
+        return replace(draft, probs=probs)
 
     def _remember(self, fb: Draft, need: list[bool]) -> None:
         toks, lens = fb.tokens.tolist(), fb.lengths.tolist()  # (a sync: the drafting time includes it)

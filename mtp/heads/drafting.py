@@ -109,11 +109,12 @@ class HeadDrafter(Drafter):
         return self.tree is not None
 
     @torch.no_grad()
-    def propose_chain(self, ctx: DraftContext) -> Draft:
-        """The head's greedy chain of up to ctx.max_tokens drafts from the same state, whatever its
-        tree setting (for a drafter that chooses per step between the tree and the chain). Greedy at
-        any temperature: deterministic drafts, which verification treats as point masses."""
-        return self._propose(replace(ctx, sampling=SamplingConfig()), tree=False)
+    def propose_chain(self, ctx: DraftContext, sampled: bool = False) -> Draft:
+        """The head's chain of up to ctx.max_tokens drafts from the same state, whatever its tree
+        setting (for a drafter that chooses per step between the tree and the chain). sampled False:
+        greedy at any temperature (deterministic drafts, which verification treats as point masses);
+        True: drafted as this drafter's chains are (at T > 0 sampled, per draft_temperature, with q)."""
+        return self._propose(ctx if sampled else replace(ctx, sampling=SamplingConfig()), tree=False)
 
     def _propose(self, ctx: DraftContext, tree: bool) -> Draft:
         assert self._state is not None, "reset() was not called"
