@@ -8,8 +8,8 @@ MODEL ?= smollm2-135m
 PRESET ?= quick
 # results folders behind the tables (make report): every run in docs/results/README.md; the headline
 # runs in README.md (the best at T=0, every family, the quick preset, gemma3-270m, the depth study)
-HEADLINE ?= results/scale18 results/fam19 results/fam16 results/fam14 results/demo20b results/fam13-gemma results/gemma11 results/depth
-RUNS ?= results/full2 results/depth results/fam results/fam-trees results/fam-pld results/fam-chat results/div results/union results/union-wide results/e3div2 results/adapt results/adapt-e3 results/adapt9 results/adapt9-24 results/demo-hq results/demo-r8both results/demo results/demo-gemma results/demo-gemma-hydra results/gemma9 results/gemma9-adapt results/gemma10 results/gemma11 results/adapt10 results/demo10 results/demo11 results/round11 results/demo11-fp32 results/fam12 results/fam12-ds results/fam13 results/fam13-gemma results/fam14 results/demo14 results/demo15 results/fam15 results/fam16 results/scale18 results/fam19 results/t1-19 results/demo20b
+HEADLINE ?= results/scale18 results/fam19 results/fam16 results/fam14 results/demo20b results/demo21-gemma results/fam13-gemma results/gemma11 results/depth
+RUNS ?= results/full2 results/depth results/fam results/fam-trees results/fam-pld results/fam-chat results/div results/union results/union-wide results/e3div2 results/adapt results/adapt-e3 results/adapt9 results/adapt9-24 results/demo-hq results/demo-r8both results/demo results/demo-gemma results/demo-gemma-hydra results/gemma9 results/gemma9-adapt results/gemma10 results/gemma11 results/adapt10 results/demo10 results/demo11 results/round11 results/demo11-fp32 results/fam12 results/fam12-ds results/fam13 results/fam13-gemma results/fam14 results/demo14 results/demo15 results/fam15 results/fam16 results/scale18 results/fam19 results/t1-19 results/demo20b results/demo21-gemma results/r21-chain results/r21-chain-gemma
 
 .PHONY: setup demo test bench report clean
 setup: $(VENV)/.installed

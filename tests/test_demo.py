@@ -65,7 +65,7 @@ def test_preset_sizes_from_the_command_line():
     import pytest
 
     def ns(**kw):
-        base = dict(preset="full", families="hydra", steps=0, self_prompts=None, passage_prompts=None)
+        base = dict(preset="full", families="hydra", steps=0, self_prompts=None, passage_prompts=None, sampled_answers=None)
         return argparse.Namespace(**{**base, **kw})
 
     p = demo._preset(ns())
@@ -73,6 +73,8 @@ def test_preset_sizes_from_the_command_line():
     p = demo._preset(ns(self_prompts=400, passage_prompts=0, steps=600))
     assert (p.self_prompts, p.passage_prompts, p.steps) == (400, 0, 600)
     assert p.lr == demo.PRESETS["full"].lr  # the rest of the preset is kept
+    assert not p.sampled_answers and demo._preset(ns(sampled_answers=True)).sampled_answers
+    assert demo.PRESETS["gpu"].sampled_answers
     with pytest.raises(SystemExit, match="--passage-prompts must be >= 0"):
         demo._preset(ns(passage_prompts=-1))
 
@@ -141,3 +143,26 @@ def test_a_run_trained_with_another_recipe_is_moved_aside(tmp_path, capsys):
     assert "moved to" in capsys.readouterr().err
     assert (runs / "hydra-3-of-8-steps" / "best").is_dir()
     assert json.loads((runs / "hydra" / "final.json").read_text())["step"] == 7
+
+
+def test_sampled_answers_are_distilled_and_trained_on(tmp_path, capsys):
+    """--sampled-answers: the same prompts (the same seeded shuffle) answered again at T=1, in
+    distill-t1 beside the greedy answers, and both in the heads' training data."""
+    import yaml
+
+    argv = ["--model", "tiny-llama", "--preset", "tiny", "--runs", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results"), "--families", "hydra", "--until", "train", "--sampled-answers"]
+    assert demo.main(argv) == 0
+    data = tmp_path / "runs" / "demo" / "data"
+
+    def records(name):
+        return {(r["prompt_id"], r.get("turn", 0)): r for f in sorted((data / name).glob("shard-*.jsonl"))
+                for r in map(json.loads, f.read_text().splitlines())}
+
+    greedy, sampled = records("distill"), records("distill-t1")
+    assert len(greedy) >= 24 and set(sampled) == set(greedy)  # 24 prompts, some with two turns
+    assert json.loads((data / "distill-t1" / "meta.json").read_text())["temperature"] == 1.0
+    assert sum(sampled[k]["response_ids"] != greedy[k]["response_ids"] for k in greedy) > 12  # sampled, not greedy
+    train = yaml.safe_load((tmp_path / "runs" / "demo" / "configs" / "hydra.yaml").read_text())["data"]["train"]
+    assert train.split(",") == [str(data / "distill"), str(data / "distill-t1")]
+    assert "sampled at T=1" in capsys.readouterr().err
