@@ -191,7 +191,7 @@ def test_sampled_head_chain_in_the_adaptive_union_is_lossless(tiny_llama, exact_
     """adapt+heads:...:tree<N>:chain<N> at T > 0: the union's chain choice samples the head's chain
     (reduced draft vocabulary) and verifies it against its q. Through the engine the joint of the
     next two tokens is the target's, and the drafts carry that q: spread over the draft vocabulary's
-    target ids, not point masses. (An untrained head's q barely overlaps the target's p, so a q put
+    target ids, not point masses, beside rows whose lookup chain is a point mass. (An untrained head's q barely overlaps the target's p, so a q put
     on the wrong draft would pass the chi-square here; "adapt-tree-mixed" above, with a draft model
     close to the target as the chain, fails it, chi2 ~1800 against a critical ~30.)"""
     from mtp.drafters import AdaptiveUnionDrafter
@@ -203,17 +203,23 @@ def test_sampled_head_chain_in_the_adaptive_union_is_lossless(tiny_llama, exact_
     V = model.config.vocab_size
     torch.manual_seed(0)
     head = build_head("hydra", model, num_heads=2, draft_vocab_size=48, token_counts=torch.arange(V, 0, -1).float())
-    drafts = []
+    drafts, greedy = [], {}
 
     class ChainOrPlain(AdaptiveUnionDrafter):  # the tree drafts row by row: leave it out here
         gen = torch.Generator().manual_seed(5)
 
+        def _match(self, seq, n):  # "lookup": the target's greedy continuation, point masses often accepted
+            if tuple(seq) not in greedy:
+                greedy[tuple(seq)] = generate(model, seq, max_new_tokens=2, ignore_eos=True).tokens[0]
+            return greedy[tuple(seq)][:n], 2
+
         def choose(self, est, chain_len):
-            return "chain" if torch.rand(1, generator=self.gen).item() < 0.8 else "plain"
+            u = torch.rand(1, generator=self.gen).item()
+            return "chain" if u < 0.6 else "lookup" if u < 0.8 and chain_len else "plain"
 
         def propose(self, ctx):
             d = super().propose(ctx)
-            drafts.append(d)
+            drafts.append((d, torch.tensor([row.mode == "chain" for row in self._rows])))
             return d
 
     # q sharpened (the head's top-4 at temperature 0.3: :dt0.3) so that a q put on the wrong draft shows
@@ -222,14 +228,16 @@ def test_sampled_head_chain_in_the_adaptive_union_is_lossless(tiny_llama, exact_
     counts, stats = _empirical(model, drafter, y0, n=N)
     stat, dof = chi2_stat(counts, joint)
     assert stat < chi2_critical(dof), f"chi2={stat:.1f} dof={dof}"
-    assert drafter.mode_steps["chain"] > 0 and drafter.mode_steps["plain"] > 0, drafter.mode_steps
+    assert min(drafter.mode_steps[m] for m in ("chain", "lookup", "plain")) > 0, drafter.mode_steps
     assert sum(stats.accept_lengths) > 0.02 * len(stats.accept_lengths)  # its drafts are accepted
-    d = next(d for d in drafts if d.probs is not None and int(d.lengths.max()) == 2)
-    rows = d.lengths == 2
+    d, rows = next((d, c) for d, c in drafts if d.probs is not None and c.any() and (~c & (d.lengths > 0)).any())
+    assert (d.lengths[rows] == 2).all()
     q = d.probs[rows][:, :2]
     assert torch.allclose(q.sum(-1), torch.ones(q.shape[:2]), atol=1e-4)
     assert q.max(-1).values.min() < 0.99  # sampled from q, not point masses
     assert (q[..., [t for t in range(V) if t not in set(head.draft_vocab.tolist())]] == 0).all()
-    assert (d.probs[~rows] == 0).all()  # plain rows: nothing drafted
+    others = d.probs[~rows][:, :2]  # lookup rows: point masses on their drafts; plain rows: nothing
+    assert ((others == 0) | (others == 1)).all() and (others.sum(-1) <= 1).all()
+    assert (others.sum((-1, -2)) == d.lengths[~rows]).all()
     taken = q.gather(-1, d.tokens[rows][:, :2].unsqueeze(-1))
     assert (taken > 0).all()  # each draft lies in the support of its q
