@@ -191,9 +191,11 @@ def test_sampled_head_chain_in_the_adaptive_union_is_lossless(tiny_llama, exact_
     """adapt+heads:...:tree<N>:chain<N> at T > 0: the union's chain choice samples the head's chain
     (reduced draft vocabulary) and verifies it against its q. Through the engine the joint of the
     next two tokens is the target's, and the drafts carry that q: spread over the draft vocabulary's
-    target ids, not point masses, beside rows whose lookup chain is a point mass. (An untrained head's q barely overlaps the target's p, so a q put
-    on the wrong draft would pass the chi-square here; "adapt-tree-mixed" above, with a draft model
-    close to the target as the chain, fails it, chi2 ~1800 against a critical ~30.)"""
+    target ids, not point masses, beside rows whose lookup chain (the target's greedy continuation)
+    is a point mass; a point mass on the wrong token fails the chi-square here (chi2 ~1400 against a
+    critical ~30). An untrained head's q barely overlaps the target's p, so a q put on the wrong
+    draft would pass it; "adapt-tree-mixed" above, with a draft model close to the target as the
+    chain, fails it (chi2 ~1800)."""
     from mtp.drafters import AdaptiveUnionDrafter
     from mtp.heads import build_head
     from mtp.tree import StaticTree
@@ -222,7 +224,7 @@ def test_sampled_head_chain_in_the_adaptive_union_is_lossless(tiny_llama, exact_
             drafts.append((d, torch.tensor([row.mode == "chain" for row in self._rows])))
             return d
 
-    # q sharpened (the head's top-4 at temperature 0.3: :dt0.3) so that a q put on the wrong draft shows
+    # the union's chain drafts at the head drafter's draft_temperature (:dt0.3: its top-4 at temperature 0.3)
     drafter = ChainOrPlain(head.as_drafter(tree=StaticTree([(0,), (1,), (0, 0)]), draft_temperature=0.3),
                            lambda m: float(m), chain_tokens=2)
     counts, stats = _empirical(model, drafter, y0, n=N)
