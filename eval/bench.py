@@ -82,12 +82,13 @@ def _config(args, methods) -> dict:
     return c
 
 
-def build_methods(specs: list[tuple[str, str]], model, tok) -> list:
-    """mtp.bench methods named as on the command line; a bad spec exits with its error."""
+def build_methods(specs: list[tuple[str, str]], model, tok, temperature: float = 0.0) -> list:
+    """mtp.bench methods named as on the command line (":auto" lengths for decoding at `temperature`);
+    a bad spec exits with its error."""
     methods = []
     for name, spec in specs:
         try:
-            m = make_method(spec, model, tok)
+            m = make_method(spec, model, tok, temperature=temperature)
         except MethodSpecError as e:
             raise SystemExit(f"error: {e}") from None
         m.name = name
@@ -110,7 +111,7 @@ def run(args) -> int:
     config = _config(args, methods_spec)
     results.check_resume(out, config, RESUME_KEYS, args.overwrite)
     model, tok = load_target(args)
-    methods = build_methods(methods_spec, model, tok)
+    methods = build_methods(methods_spec, model, tok, args.temperature)
     items = load_items(args, config)
     meta = collect_meta(config, model)
     meta["num_items"] = len(items)

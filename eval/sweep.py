@@ -94,9 +94,11 @@ def per_batch_size(spec: str) -> bool:
     return spec.endswith((":auto", ":autotree")) or spec.startswith("adapt+heads:")
 
 
-def variants(specs: list[str], model, tok, batch_sizes: list[int] = (1,)) -> list[tuple[str, object, object]]:
+def variants(specs: list[str], model, tok, batch_sizes: list[int] = (1,),
+             temperature: float = 0.0) -> list[tuple[str, object, object]]:
     """(label, drafter, K) of each kit method; HF methods are batch-1 only (eval.bench). An
-    ":auto" method's K is a {batch size: K} dict, chosen by the cost model at each batch size."""
+    ":auto" method's K is a {batch size: K} dict, chosen by the cost model at each batch size (from
+    the held-out acceptance at `temperature`: mtp.methods.make_method)."""
     out = []
     for label in specs:
         name, eq, spec = label.partition("=")
@@ -107,7 +109,7 @@ def variants(specs: list[str], model, tok, batch_sizes: list[int] = (1,)) -> lis
             print(f"[sweep] skipping {spec}: HF generate is only run at batch 1 by eval.bench", file=sys.stderr)
             continue
         if per_batch_size(spec):
-            ms = {B: make_method(spec, model, tok, batch_size=B) for B in batch_sizes}
+            ms = {B: make_method(spec, model, tok, batch_size=B, temperature=temperature) for B in batch_sizes}
             out.append((label, {B: x.drafter for B, x in ms.items()}, {B: x.auto_k or 0 for B, x in ms.items()}))
             continue
         m = make_method(spec, model, tok)
@@ -142,9 +144,9 @@ def main(argv=None) -> int:
     batches = [int(b) for b in args.batch_sizes.split(",")]
     specs = expand([m.strip() for m in args.methods.split(",") if m.strip()],
                    [int(k) for k in args.draft_lengths.split(",")])
-    points, skipped = batch_sweep(model, variants(specs, model, tok, batches), sweep_prompts(args, tok, args.num_prompts), batches,
-                                  repeats=args.repeats, max_new_tokens=args.max_new_tokens,
-                                  temperature=args.temperature, seed=args.seed, num_prompts=args.num_prompts)
+    points, skipped = batch_sweep(model, variants(specs, model, tok, batches, args.temperature),
+                                  sweep_prompts(args, tok, args.num_prompts), batches, repeats=args.repeats,
+                                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, num_prompts=args.num_prompts)
     config = {**vars(args), "title": f"Throughput vs interactivity: {args.model}"}
     write_outputs(out, collect_meta(config, model), points, skipped,
                   f"{args.model}: throughput vs interactivity (T={args.temperature}, {args.max_new_tokens} new tokens)")

@@ -200,7 +200,7 @@ def heads_fingerprint(path) -> str:
     return h.hexdigest()[:16]
 
 
-def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
+def make_method(spec: str, model, tokenizer, *, batch_size: int = 1, temperature: float = 0.0) -> Method:
     """Build a method from its spec string (parsed strictly; MethodSpecError names the problem).
 
     hf | vanilla | hf-pld[:K] | pld[:K] | draft:<model>[:K] | heads:<checkpoint dir>[:K][:tree<N>] | heads:<dir>:autotree | <checkpoint dir>
@@ -220,7 +220,9 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
     whichever the acceptance seen on earlier steps and this machine's verify-cost curve (timed when
     the method is built, a few seconds) predict to be fastest (mtp.drafters.adaptive.AdaptiveUnionDrafter).
     ":auto": the chain length the cost model predicts fastest at `batch_size` on this machine, from
-    the acceptance the trainer measured on held-out data (mtp.shape.auto_draft_length).
+    the acceptance the trainer measured on held-out data (mtp.shape.auto_draft_length): at
+    `temperature` 0 the greedy chain's, at T > 0 the sampled chain's (eval/sampled_a_k; a run
+    that did not record it falls back to the greedy a_k, which overstates acceptance at T > 0).
     ":dt<t>" (last; chains, or adapt+'s :chain<N>): how the heads' chain drafts at T > 0: ":dt0" drafts their argmax
     (a point mass, accepted with the target's probability of it), ":dt0.5" samples their
     distribution at temperature 0.5; by default it is sampled at the target's temperature.
@@ -253,7 +255,7 @@ def make_method(spec: str, model, tokenizer, *, batch_size: int = 1) -> Method:
         dm, _ = load_model(name, dtype=next(model.parameters()).dtype, device=device_of(model))
         m = KitMethod(spec, model, tokenizer, DraftModelDrafter(dm, k, vocab_size=model.config.vocab_size), k)
     else:
-        return _heads_method(spec, model, tokenizer, batch_size)
+        return _heads_method(spec, model, tokenizer, batch_size, temperature)
     m.key = spec
     return m
 
@@ -290,7 +292,7 @@ def _pop_tree(spec: str, body: str) -> tuple[str, str | None, int]:
     return body, None, 0
 
 
-def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
+def _heads_method(spec: str, model, tokenizer, batch_size: int, temperature: float = 0.0) -> "KitMethod":
     """heads:<dir>... | pld+heads:<dir>... | union+heads:<dir>... | adapt+heads:<dir>... | <dir> (see make_method)."""
     combine = next((c for c in ("pld+", "union+", "adapt+") if spec.startswith(c + "heads:")), None)
     explicit = combine is not None or spec.startswith("heads:")
@@ -328,7 +330,7 @@ def _heads_method(spec: str, model, tokenizer, batch_size: int) -> "KitMethod":
     if auto:
         if tree_kind is not None:
             raise MethodSpecError(f"method {spec!r}: :auto chooses a chain length; give trees an explicit depth")
-        k = _auto_k(spec, base, heads, model, batch_size)
+        k = _auto_k(spec, base, heads, model, batch_size, temperature)
     chosen = None
     if autotree:
         chosen = _auto_tree(spec, base, heads, model, batch_size)
@@ -405,14 +407,21 @@ def _auto_tree(spec: str, base: str, heads, model, batch_size: int):
     return tree
 
 
-def _auto_k(spec: str, base: str, heads, model, batch_size: int) -> int:
-    from mtp.shape import auto_draft_length, heldout_acceptance
+def _auto_k(spec: str, base: str, heads, model, batch_size: int, temperature: float = 0.0) -> int:
+    from mtp.shape import auto_draft_length, heldout_acceptance, heldout_sampled_temperature
 
-    a = heldout_acceptance(base)
+    a, source = heldout_acceptance(base), "greedy"
+    if temperature > 0:
+        sampled = heldout_acceptance(base, temperature)
+        if sampled:
+            a, source = sampled, f"sampled at T={heldout_sampled_temperature(base):g}"
+        else:
+            source = "greedy: the run recorded no sampled acceptance (eval.sampled_temperature), so K may be too long"
     if not a:
         raise MethodSpecError(f"method {spec!r}: no held-out acceptance recorded next to {base} (metrics.jsonl and "
                               f"{os.path.basename(base)}.json of a train.heads run); give the draft length instead")
     k, table = auto_draft_length(model, heads.as_drafter(), a, batch_size=batch_size)
-    print(f"[bench] {spec}: held-out a_k {[round(x, 3) for x in a]}, predicted speedup by K at batch {batch_size}: "
-          + ", ".join(f"{j}: {v:.2f}" for j, v in table.items()) + f" -> K={max(k, 1)}", file=sys.stderr)
+    print(f"[bench] {spec}: held-out a_k ({source}) {[round(x, 3) for x in a]}, predicted speedup by K at batch "
+          f"{batch_size}: " + ", ".join(f"{j}: {v:.2f}" for j, v in table.items()) + f" -> K={max(k, 1)}",
+          file=sys.stderr)
     return max(k, 1)  # K=0 (do not draft) is reported; the method still drafts one token

@@ -60,18 +60,27 @@ def _heldout_row(heads_dir: str | Path) -> dict | None:
     return evals[-1] if evals else None
 
 
-def heldout_acceptance(heads_dir: str | Path) -> list[float] | None:
+def heldout_acceptance(heads_dir: str | Path, temperature: float = 0.0) -> list[float] | None:
     """[a_1, ..., a_K] that the trainer measured on held-out data at the step this checkpoint was
     saved (from the run folder's metrics.jsonl and best.json / final.json); None when the folder is
-    not inside a trainer's run folder or no evaluation was logged."""
+    not inside a trainer's run folder or no evaluation was logged. temperature > 0: the chain's
+    acceptance of sampled decoding (eval/sampled_a_k, sum_x min(p, q) at eval.sampled_temperature;
+    `heldout_sampled_temperature` says which), None where the run did not record it (older runs)."""
     r = _heldout_row(heads_dir)
     if r is None:
         return None
+    key = "eval/sampled_a_" if temperature > 0 else "eval/a_"
     out, k = [], 1
-    while f"eval/a_{k}" in r:
-        out.append(float(r[f"eval/a_{k}"]))
+    while f"{key}{k}" in r:
+        out.append(float(r[f"{key}{k}"]))
         k += 1
-    return out
+    return out or None
+
+
+def heldout_sampled_temperature(heads_dir: str | Path) -> float | None:
+    """The temperature of the sampled acceptance `heldout_acceptance(..., temperature > 0)` reads."""
+    r = _heldout_row(heads_dir)
+    return None if r is None or "eval/sampled_temperature" not in r else float(r["eval/sampled_temperature"])
 
 
 def _random_prompts(model, batch_size: int, prompt_len: int = 64, seed: int = 0) -> list[list[int]]:

@@ -409,6 +409,37 @@ def test_adaptive_union_learns_only_from_verified_proposals():
     assert est.lookup == pytest.approx(3.6) and est.union == 4 and d.heads == heads
 
 
+def test_adaptive_union_averages_the_heads_estimate_with_its_own_weight():
+    """head_smoothing: the head's estimate moves by its own weight, lookup's and the union's by
+    `smoothing`; a weight outside (0, 1] is refused."""
+    from mtp.drafters import AdaptiveUnionDrafter
+    from mtp.drafters.base import DraftContext, TargetFeedback
+    from mtp.drafters.testing import RandomDrafter
+    from mtp.sampling import SamplingConfig
+
+    d = AdaptiveUnionDrafter(RandomDrafter(100, 3, seed=0), lambda m: float(m), head_smoothing=0.05)
+    seq = [1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3]
+    d.reset([seq])
+    ctx = DraftContext([seq], 4, SamplingConfig(), None, [True], torch.device("cpu"))
+    fb = lambda new, acc: TargetFeedback(torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool),  # noqa: E731
+                                         {}, None, [new], torch.tensor([acc]), False)
+    d.propose(ctx)
+    d.observe(fb([4, 5, 6, 7, 8], 4))
+    est, tree = d.buckets[d._rows[0].bucket], d._rows[0].tree
+    h0 = d.heads
+    est.since_union = d.explore  # the union again: lookup's chain and the head's draft both verified
+    d.propose(ctx)
+    assert d._rows[0].mode == "union" and tree is not None and d._rows[0].tree is not None
+    toks, parents = d._rows[0].tree
+    x = next(t for t, p in zip(toks, parents) if p == -1 and t != 4)  # a head's first draft, not lookup's
+    d.observe(fb([x, 9], 1))  # lookup's estimate falls by 0.2 of the gap, the head's moves by 0.05 of it
+    assert est.lookup == pytest.approx(4 - 0.2 * 4) and est.union == pytest.approx(4 - 0.2 * 3)
+    assert d.heads == pytest.approx(h0 + 0.05 * (1 - h0))
+    assert d.for_row(0).head_smoothing == 0.05
+    with pytest.raises(ValueError, match="head_smoothing"):
+        AdaptiveUnionDrafter(RandomDrafter(10, 3), lambda m: float(m), head_smoothing=0.0)
+
+
 def test_adaptive_union_sets_each_buckets_lookup_length_from_its_acceptance():
     """A bucket whose chains are accepted whole grows its chain toward lookup_tokens; one whose chains
     are rejected at the first draft keeps one; a chain accepted whole (or cut by the output's end)

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from mtp.shape import choose_chain_length, heldout_acceptance, predicted_speedup
+from mtp.shape import choose_chain_length, heldout_acceptance, heldout_sampled_temperature, predicted_speedup
 
 
 def test_choice_follows_acceptance_and_costs():
@@ -33,6 +33,11 @@ def test_heldout_acceptance_reads_the_checkpoint_step(tmp_path):
     assert heldout_acceptance(run / "best") == [0.4, 0.1]
     (run / "best.json").write_text(json.dumps({"step": 20}))
     assert heldout_acceptance(run / "best") == [0.5, 0.2, 0.1]
+    assert heldout_acceptance(run / "best", temperature=1.0) is None  # not recorded (an older run)
+    rows[2].update({"eval/sampled_temperature": 1.0, "eval/sampled_a_1": 0.3, "eval/sampled_a_2": 0.05})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert heldout_acceptance(run / "best", temperature=1.0) == [0.3, 0.05]
+    assert heldout_acceptance(run / "best") == [0.5, 0.2, 0.1] and heldout_sampled_temperature(run / "best") == 1.0
     assert heldout_acceptance(tmp_path / "elsewhere") is None
 
 
@@ -63,6 +68,34 @@ def test_auto_draft_length_on_a_trained_run(tmp_path, tiny_llama):
         assert 1 <= k <= 3
         rec = m.run([5, 6, 7, 8, 5, 6], max_new_tokens=8, temperature=0.0, seed=0, ignore_eos=True)
         assert rec.new_tokens == 8 and rec.output_ids[-8:] == plain
+
+
+
+def test_auto_draft_length_at_t1_reads_the_sampled_acceptance(tmp_path, tiny_llama, capsys):
+    """At T > 0 ":auto" sets K from the chain's acceptance of sampled decoding that the trainer
+    recorded (eval/sampled_a_k), not from the greedy one; a run without it falls back, and says so."""
+    from mtp.methods import make_method
+    from mtp.heads import build_head
+    from mtp.heads.checkpoint import save_head
+
+    model, tok = tiny_llama
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    save_head(build_head("hydra", model, num_heads=3), run / "best")
+    row = {"step": 5, "eval/a_1": 0.95, "eval/a_2": 0.9, "eval/a_3": 0.85}
+    (run / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    (run / "best.json").write_text(json.dumps({"step": 5}))
+    make_method(f"heads:{run / 'best'}:auto", model, tok, temperature=1.0)
+    assert "greedy: the run recorded no sampled acceptance" in capsys.readouterr().err
+    row.update({"eval/sampled_temperature": 1.0, "eval/sampled_a_1": 0.01, "eval/sampled_a_2": 0.0,
+                "eval/sampled_a_3": 0.0})
+    (run / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    m = make_method(f"heads:{run / 'best'}:auto", model, tok, temperature=1.0)
+    err = capsys.readouterr().err
+    assert "(sampled at T=1) [0.01, 0.0, 0.0]" in err, err
+    assert m.auto_k == 1 and m.key.endswith("#k1")  # drafting is predicted not to pay: the shortest chain
+    greedy = make_method(f"heads:{run / 'best'}:auto", model, tok)
+    assert "(greedy) [0.95, 0.9, 0.85]" in capsys.readouterr().err and greedy.key.endswith(f"#k{greedy.auto_k}")
 
 
 def test_sweep_picks_the_draft_length_per_batch_size(tmp_path, tiny_llama):

@@ -169,6 +169,63 @@ def test_reduced_vocabulary_losses_match_the_masked_full_vocabulary():
     assert st[0]["kl"] > 0.05 * st[0]["n"]
 
 
+def test_tv_loss_is_one_minus_the_honest_acceptance_and_training_on_it_raises_acceptance():
+    """loss.tv_weight: "tv" sums 1 - sum_x min(p, q) at kl_temperature, with p over the target's full
+    vocabulary (not renormalised over a draft vocabulary), so it is n - "accept" at eval_temperature 1,
+    the acceptance computed with q put back into the full vocabulary; gradient steps on it alone raise
+    the acceptance of the draft's distribution."""
+    torch.manual_seed(1)
+    V, Vd, B, T = 40, 12, 2, 9
+    d2t = torch.randperm(V)[:Vd].sort().values
+    ids = torch.randint(0, V, (B, T))
+    mask = torch.ones_like(ids)
+    tl = torch.randn(B, T, V) * 3
+    qd = [torch.randn(B, T, Vd) for _ in range(2)]
+    for dist in (TargetDist(logits=tl), TargetDist(logits=tl).truncated(8)):
+        for vocab, q in ((d2t, qd), (None, [torch.randn(B, T, V)])):
+            st = mtp_losses(q, ids, mask, dist, ce_weight=1.0, kl_weight=0.0, tv_weight=1.0, eval_temperature=1.0,
+                            vocab=vocab, vocab_size=V)
+            for s in st:
+                assert s["tv"] > 0.1 * s["n"]
+                assert torch.allclose(s["tv"], s["n"] - s["accept"], atol=1e-4)
+    off = mtp_losses(qd, ids, mask, TargetDist(logits=tl), ce_weight=1.0, kl_weight=0.0, vocab=d2t, vocab_size=V)
+    assert all(s["tv"] == 0 for s in off)  # tv_weight 0: not computed
+    q = qd[0].clone().requires_grad_(True)
+    opt = torch.optim.Adam([q], lr=0.3)
+    accept = []
+    for _ in range(30):
+        s = mtp_losses([q], ids, mask, TargetDist(logits=tl), ce_weight=0.0, kl_weight=0.0, tv_weight=1.0,
+                       eval_temperature=1.0, vocab=d2t, vocab_size=V)[0]
+        accept.append(float(s["accept"] / s["n"]))
+        opt.zero_grad()
+        (s["tv"] / s["n"]).backward()
+        opt.step()
+    # the most a draft over 12 of the 40 tokens can reach: the target's mass on those 12
+    p = torch.softmax(tl[:, 1:T - 1], -1)[..., d2t].sum(-1).mean()
+    assert accept[-1] > accept[0] + 0.1 and accept[-1] <= float(p) + 1e-4
+
+
+def test_sampled_chain_acceptance_beside_the_greedy_one_equals_an_evaluation_at_that_temperature():
+    """eval.sampled_temperature: "chain_s" (computed beside the greedy "chain" in one evaluation) is
+    the "chain" an evaluation at eval_temperature 1 computes, and differs from the greedy one."""
+    torch.manual_seed(2)
+    V, Vd, B, T = 40, 12, 2, 10
+    d2t = torch.randperm(V)[:Vd].sort().values
+    ids = torch.randint(0, V, (B, T))
+    mask = torch.ones_like(ids)
+    dist = TargetDist(logits=torch.randn(B, T, V) * 2).truncated(8)
+    q = [torch.randn(B, T, Vd) * 2 for _ in range(3)]
+    both = mtp_losses(q, ids, mask, dist, ce_weight=1.0, kl_weight=0.0, vocab=d2t, vocab_size=V, sampled_temperature=1.0)
+    t1 = mtp_losses(q, ids, mask, dist, ce_weight=1.0, kl_weight=0.0, vocab=d2t, vocab_size=V, eval_temperature=1.0)
+    greedy = mtp_losses(q, ids, mask, dist, ce_weight=1.0, kl_weight=0.0, vocab=d2t, vocab_size=V)
+    for b, s1, g in zip(both, t1, greedy):
+        assert torch.allclose(b["chain_s"], s1["chain"]) and b["chain_s_n"] == s1["chain_n"] > 0
+        assert torch.equal(b["chain"], g["chain"]) and "chain_s" not in g
+    assert not torch.allclose(both[0]["chain_s"], both[0]["chain"])
+    assert "chain_s" not in mtp_losses(q, ids, mask, None, ce_weight=1.0, kl_weight=0.0, vocab=d2t, vocab_size=V,
+                                       sampled_temperature=1.0)[0]  # no target distribution: not measured
+
+
 # ------------------------------------------------------------------------------------ training
 @pytest.mark.parametrize("family,steps", [("medusa", 30), ("deepseek", 15)])
 def test_loss_falls_on_a_tiny_task(tmp_path, cyc_data, family, steps, tiny_llama):
@@ -181,6 +238,10 @@ def test_loss_falls_on_a_tiny_task(tmp_path, cyc_data, family, steps, tiny_llama
     assert tr[-1]["train/loss"] < 0.3 * tr[0]["train/loss"], (tr[0]["train/loss"], tr[-1]["train/loss"])
     assert ev["eval/top1_0"] > 0.9 and ev["eval/top1_1"] > 0.85, ev  # stated thresholds
     assert ev["eval/expected_tau"] > 3.3
+    # the chain's acceptance of sampled decoding beside it (eval.sampled_temperature 1: what :auto reads at T > 0)
+    sampled = [ev[f"eval/sampled_a_{k}"] for k in (1, 2, 3)]
+    assert ev["eval/sampled_temperature"] == 1.0 and 1 >= sampled[0] >= sampled[1] >= sampled[2] >= 0
+    assert ev["eval/sampled_expected_tau"] == pytest.approx(1 + sum(sampled))
     # acceptance by depth and rank (a tree's, conditioned on the greedy path): rank 0 is the learnt
     # answer, the other ranks share what is left
     from mtp.shape import heldout_rank_acceptance

@@ -113,7 +113,10 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
     these steps refresh a bucket's union. Likewise the fallback drafts again after `explore` plain
     steps in a row (where its draft was predicted to cost more than it commits: a weak head, or a
     sampled tree at T > 0), and the head's chain is verified again after `explore` steps without it
-    where the tree or a plain step was chosen. `smoothing` is the weight of the newest step.
+    where the tree or a plain step was chosen. `smoothing` is the weight of the newest step in
+    every running estimate; `head_smoothing` (None: `smoothing`) overrides it for the fallback's and
+    the head chain's acceptance, whose single steps are noisy where acceptance is near a coin flip
+    (T > 0): there a dip below the plain step's rate costs `explore` plain steps.
 
     Lookup: the latest 1- to 3-gram (`min_ngram`, `max_ngram`; prompt lookup's own default is 1-2),
     at the occurrence whose context agrees furthest back, the latest of those (`prefer="agreement"`;
@@ -148,7 +151,8 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
 
     def __init__(self, fallback: Drafter, verify_cost: Callable[[int], float], lookup_tokens: int = 10,
                  min_ngram: int = 1, max_ngram: int = 3, smoothing: float = 0.2, explore: int = 8,
-                 chain_tokens: int = 0, prefer: str = "agreement", adaptive_length: bool = False) -> None:
+                 chain_tokens: int = 0, prefer: str = "agreement", adaptive_length: bool = False,
+                 head_smoothing: float | None = None) -> None:
         super().__init__(fallback, lookup_tokens, min_ngram, max_ngram)
         self.adaptive_length = adaptive_length
         if prefer not in LOOKUP_PREFER:
@@ -160,8 +164,9 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
                              "chain beside its own draft (offers_chain and propose_chain: a head drafting trees)")
         self.chain_tokens = chain_tokens
         self.modes = tuple(m for m in self.MODES if m != "chain" or chain_tokens)
-        if not 0 < smoothing <= 1:
-            raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
+        if not 0 < smoothing <= 1 or not (head_smoothing is None or 0 < head_smoothing <= 1):
+            raise ValueError(f"smoothing and head_smoothing must be in (0, 1], got {smoothing}, {head_smoothing}")
+        self.head_smoothing = head_smoothing
         if explore < 1:
             raise ValueError(f"explore must be >= 1, got {explore}")
         self.verify_cost, self.smoothing, self.explore = verify_cost, smoothing, explore
@@ -188,7 +193,7 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
         if fb is self.fallback:
             return self
         return type(self)(fb, self.verify_cost, self.lookup_tokens, self.min_ngram, self.max_ngram, self.smoothing,
-                          self.explore, self.chain_tokens, self.prefer, self.adaptive_length)
+                          self.explore, self.chain_tokens, self.prefer, self.adaptive_length, self.head_smoothing)
 
     def choose(self, est: _Estimates, chain_len: int) -> str:
         """The proposal predicted to commit the most tokens per second for a lookup chain of chain_len
@@ -315,19 +320,21 @@ class AdaptiveUnionDrafter(LookupUnionDrafter):
                 est.lookup = self._update(est.lookup, m)
                 if est.survival is not None:
                     est.survival.observe(len(row.chain), m, censored=m >= len(got))
+            hs = self.head_smoothing
             if row.tree is not None:
-                self.heads = self._update(self.heads, _tree_match(*row.tree, got))
+                self.heads = self._update(self.heads, _tree_match(*row.tree, got), hs)
                 self.since_heads = 0
             if row.mode == "union" and row.chain:
                 est.union = self._update(est.union, int(feedback.num_accepted[r]))
                 est.since_union = 0
             if row.mode == "chain":
-                self.chain = self._update(self.chain, _chain_match(row.head_chain, got))
+                self.chain = self._update(self.chain, _chain_match(row.head_chain, got), hs)
                 self.since_chain = 0
 
-    def _update(self, old: float | None, x: float) -> float:
-        """A running estimate after one more observation x."""
-        return float(x) if old is None else old + self.smoothing * (x - old)
+    def _update(self, old: float | None, x: float, smoothing: float | None = None) -> float:
+        """A running estimate after one more observation x (weight `smoothing`, default self.smoothing)."""
+        w = self.smoothing if smoothing is None else smoothing
+        return float(x) if old is None else old + w * (x - old)
 
 
 def _chain_match(chain: tuple[int, ...], got: list[int]) -> int:

@@ -60,6 +60,10 @@ class LossConfig:
     kl_weight: float = 0.0  # KL(target || head) at each future position (self-distillation)
     kl_temperature: float = 1.0
     kl_topk: int = 0  # 0: full vocabulary (online only); k: target top-k renormalised (cache-compatible)
+    # total variation to the target at kl_temperature, 1 - sum_x min(p, q): one minus the expected
+    # acceptance of a sampled draft (DistillSpec's TVD; mtp.training.losses.tv_sum); needs the target's
+    # distribution (online, or a cache with kl_topk > 0)
+    tv_weight: float = 0.0
     # Per-position weights: "family" (the head's own suggestion), a list of K floats, or "decay:0.8"
     # (geometric, 0.8**j).
     position_weights: Any = "family"
@@ -94,6 +98,10 @@ class EvalConfig:
     max_batches: int = 0  # 0: the whole held-out split
     topk: int = 5  # top-k accuracy
     temperature: float = 0.0  # 0: expected tau from greedy accuracy; >0: from sum_x min(p, q)
+    # also the chain's acceptance at this temperature (eval/sampled_a_k, sum_x min(p, q), with the
+    # target's distribution known): what `heads:<dir>:auto` sets the draft length from when decoding at
+    # T > 0 (mtp.shape.heldout_acceptance); 0: off
+    sampled_temperature: float = 1.0
     # Accuracy labels: "target" = the target's own greedy token (what greedy verification accepts;
     # equals the data on greedy self-distilled data), "data" = the data tokens.
     labels: str = "target"
@@ -251,8 +259,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("optim.max_steps, optim.grad_accum and data.batch_size must be >= 1")
     if cfg.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"mixed_precision: {cfg.mixed_precision!r} is not one of no, bf16, fp16")
-    if cfg.loss.ce_weight <= 0 and cfg.loss.kl_weight <= 0:
-        raise ConfigError("loss: at least one of ce_weight and kl_weight must be > 0")
+    if cfg.loss.ce_weight <= 0 and cfg.loss.kl_weight <= 0 and cfg.loss.tv_weight <= 0:
+        raise ConfigError("loss: at least one of ce_weight, kl_weight and tv_weight must be > 0")
     if cfg.log.wandb not in ("", "offline", "online", "disabled"):
         raise ConfigError(f"log.wandb: {cfg.log.wandb!r} is not one of offline, online, disabled")
     if cfg.eval.labels not in ("target", "data"):
@@ -278,8 +286,11 @@ def validate(cfg: TrainConfig) -> None:
                           "optim.min_lr_ratio in [0, 1]")
     if not (cfg.loss.kl_temperature > 0 and math.isfinite(cfg.loss.kl_temperature)):
         raise ConfigError(f"loss.kl_temperature must be > 0, got {cfg.loss.kl_temperature}")
-    if cfg.eval.temperature < 0 or cfg.loss.ce_weight < 0 or cfg.loss.kl_weight < 0 or cfg.loss.kl_topk < 0:
-        raise ConfigError("eval.temperature, loss.ce_weight, loss.kl_weight and loss.kl_topk must be >= 0")
+    lw = cfg.loss
+    e = cfg.eval
+    if min(e.temperature, e.sampled_temperature, lw.ce_weight, lw.kl_weight, lw.tv_weight, lw.kl_topk) < 0:
+        raise ConfigError("eval.temperature, eval.sampled_temperature, loss.ce_weight, loss.kl_weight, "
+                          "loss.tv_weight and loss.kl_topk must be >= 0")
     if not (cfg.loss.replay >= 0 and math.isfinite(cfg.loss.replay)):
         raise ConfigError(f"loss.replay must be a finite number >= 0 (0: off), got {cfg.loss.replay}")
 

@@ -99,6 +99,25 @@ def kl_sum(q_logits: torch.Tensor, p: TargetDist, mask: torch.Tensor, temperatur
     return (kl * mask).sum()
 
 
+def tv_sum(q_logits: torch.Tensor, p: TargetDist, mask: torch.Tensor, temperature: float,
+           vocab: torch.Tensor | None = None, t2d: torch.Tensor | None = None) -> torch.Tensor:
+    """sum over masked positions of the total variation 1 - sum_x min(p(x), q(x)) at temperature:
+    one minus the expected acceptance of a draft sampled from q (DistillSpec's TVD), the quantity
+    sampled speculative decoding pays for. p is the target's distribution over its full vocabulary
+    (top-k p: renormalised over its k, as `overlap`), not renormalised over a reduced draft
+    vocabulary (vocab: d2t [Vd], t2d: `draft_index`): mass the draft cannot propose stays lost."""
+    q = F.softmax(q_logits.float() / temperature, dim=-1)
+    if p.logits is not None:
+        pf = F.softmax(p.logits.float() / temperature, dim=-1)
+        ov = torch.minimum(pf if vocab is None else pf.index_select(-1, vocab), q).sum(-1)
+    else:
+        pk = torch.nan_to_num(F.softmax(p.topk_values.float() / temperature, dim=-1), nan=0.0)
+        idx = p.topk_indices if t2d is None else t2d[p.topk_indices]
+        inside = (idx >= 0).to(pk.dtype)
+        ov = (torch.minimum(pk, q.gather(-1, idx.clamp_min(0))) * inside).sum(-1)
+    return ((1.0 - ov) * mask).sum()
+
+
 def overlap(q_logits: torch.Tensor, p: TargetDist, temperature: float) -> torch.Tensor:
     """sum_x min(p(x), q(x)) per position (top-k p: over its k tokens)."""
     q = F.softmax(q_logits.float() / temperature, dim=-1)
@@ -133,8 +152,9 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
                target: TargetDist | None, *, ce_weight: float, kl_weight: float, kl_temperature: float = 1.0,
                topk: int = 5, eval_temperature: float = 0.0, labels: str = "target",
                vocab: torch.Tensor | None = None, vocab_size: int | None = None,
-               replay: float = 0.0) -> list[dict[str, torch.Tensor]]:
-    """Per head j: {"ce", "kl", "n", "top1", "topk", "accept"} sums over counted positions, plus
+               replay: float = 0.0, tv_weight: float = 0.0,
+               sampled_temperature: float = 0.0) -> list[dict[str, torch.Tensor]]:
+    """Per head j: {"ce", "kl", "tv", "n", "top1", "topk", "accept"} sums over counted positions, plus
     "chain" / "chain_n" (`chain_acceptance`) and "rank<r>_" / "rank_n" (`rank_acceptance`).
 
     top1 / topk: agreement of the head's argmax / top-k with the label: the target's own greedy
@@ -149,6 +169,10 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
     0..j-1's top-1 were all right there and head j's is wrong, the position where a greedy chain
     drafted from t is rejected. At T = 0 on the target's own greedy answers these are the positions
     decoding rejects (teacher-forced inputs are what the accepted path feeds). 0: off.
+    tv_weight > 0: "tv" holds `tv_sum` at kl_temperature (else 0): a loss on the acceptance itself.
+    sampled_temperature > 0 (with a target distribution): "chain_s" / "chain_s_n" also hold the chain's
+    acceptance sums at that temperature (sum_x min(p, q) per position), beside "chain" at
+    eval_temperature, so one evaluation gives the a_k of greedy and of sampled decoding.
     """
     T = input_ids.shape[1]
     t2d = None
@@ -159,13 +183,16 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
         t2d = draft_index(vocab, vocab_size)
     out = []
     per_position: list[torch.Tensor] = []  # acceptance of head j at each position t [B, T-2-j]
+    sampled = sampled_temperature > 0 and target is not None
+    per_position_s: list[torch.Tensor] = []  # the same at sampled_temperature
     rank_hits: list[torch.Tensor] = []  # [B, T-2-j, k]: head j's rank-r candidate is the label
     for j, lg in enumerate(logits):
         n = T - 2 - j
         if n <= 0:
             z = lg.sum() * 0.0
-            out.append({k: z for k in ("ce", "kl", "n", "top1", "topk", "accept")})
+            out.append({k: z for k in ("ce", "kl", "tv", "n", "top1", "topk", "accept")})
             per_position.append(torch.zeros(input_ids.shape[0], 0, device=input_ids.device))
+            per_position_s.append(per_position[-1])
             rank_hits.append(torch.zeros(input_ids.shape[0], 0, min(topk, lg.shape[-1]), device=input_ids.device))
             continue
         q = lg[:, :n]
@@ -194,17 +221,24 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
         else:
             d["ce"] = q.sum() * 0.0
         d["kl"] = kl_sum(q, p_d, m * w, kl_temperature) if (kl_weight > 0 and p is not None) else q.sum() * 0.0
+        tv_on = tv_weight > 0 and p is not None
+        d["tv"] = tv_sum(q, p, m * w, kl_temperature, vocab, t2d) if tv_on else q.sum() * 0.0
         with torch.no_grad():
             d["top1"] = (hit1 * m).sum()
             d["topk"] = (hits.any(-1).float() * m).sum()
             acc = _acceptance(q, p, hit1, eval_temperature, vocab, vocab_size)
             d["accept"] = (acc * m).sum()
             per_position.append(acc.detach())
+            if sampled:
+                per_position_s.append(_acceptance(q, p, hit1, sampled_temperature, vocab, vocab_size).detach())
         out.append(d)
     sums, count = chain_acceptance(per_position, loss_mask[:, 2 + len(logits) - 1:].float())
+    sums_s = chain_acceptance(per_position_s, loss_mask[:, 2 + len(logits) - 1:].float())[0] if sampled else None
     ranks, rank_n = rank_acceptance(rank_hits, loss_mask[:, 2 + len(logits) - 1:].float())
     for j, d in enumerate(out):
         d["chain"], d["chain_n"] = sums[j], count
+        if sums_s is not None:
+            d["chain_s"], d["chain_s_n"] = sums_s[j], count
         d["rank_n"] = rank_n[j]
         for r in range(ranks.shape[1]):
             d[f"rank{r}_"] = ranks[j, r]

@@ -150,9 +150,9 @@ class Trainer(CheckpointMixin):
         if cfg.data.cache:
             self.cache = open_cache(cfg.data.cache)
             self.cache.check(self.target, self.examples, self.layers, cfg.loss.kl_topk)
-            if cfg.loss.kl_weight > 0 and cfg.loss.kl_topk <= 0:
-                raise ConfigError("training from a hidden-state cache with loss.kl_weight > 0 needs loss.kl_topk > 0 "
-                                  f"(the cache holds the target's top-{self.cache.topk})")
+            if (cfg.loss.kl_weight > 0 or cfg.loss.tv_weight > 0) and cfg.loss.kl_topk <= 0:
+                raise ConfigError("training from a hidden-state cache with loss.kl_weight or loss.tv_weight > 0 needs "
+                                  f"loss.kl_topk > 0 (the cache holds the target's top-{self.cache.topk})")
             if self.joint:
                 raise ConfigError("joint training updates the target, so its hidden states cannot come from a cache")
         if not cfg.data.eval:
@@ -208,7 +208,8 @@ class Trainer(CheckpointMixin):
                            kl_temperature=cfg.loss.kl_temperature, topk=cfg.eval.topk,
                            eval_temperature=0.0 if train else cfg.eval.temperature, labels=cfg.eval.labels,
                            vocab=vocab, vocab_size=int(self.target.config.vocab_size),
-                           replay=cfg.loss.replay if train else 0.0)
+                           replay=cfg.loss.replay if train else 0.0, tv_weight=cfg.loss.tv_weight,
+                           sampled_temperature=0.0 if train else cfg.eval.sampled_temperature)
         ntl = target_next_token_loss(tlogits, ids, lmask) if tlogits is not None else None
         return stats, aux, metrics, ntl, lmask, int(attn.sum())
 
@@ -291,8 +292,8 @@ class Trainer(CheckpointMixin):
             ctx = acc.no_sync(module) if not sync else contextlib.nullcontext()
             with ctx:
                 stats, aux, metrics, ntl, lmask, ntok = self._forward(module, idx, self.examples, self.cache, train=True)
-                mtp = sum(self.pos_w[j] * (lw.ce_weight * s["ce"] + lw.kl_weight * s["kl"]) / N[j]
-                          for j, s in enumerate(stats))
+                mtp = sum(self.pos_w[j] * (lw.ce_weight * s["ce"] + lw.kl_weight * s["kl"]
+                                           + lw.tv_weight * s["tv"]) / N[j] for j, s in enumerate(stats))
                 frac = head_counts(lmask, self.K)[0] / N[0]  # this micro-batch's share, for mean-valued aux losses
                 if aux:
                     mtp = mtp + lw.aux_weight * frac * sum(aux.values())
@@ -354,7 +355,9 @@ class Trainer(CheckpointMixin):
         K = self.K
         ranks = [f"rank{r}_" for r in range(self.cfg.eval.topk)]
         keys = [f"{k}{j}" for j in range(K)
-                for k in ("ce", "kl", "n", "top1", "topk", "accept", "chain", "chain_n", "rank_n", *ranks)]
+                for k in ("ce", "kl", "tv", "n", "top1", "topk", "accept", "chain", "chain_n", "rank_n", *ranks)]
+        sampled = prefix == "eval" and self.cfg.eval.sampled_temperature > 0  # the same keys on every process
+        keys += [f"{k}{j}" for j in range(K) for k in ("chain_s", "chain_s_n")] if sampled else []
         self.aux_keys = sorted(set(getattr(self, "aux_keys", [])) | {k for k in sums if k.startswith("aux/")})
         keys += ["ntl", "ntl_n", "grad_norm", "grad_norm_n", "micro_n"] + self.aux_keys
         vec = torch.stack([sums.get(k, torch.zeros(())).float().cpu() for k in keys]).to(self.acc.device)
@@ -365,21 +368,30 @@ class Trainer(CheckpointMixin):
         out, acc_rates, total = {}, [], 0.0
         for j in range(K):
             n = max(v[f"n{j}"], 1.0)
-            ce, kl = v[f"ce{j}"] / n, v[f"kl{j}"] / n
+            ce, kl, tv = v[f"ce{j}"] / n, v[f"kl{j}"] / n, v[f"tv{j}"] / n
             out[f"{prefix}/ce_{j}"] = ce
             if lw.kl_weight > 0:
                 out[f"{prefix}/kl_{j}"] = kl
+            if lw.tv_weight > 0:
+                out[f"{prefix}/tv_{j}"] = tv
             out[f"{prefix}/top1_{j}"] = v[f"top1{j}"] / n
             out[f"{prefix}/top{self.cfg.eval.topk}_{j}"] = v[f"topk{j}"] / n
             if prefix == "eval" and v[f"rank_n{j}"] > 0:  # a tree's acceptance by depth and rank (mtp.shape)
                 for r in ranks:
                     out[f"{prefix}/{r}{j}"] = v[f"{r}{j}"] / v[f"rank_n{j}"]
             acc_rates.append(v[f"chain{j}"] / max(v[f"chain_n{j}"], 1.0))
-            total += self.pos_w[j] * (lw.ce_weight * ce + lw.kl_weight * kl)
+            total += self.pos_w[j] * (lw.ce_weight * ce + lw.kl_weight * kl + lw.tv_weight * tv)
         out[f"{prefix}/loss"] = total
         out[f"{prefix}/expected_tau"] = expected_tau(acc_rates)  # per-position products (chain_acceptance)
         for j, a in enumerate(acc_rates):
             out[f"{prefix}/a_{j + 1}"] = a
+        if sampled and v["chain_s_n0"] > 0:  # the chain's acceptance at eval.sampled_temperature (the
+            # target's distribution known: mtp.shape.heldout_acceptance reads it for :auto at T > 0)
+            rates = [v[f"chain_s{j}"] / v[f"chain_s_n{j}"] for j in range(K)]
+            out[f"{prefix}/sampled_temperature"] = self.cfg.eval.sampled_temperature
+            out[f"{prefix}/sampled_expected_tau"] = expected_tau(rates)
+            for j, a in enumerate(rates):
+                out[f"{prefix}/sampled_a_{j + 1}"] = a
         if v["ntl_n"] > 0:
             out[f"{prefix}/target_ntl"] = v["ntl"] / v["ntl_n"]
         if v["grad_norm_n"] > 0:
