@@ -99,32 +99,29 @@ def kl_sum(q_logits: torch.Tensor, p: TargetDist, mask: torch.Tensor, temperatur
     return (kl * mask).sum()
 
 
-def tv_sum(q_logits: torch.Tensor, p: TargetDist, mask: torch.Tensor, temperature: float,
-           vocab: torch.Tensor | None = None, t2d: torch.Tensor | None = None) -> torch.Tensor:
-    """sum over masked positions of the total variation 1 - sum_x min(p(x), q(x)) at temperature:
-    one minus the expected acceptance of a draft sampled from q (DistillSpec's TVD), the quantity
-    sampled speculative decoding pays for. p is the target's distribution over its full vocabulary
-    (top-k p: renormalised over its k, as `overlap`), not renormalised over a reduced draft
-    vocabulary (vocab: d2t [Vd], t2d: `draft_index`): mass the draft cannot propose stays lost."""
+def overlap(q_logits: torch.Tensor, p: TargetDist, temperature: float, vocab: torch.Tensor | None = None,
+            t2d: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_x min(p(x), q(x)) per position at temperature: the expected acceptance of a draft sampled
+    from q. p over the target's full vocabulary (top-k p: renormalised over its k); q over the same
+    vocabulary, or over a reduced draft vocabulary (vocab: d2t [Vd], t2d: `draft_index`), where it is
+    0 on every other token: mass p puts outside the draft vocabulary is never accepted."""
     q = F.softmax(q_logits.float() / temperature, dim=-1)
     if p.logits is not None:
         pf = F.softmax(p.logits.float() / temperature, dim=-1)
-        ov = torch.minimum(pf if vocab is None else pf.index_select(-1, vocab), q).sum(-1)
-    else:
-        pk = torch.nan_to_num(F.softmax(p.topk_values.float() / temperature, dim=-1), nan=0.0)
-        idx = p.topk_indices if t2d is None else t2d[p.topk_indices]
-        inside = (idx >= 0).to(pk.dtype)
-        ov = (torch.minimum(pk, q.gather(-1, idx.clamp_min(0))) * inside).sum(-1)
-    return ((1.0 - ov) * mask).sum()
+        return torch.minimum(pf if vocab is None else pf.index_select(-1, vocab), q).sum(-1)
+    pk = torch.nan_to_num(F.softmax(p.topk_values.float() / temperature, dim=-1), nan=0.0)
+    idx = p.topk_indices if t2d is None else t2d[p.topk_indices]
+    inside = (idx >= 0).to(pk.dtype)
+    return (torch.minimum(pk, q.gather(-1, idx.clamp_min(0))) * inside).sum(-1)
 
 
-def overlap(q_logits: torch.Tensor, p: TargetDist, temperature: float) -> torch.Tensor:
-    """sum_x min(p(x), q(x)) per position (top-k p: over its k tokens)."""
-    q = F.softmax(q_logits.float() / temperature, dim=-1)
-    if p.logits is not None:
-        return torch.minimum(F.softmax(p.logits.float() / temperature, -1), q).sum(-1)
-    pk = F.softmax(p.topk_values.float() / temperature, -1)
-    return torch.minimum(pk, q.gather(-1, p.topk_indices)).sum(-1)
+def tv_sum(q_logits: torch.Tensor, p: TargetDist, mask: torch.Tensor, temperature: float,
+           vocab: torch.Tensor | None = None, t2d: torch.Tensor | None = None) -> torch.Tensor:
+    """sum over masked positions of the total variation 1 - `overlap` at temperature: one minus the
+    expected acceptance of a draft sampled from q (DistillSpec's TVD), the quantity sampled
+    speculative decoding pays for. p is not renormalised over a reduced draft vocabulary (vocab, t2d):
+    mass the draft cannot propose stays lost."""
+    return ((1.0 - overlap(q_logits, p, temperature, vocab, t2d)) * mask).sum()
 
 
 def _hits(q: torch.Tensor, p: TargetDist | None, y: torch.Tensor, topk: int, vocab: torch.Tensor | None) -> torch.Tensor:
@@ -138,14 +135,35 @@ def _hits(q: torch.Tensor, p: TargetDist | None, y: torch.Tensor, topk: int, voc
 
 
 def _acceptance(q: torch.Tensor, p: TargetDist | None, hit1: torch.Tensor, eval_temperature: float,
-                vocab: torch.Tensor | None, vocab_size: int | None) -> torch.Tensor:
-    """Per-position expected acceptance of a head's logits q: sum_x min(p, q) at eval_temperature > 0
-    (q is 0 outside a reduced draft vocabulary), else its top-1 agreement hit1."""
+                vocab: torch.Tensor | None, t2d: torch.Tensor | None) -> torch.Tensor:
+    """Per-position expected acceptance of a head's logits q: `overlap` at eval_temperature > 0 (q is
+    0 outside a reduced draft vocabulary), else its top-1 agreement hit1."""
     if eval_temperature <= 0 or p is None:
         return hit1
-    if vocab is not None:
-        q = q.new_full((*q.shape[:-1], vocab_size), float("-inf")).index_copy(-1, vocab, q.float())
-    return overlap(q, p, eval_temperature)
+    return overlap(q, p, eval_temperature, vocab, t2d)
+
+
+def _head_losses(q: torch.Tensor, y: torch.Tensor, m: torch.Tensor, w: torch.Tensor, p: TargetDist | None,
+                 vocab: torch.Tensor | None, t2d: torch.Tensor | None, ce_weight: float, kl_weight: float,
+                 tv_weight: float, kl_temperature: float) -> dict[str, torch.Tensor]:
+    """One head's {"ce", "kl", "tv"} sums (0 where the weight is 0 or the target is unknown), each
+    position weighted m * w; labels outside a draft vocabulary get no CE, and the KL is to the target
+    restricted to it (see `mtp_losses`)."""
+    zero = q.sum() * 0.0
+    out = {"ce": zero, "kl": zero, "tv": zero}
+    if ce_weight > 0:
+        y_ce, m_ce = y, m
+        if t2d is not None:
+            y_ce = t2d[y]
+            m_ce = m * (y_ce >= 0).float()
+            y_ce = y_ce.clamp_min(0)
+        ce = F.cross_entropy(q.float().reshape(-1, q.shape[-1]), y_ce.reshape(-1), reduction="none")
+        out["ce"] = (ce.view_as(m) * m_ce * w).sum()
+    if p is not None and kl_weight > 0:
+        out["kl"] = kl_sum(q, p.restricted(vocab, t2d) if t2d is not None else p, m * w, kl_temperature)
+    if p is not None and tv_weight > 0:
+        out["tv"] = tv_sum(q, p, m * w, kl_temperature, vocab, t2d)
+    return out
 
 
 def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: torch.Tensor,
@@ -170,9 +188,8 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
     drafted from t is rejected. At T = 0 on the target's own greedy answers these are the positions
     decoding rejects (teacher-forced inputs are what the accepted path feeds). 0: off.
     tv_weight > 0: "tv" holds `tv_sum` at kl_temperature (else 0): a loss on the acceptance itself.
-    sampled_temperature > 0 (with a target distribution): "chain_s" / "chain_s_n" also hold the chain's
-    acceptance sums at that temperature (sum_x min(p, q) per position), beside "chain" at
-    eval_temperature, so one evaluation gives the a_k of greedy and of sampled decoding.
+    sampled_temperature > 0 (target known): "chain_s" / "chain_s_n", the chain's acceptance at that
+    temperature (`overlap`) beside "chain", so one evaluation gives greedy and sampled a_k.
     """
     T = input_ids.shape[1]
     t2d = None
@@ -198,14 +215,7 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
         q = lg[:, :n]
         y = input_ids[:, 2 + j:]
         m = loss_mask[:, 2 + j:].float()
-        d: dict[str, torch.Tensor] = {"n": m.sum()}
-        y_ce, m_ce = y, m
-        if t2d is not None:
-            y_ce = t2d[y]
-            m_ce = m * (y_ce >= 0).float()
-            y_ce = y_ce.clamp_min(0)
         p = target.slice(1 + j, T - 1) if target is not None else None
-        p_d = p.restricted(vocab, t2d) if (p is not None and t2d is not None) else p
         with torch.no_grad():
             hits = _hits(q, p if labels == "target" else None, y, topk, vocab)
             rank_hits.append(hits)
@@ -215,22 +225,15 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
                 reached = reach[:, :n] if j else torch.ones_like(hit1)
                 w = 1 + replay * reached * (1 - hit1)
                 reach = reached * hit1
-        if ce_weight > 0:
-            ce = F.cross_entropy(q.float().reshape(-1, q.shape[-1]), y_ce.reshape(-1), reduction="none")
-            d["ce"] = (ce.view_as(m) * m_ce * w).sum()
-        else:
-            d["ce"] = q.sum() * 0.0
-        d["kl"] = kl_sum(q, p_d, m * w, kl_temperature) if (kl_weight > 0 and p is not None) else q.sum() * 0.0
-        tv_on = tv_weight > 0 and p is not None
-        d["tv"] = tv_sum(q, p, m * w, kl_temperature, vocab, t2d) if tv_on else q.sum() * 0.0
+        d = {"n": m.sum(), **_head_losses(q, y, m, w, p, vocab, t2d, ce_weight, kl_weight, tv_weight, kl_temperature)}
         with torch.no_grad():
             d["top1"] = (hit1 * m).sum()
             d["topk"] = (hits.any(-1).float() * m).sum()
-            acc = _acceptance(q, p, hit1, eval_temperature, vocab, vocab_size)
+            acc = _acceptance(q, p, hit1, eval_temperature, vocab, t2d)
             d["accept"] = (acc * m).sum()
             per_position.append(acc.detach())
             if sampled:
-                per_position_s.append(_acceptance(q, p, hit1, sampled_temperature, vocab, vocab_size).detach())
+                per_position_s.append(_acceptance(q, p, hit1, sampled_temperature, vocab, t2d).detach())
         out.append(d)
     sums, count = chain_acceptance(per_position, loss_mask[:, 2 + len(logits) - 1:].float())
     sums_s = chain_acceptance(per_position_s, loss_mask[:, 2 + len(logits) - 1:].float())[0] if sampled else None
