@@ -81,6 +81,16 @@ def measure_prefill_cost(model, prompt_len: int, repeats: int = 3, seed: int = 0
     return statistics.median(times[1:])
 
 
+def monotone(costs: dict[int, float]) -> dict[int, float]:
+    """The curve made non-decreasing in m (a running maximum): a forward over more tokens never costs
+    less, so a dip is timing noise, and left in it can make a longer draft look cheaper than a
+    shorter one to the choices made from the curve (`:auto`, `:autotree`, the adaptive union)."""
+    out, run = {}, 0.0
+    for m in sorted(costs):
+        run = out[m] = max(costs[m], run)
+    return out
+
+
 def interpolate(costs: dict[int, float]) -> Callable[[int], float]:
     """C(m) by linear interpolation between measured points (clamped at the ends)."""
     xs = sorted(costs)
@@ -111,8 +121,8 @@ def machine_verify_cost(model, batch_size: int = 1, prefix_len: int = 256,
     curves = _MACHINE_CURVES.setdefault(model, {})  # keyed by the model object, not its id (ids are reused)
     key = (batch_size, prefix_len, tuple(tokens))
     if key not in curves:
-        curves[key] = interpolate(measure_forward_cost(model, prefix_len, tokens, repeats=5, warmup=1,
-                                                       batch_size=batch_size))
+        curves[key] = interpolate(monotone(measure_forward_cost(model, prefix_len, tokens, repeats=5, warmup=1,
+                                                                batch_size=batch_size)))
     return curves[key]
 
 

@@ -17,6 +17,7 @@ trainer measured on its held-out split at the chosen checkpoint), never from the
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -91,27 +92,34 @@ def _random_prompts(model, batch_size: int, prompt_len: int = 64, seed: int = 0)
 
 @torch.no_grad()
 def measure_draft_cost(model, drafter, lengths: Sequence[int], *, batch_size: int = 1, prompt_len: int = 64,
-                       new_tokens: int = 24, seed: int = 0) -> dict[int, float]:
+                       new_tokens: int = 24, seed: int = 0, repeats: int = 3) -> dict[int, float]:
     """{K: seconds per decode step spent in the drafter (propose + observe)} for chains of K, from
-    short generations on random prompts (the drafter runs as in the engine, cache and all)."""
+    short generations on random prompts (the drafter runs as in the engine, cache and all): the median
+    over `repeats` rounds, each timing every K on its own prompts (a burst of load on a shared machine
+    spreads over the lengths instead of bending one). One generation per K chose K = 1, 2 or 3 for the
+    same head over six calls (round 22, docs/results/r22/auto_noise.py)."""
     from mtp.costmodel import drafter_step_seconds
 
-    prompts = _random_prompts(model, batch_size, prompt_len, seed)
-    return {int(k): drafter_step_seconds(model, drafter, [prompts], int(k), max_new_tokens=new_tokens, ignore_eos=True,
-                                         warmup=True) for k in lengths}
+    times: dict[int, list[float]] = {int(k): [] for k in lengths}
+    for r in range(repeats):
+        prompts = _random_prompts(model, batch_size, prompt_len, seed + r)
+        for k in times:
+            times[k].append(drafter_step_seconds(model, drafter, [prompts], k, max_new_tokens=new_tokens,
+                                                 ignore_eos=True, warmup=r == 0))
+    return {k: statistics.median(t) for k, t in times.items()}
 
 
 def auto_draft_length(model, drafter, per_position: Sequence[float], *, batch_size: int = 1, prefix_len: int = 128,
                       max_k: int | None = None) -> tuple[int, dict[int, float]]:
     """Measure this machine's verify cost at `batch_size` and the drafter's cost per chain length,
     then choose_chain_length. Returns (K, {K: predicted speedup})."""
-    from mtp.costmodel import interpolate, measure_forward_cost
+    from mtp.costmodel import interpolate, measure_forward_cost, monotone
 
     max_k = len(per_position) if max_k is None else min(max_k, len(per_position))
     if max_k < 1:
         return 0, {0: 1.0}
-    C = interpolate(measure_forward_cost(model, prefix_len, tuple(range(1, max_k + 2)), repeats=5,
-                                         batch_size=batch_size))
+    C = interpolate(monotone(measure_forward_cost(model, prefix_len, tuple(range(1, max_k + 2)), repeats=5,
+                                                  batch_size=batch_size)))
     ks = sorted({1, max_k})
     d = measure_draft_cost(model, drafter, ks, batch_size=batch_size)
     if len(ks) == 1:

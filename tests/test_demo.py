@@ -109,9 +109,12 @@ def test_full_preset_benchmarks_each_family_as_chain_and_tree(tmp_path, monkeypa
     for _, argv in calls:
         methods = argv[argv.index("--methods") + 1].split(",")
         assert methods[:3] == ["hf", "vanilla", "pld"]
+        greedy = argv[argv.index("--temperature") + 1] == "0.0"
         for fam, path in heads.items():
-            assert {f"{fam}=heads:{path}:auto", f"{fam}-tree=heads:{path}:3:tree16",
-                    f"adapt+{fam}=adapt+heads:{path}:3:tree16"} <= set(methods)
+            # the union over the head's tree at T=0, over its sampled chain at T>0
+            union = f"adapt+{fam}=adapt+heads:{path}" + (":3:tree16" if greedy else ":auto")
+            assert {f"{fam}=heads:{path}:auto", f"{fam}-tree=heads:{path}:3:tree16", union} <= set(methods)
+            assert sum(m.startswith(f"adapt+{fam}=") for m in methods) == 1
     calls.clear()
     demo.stage_bench("smollm2-135m", demo.PRESETS["quick"], heads, tmp_path, "spec", 6)
     assert not any(m.split("=")[0].endswith("-tree") for _, argv in calls for m in argv[argv.index("--methods") + 1].split(","))

@@ -113,6 +113,8 @@ def test_costmodel_formulas():
     assert costmodel.implied_alpha(1.75, 2) == pytest.approx(0.5, abs=1e-6)
     C = costmodel.interpolate({1: 1.0, 3: 2.0, 8: 4.0})
     assert (C(1), C(2), C(3), C(16)) == (1.0, 1.5, 2.0, 8.0)
+    # a dip in a timed curve is noise: the curves choices are made from never fall with m
+    assert costmodel.monotone({4: 2.0, 1: 1.0, 2: 1.3, 3: 1.2, 6: 1.9}) == {1: 1.0, 2: 1.3, 3: 1.3, 4: 2.0, 6: 2.0}
     # Leviathan with measured parts: (1 + 0.5 + 0.25) * C(1) / (t_draft + C(3)) = 1.75 / (0.5 + 2)
     assert costmodel.predict_chain([0.5, 0.25], 2, C, 0.5) == pytest.approx(1.75 / 2.5)
     # stepwise: prefill + steps: drafts [2, 2] (C(3) each) + 1 plain step, 3 decode draft calls at 0.1;

@@ -330,8 +330,9 @@ def stage_train(model: str, fam: str, p: Preset, train_data: str, runs: Path, n:
 
 def stage_bench(model: str, p: Preset, heads: dict[str, Path], results: Path, suite: str, n: int) -> None:
     """5. hf, vanilla, pld, every head (chain length from the cost model unless the preset fixes
-    it; with bench_trees also its dynamic tree) and adapt+head, at each temperature; one eval.bench
-    folder per temperature."""
+    it; with bench_trees also its dynamic tree) and adapt+head (the union over the head's tree at
+    T = 0, over its sampled chain at T > 0), at each temperature; one eval.bench folder per
+    temperature."""
     k = f":{p.draft_tokens}" if p.draft_tokens else ":auto"
     methods = ["hf", "vanilla", "pld"] + [f"{fam}=heads:{path}{k}" for fam, path in heads.items()]
     # the head's dynamic tree with prompt lookup's chain grafted in, one verify for both, where that is
@@ -342,9 +343,12 @@ def stage_bench(model: str, p: Preset, heads: dict[str, Path], results: Path, su
     tree = f":{min(p.tree_depth, p.num_heads)}:tree{p.union_tree}"
     if p.bench_trees:  # each family's best drafting shape, chain or tree
         methods += [f"{fam}-tree=heads:{path}{tree}" for fam, path in heads.items()]
-    methods += [f"adapt+{fam}=adapt+heads:{path}{tree}" for fam, path in heads.items()]
     for i, temp in enumerate(p.temperatures):
-        cmd = ["--model", model, "--dtype", p.dtype, "--methods", ",".join(methods), "--suite", suite,
+        # at T > 0 the union drafts with the head's sampled chain (verified against its q), not its
+        # top-k tree: round 22 (docs/results/r22), 18 and 24 sampled prompts, the demo's Hydra head
+        shape = tree if temp == 0 else k
+        union = [f"adapt+{fam}=adapt+heads:{path}{shape}" for fam, path in heads.items()]
+        cmd = ["--model", model, "--dtype", p.dtype, "--methods", ",".join(methods + union), "--suite", suite,
                "--temperature", str(temp), "--max-new-tokens", str(p.bench_tokens), "--repeats", str(p.bench_repeats),
                "--out", str(results / f"t{temp:g}")]
         subset = p.bench_prompts if temp == 0 else p.bench_prompts_sampled
