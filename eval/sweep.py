@@ -146,7 +146,8 @@ def main(argv=None) -> int:
                    [int(k) for k in args.draft_lengths.split(",")])
     points, skipped = batch_sweep(model, variants(specs, model, tok, batches, args.temperature),
                                   sweep_prompts(args, tok, args.num_prompts), batches, repeats=args.repeats,
-                                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, num_prompts=args.num_prompts)
+                                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+                                  num_prompts=args.num_prompts)
     config = {**vars(args), "title": f"Throughput vs interactivity: {args.model}"}
     write_outputs(out, collect_meta(config, model), points, skipped,
                   f"{args.model}: throughput vs interactivity (T={args.temperature}, {args.max_new_tokens} new tokens)")

@@ -410,13 +410,13 @@ def _auto_tree(spec: str, base: str, heads, model, batch_size: int):
 def _auto_k(spec: str, base: str, heads, model, batch_size: int, temperature: float = 0.0) -> int:
     from mtp.shape import auto_draft_length, heldout_acceptance, heldout_sampled_temperature
 
-    a, source = heldout_acceptance(base), "greedy"
-    if temperature > 0:
-        sampled = heldout_acceptance(base, temperature)
-        if sampled:
-            a, source = sampled, f"sampled at T={heldout_sampled_temperature(base):g}"
-        else:
-            source = "greedy: the run recorded no sampled acceptance (eval.sampled_temperature), so K may be too long"
+    a = heldout_acceptance(base, temperature) if temperature > 0 else None
+    if a:
+        source = f"sampled at T={heldout_sampled_temperature(base):g}"
+    else:  # greedy decoding, or a run that recorded no sampled acceptance
+        a, source = heldout_acceptance(base), "greedy"
+        if temperature > 0:
+            source += ": the run recorded no sampled acceptance (eval.sampled_temperature), so K may be too long"
     if not a:
         raise MethodSpecError(f"method {spec!r}: no held-out acceptance recorded next to {base} (metrics.jsonl and "
                               f"{os.path.basename(base)}.json of a train.heads run); give the draft length instead")
