@@ -408,11 +408,13 @@ def _auto_tree(spec: str, base: str, heads, model, batch_size: int):
 
 
 def _auto_k(spec: str, base: str, heads, model, batch_size: int, temperature: float = 0.0) -> int:
-    from mtp.shape import auto_draft_length, heldout_acceptance, heldout_sampled_temperature
+    from mtp.shape import auto_draft_length, heldout_acceptance, heldout_sampled_answers, heldout_sampled_temperature
 
     a = heldout_acceptance(base, temperature) if temperature > 0 else None
     if a:
-        source = f"sampled at T={heldout_sampled_temperature(base):g}"
+        n = heldout_sampled_answers(base)  # None: an older run, which does not say
+        on = {None: "", 0: " on greedy answers, which overstate it, so K may be too long"}.get(n, f" on {n} sampled answers")
+        source = f"sampled at T={heldout_sampled_temperature(base):g}{on}"
     else:  # greedy decoding, or a run that recorded no sampled acceptance
         a, source = heldout_acceptance(base), "greedy"
         if temperature > 0:

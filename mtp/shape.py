@@ -84,6 +84,13 @@ def heldout_sampled_temperature(heads_dir: str | Path) -> float | None:
     return None if r is None or "eval/sampled_temperature" not in r else float(r["eval/sampled_temperature"])
 
 
+def heldout_sampled_answers(heads_dir: str | Path) -> int | None:
+    """How many sampled held-out answers that sampled acceptance was measured on: 0 when it was
+    measured on greedy answers (which overstate sampled decoding), None where the run did not say."""
+    r = _heldout_row(heads_dir)
+    return None if r is None or "eval/sampled_answers" not in r else int(r["eval/sampled_answers"])
+
+
 def _random_prompts(model, batch_size: int, prompt_len: int = 64, seed: int = 0) -> list[list[int]]:
     """A batch of random prompts to time a drafter on (ids 3.. of the model's vocabulary)."""
     g = torch.Generator().manual_seed(seed)

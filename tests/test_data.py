@@ -1,6 +1,7 @@
 """Data: prompt sources, self-distillation (resume without duplicates), loss masks, bucketing, cache."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -187,6 +188,11 @@ def test_loss_mask_covers_exactly_the_response(tmp_path, tiny_llama):
     assert b["input_ids"].shape == b["loss_mask"].shape == b["attention_mask"].shape
     assert int((b["loss_mask"] * (1 - b["attention_mask"])).sum()) == 0  # no loss on padding
     assert int(b["loss_mask"].sum()) == sum(len(r["response_ids"]) for r in recs)
+    # greedy answers; the same prompts sampled: their examples say so (the folder's meta.json does)
+    assert not any(e.sampled for e in ex)
+    distill(model, tok, prompts, tmp_path / "t1", dataclasses.replace(CFG, temperature=1.0), progress=False)
+    both = load_examples(f"{tmp_path},{tmp_path / 't1'}", tok)
+    assert [e.sampled for e in both] == [False] * len(recs) + [True] * len(_records(tmp_path / "t1"))
 
 
 def test_dataset_errors(tmp_path):
@@ -204,6 +210,9 @@ def test_dataset_errors(tmp_path):
         load_examples(tmp_path / "long.jsonl", max_seq_len=16)
     with pytest.raises(DataError, match="no shard"):
         load_examples(tmp_path)
+    (tmp_path / "temp.jsonl").write_text('{"prompt_ids": [1, 2], "response_ids": [3, 4, 5], "temperature": "hot"}\n')
+    with pytest.raises(DataError, match="temperature must be a number"):
+        load_examples(tmp_path / "temp.jsonl")
 
 
 def test_length_bucketing_is_deterministic_and_covers_each_example_once():

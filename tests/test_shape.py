@@ -94,6 +94,10 @@ def test_auto_draft_length_at_t1_reads_the_sampled_acceptance(tmp_path, tiny_lla
     err = capsys.readouterr().err
     assert "(sampled at T=1) [0.01, 0.0, 0.0]" in err, err
     assert m.auto_k == 1 and m.key.endswith("#k1")  # drafting is predicted not to pay: the shortest chain
+    for n, says in ((0, "on greedy answers, which overstate it"), (24, "on 24 sampled answers")):
+        (run / "metrics.jsonl").write_text(json.dumps({**row, "eval/sampled_answers": n}) + "\n")
+        make_method(f"heads:{run / 'best'}:auto", model, tok, temperature=1.0)
+        assert f"(sampled at T=1 {says}" in capsys.readouterr().err
     greedy = make_method(f"heads:{run / 'best'}:auto", model, tok)
     assert "(greedy) [0.95, 0.9, 0.85]" in capsys.readouterr().err and greedy.key.endswith(f"#k{greedy.auto_k}")
 

@@ -213,7 +213,8 @@ def test_sampled_chain_acceptance_beside_the_greedy_one_equals_an_evaluation_at_
     d2t = torch.randperm(V)[:Vd].sort().values
     ids = torch.randint(0, V, (B, T))
     mask = torch.ones_like(ids)
-    dist = TargetDist(logits=torch.randn(B, T, V) * 2).truncated(8)
+    dist_logits = torch.randn(B, T, V) * 2
+    dist = TargetDist(logits=dist_logits).truncated(8)
     q = [torch.randn(B, T, Vd) * 2 for _ in range(3)]
     both = mtp_losses(q, ids, mask, dist, ce_weight=1.0, kl_weight=0.0, vocab=d2t, vocab_size=V, sampled_temperature=1.0)
     t1 = mtp_losses(q, ids, mask, dist, ce_weight=1.0, kl_weight=0.0, vocab=d2t, vocab_size=V, eval_temperature=1.0)
@@ -224,6 +225,14 @@ def test_sampled_chain_acceptance_beside_the_greedy_one_equals_an_evaluation_at_
     assert not torch.allclose(both[0]["chain_s"], both[0]["chain"])
     assert "chain_s" not in mtp_losses(q, ids, mask, None, ce_weight=1.0, kl_weight=0.0, vocab=d2t, vocab_size=V,
                                        sampled_temperature=1.0)[0]  # no target distribution: not measured
+    # sampled_rows: only the answers that were sampled count (here row 1), as if the batch held them alone
+    rows = mtp_losses(q, ids, mask, dist, ce_weight=1.0, kl_weight=0.0, vocab=d2t, vocab_size=V, sampled_temperature=1.0,
+                      sampled_rows=torch.tensor([False, True]))
+    alone = mtp_losses([x[1:] for x in q], ids[1:], mask[1:], TargetDist(logits=dist_logits[1:]).truncated(8),
+                       ce_weight=1.0, kl_weight=0.0, vocab=d2t, vocab_size=V, sampled_temperature=1.0)
+    for r, a, b in zip(rows, alone, both):
+        assert torch.allclose(r["chain_s"], a["chain_s"]) and r["chain_s_n"] == a["chain_s_n"] == b["chain_s_n"] / 2
+        assert torch.equal(r["chain"], b["chain"])
 
 
 # ------------------------------------------------------------------------------------ training
@@ -242,6 +251,7 @@ def test_loss_falls_on_a_tiny_task(tmp_path, cyc_data, family, steps, tiny_llama
     sampled = [ev[f"eval/sampled_a_{k}"] for k in (1, 2, 3)]
     assert ev["eval/sampled_temperature"] == 1.0 and 1 >= sampled[0] >= sampled[1] >= sampled[2] >= 0
     assert ev["eval/sampled_expected_tau"] == pytest.approx(1 + sum(sampled))
+    assert ev["eval/sampled_answers"] == 0  # measured on greedy answers (the data records no temperature)
     # acceptance by depth and rank (a tree's, conditioned on the greedy path): rank 0 is the learnt
     # answer, the other ranks share what is left
     from mtp.shape import heldout_rank_acceptance
@@ -302,6 +312,25 @@ def test_resume_ends_with_the_same_weights(tmp_path, cyc_data):
     assert other["eval_data"] == str(held) and other["step"] == 6
     assert other["eval/loss"] == pytest.approx(again["eval/loss"], rel=1e-6)
     assert {f.name: f.read_bytes() for f in a.run_dir.iterdir() if f.is_file()} == files
+    # Held-out answers that were sampled (a record's "temperature" > 0, which distillation folders
+    # record in meta.json): in a split of both kinds the sampled acceptance is measured on the
+    # sampled answers alone and the greedy one on the greedy answers alone.
+    recs = [json.loads(x) for x in held.read_text().splitlines()]
+    assert len(recs) >= 4
+    tagged = [{**r, "temperature": 1.0} if i % 2 else r for i, r in enumerate(recs)]
+    files = {"held": recs, "mixed": tagged, "sampled": tagged[1::2], "greedy": tagged[0::2]}
+    ev = {}
+    for n, rs in files.items():
+        (tmp_path / f"{n}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
+        ev[n] = evaluate_run(cfg_for(tmp_path, cyc_data, "name=straight", *over, f"data.eval={tmp_path / n}.jsonl",
+                                     "eval.max_batches=0"))
+    assert [ev[n]["eval/sampled_answers"] for n in files] == [0, len(recs) // 2, len(recs) // 2, 0]
+    for k in (1, 2, 3):
+        assert ev["mixed"][f"eval/a_{k}"] == pytest.approx(ev["greedy"][f"eval/a_{k}"], rel=1e-5)
+        assert ev["mixed"][f"eval/sampled_a_{k}"] == pytest.approx(ev["sampled"][f"eval/sampled_a_{k}"], rel=1e-5)
+    ranks = {k: v for k, v in ev["greedy"].items() if k.startswith("eval/rank")}  # the tree's, by depth and rank
+    assert ranks and ranks == pytest.approx({k: v for k, v in ev["mixed"].items() if k.startswith("eval/rank")}, rel=1e-5)
+    assert ev["mixed"]["eval/sampled_a_1"] != pytest.approx(ev["held"]["eval/sampled_a_1"], rel=1e-3)
     with pytest.raises(ResumeError, match=r"optim\.lr"):  # only the held-out set may change
         evaluate_run(cfg_for(tmp_path, cyc_data, "name=straight", *over, f"data.eval={held}", "optim.lr=5e-3"))
     # A resume with another config is refused, naming the keys.

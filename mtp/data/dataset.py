@@ -27,6 +27,7 @@ class Example:
     input_ids: list[int]
     loss_mask: list[int]
     group: str = ""  # prompt id: the train / eval split keeps turns of one prompt together
+    sampled: bool = False  # the response was sampled (its record's "temperature" > 0), not greedy
 
 
 def _int_list(x) -> bool:
@@ -40,6 +41,15 @@ def _first_bad(x):
 def example_from_record(rec: dict, tokenizer=None, where: str = "") -> Example:
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    ex = _example(rec, tokenizer, where)
+    t = rec.get("temperature") or 0
+    if not isinstance(t, (int, float)) or isinstance(t, bool):
+        raise DataError(f"{where}: temperature must be a number (what the response was decoded at), got {t!r}")
+    ex.sampled = t > 0
+    return ex
+
+
+def _example(rec: dict, tokenizer, where: str) -> Example:
     group = str(rec.get("group") or rec.get("prompt_id", rec.get("id", "")))
     if "prompt_ids" in rec and "response_ids" in rec:
         p, r = rec["prompt_ids"], rec["response_ids"]

@@ -244,7 +244,9 @@ def distill(model, tokenizer, prompts: list[Prompt], out_dir: str | Path, cfg: D
 
 def load_distilled(path: str | Path) -> list[dict]:
     """Records of a distillation folder (all shards, in order) or of one JSONL file; several of
-    these joined by commas are concatenated in order."""
+    these joined by commas are concatenated in order. A folder's records carry the temperature its
+    meta.json says they were decoded at ("temperature", where a record does not say): the trainer
+    measures sampled acceptance on the sampled answers (`Example.sampled`)."""
     if "," in str(path) and not Path(path).exists():
         return [r for part in str(path).split(",") if part.strip() for r in load_distilled(part.strip())]
     path = Path(path)
@@ -254,4 +256,22 @@ def load_distilled(path: str | Path) -> list[dict]:
     recs = [r for f in files for r in read_jsonl(f)]
     if not recs:
         raise DataError(f"no records in {path}: the data file(s) are empty")
+    t = _folder_temperature(path)
+    if t is not None:  # how the folder's answers were decoded, on each record that does not say
+        for r in recs:
+            if isinstance(r, dict):
+                r.setdefault("temperature", t)
     return recs
+
+
+def _folder_temperature(path: Path) -> float | None:
+    """The decoding temperature a distillation folder's meta.json records (None: not a folder, or
+    not recorded)."""
+    meta = path / "meta.json" if path.is_dir() else None
+    if meta is None or not meta.is_file():
+        return None
+    try:
+        t = json.loads(meta.read_text()).get("temperature")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None

@@ -100,7 +100,9 @@ class EvalConfig:
     temperature: float = 0.0  # 0: expected tau from greedy accuracy; >0: from sum_x min(p, q)
     # also the chain's acceptance at this temperature (eval/sampled_a_k, sum_x min(p, q), with the
     # target's distribution known): what `heads:<dir>:auto` sets the draft length from when decoding at
-    # T > 0 (mtp.shape.heldout_acceptance); 0: off
+    # T > 0 (mtp.shape.heldout_acceptance); 0: off. Measured on the held-out answers that were sampled
+    # (records decoded at a temperature > 0, as distillation folders record) where there are any, else
+    # on all of them (greedy answers overstate it; eval/sampled_answers says how many were sampled)
     sampled_temperature: float = 1.0
     # Accuracy labels: "target" = the target's own greedy token (what greedy verification accepts;
     # equals the data on greedy self-distilled data), "data" = the data tokens.

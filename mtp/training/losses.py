@@ -171,7 +171,9 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
                topk: int = 5, eval_temperature: float = 0.0, labels: str = "target",
                vocab: torch.Tensor | None = None, vocab_size: int | None = None,
                replay: float = 0.0, tv_weight: float = 0.0,
-               sampled_temperature: float = 0.0) -> list[dict[str, torch.Tensor]]:
+               sampled_temperature: float = 0.0,
+               greedy_rows: torch.Tensor | None = None,
+               sampled_rows: torch.Tensor | None = None) -> list[dict[str, torch.Tensor]]:
     """Per head j: {"ce", "kl", "tv", "n", "top1", "topk", "accept"} sums over counted positions, plus
     "chain" / "chain_n" (`chain_acceptance`) and "rank<r>_" / "rank_n" (`rank_acceptance`).
 
@@ -190,6 +192,8 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
     tv_weight > 0: "tv" holds `tv_sum` at kl_temperature (else 0): a loss on the acceptance itself.
     sampled_temperature > 0 (target known): "chain_s" / "chain_s_n", the chain's acceptance at that
     temperature (`overlap`) beside "chain", so one evaluation gives greedy and sampled a_k.
+    greedy_rows / sampled_rows: [B] bool, the rows that "chain" and "rank" / "chain_s" count (the
+    greedy / the sampled answers, each the contexts its decoding visits; None: all rows).
     """
     T = input_ids.shape[1]
     t2d = None
@@ -235,17 +239,29 @@ def mtp_losses(logits: list[torch.Tensor], input_ids: torch.Tensor, loss_mask: t
             if sampled:
                 per_position_s.append(_acceptance(q, p, hit1, sampled_temperature, vocab, t2d).detach())
         out.append(d)
-    sums, count = chain_acceptance(per_position, loss_mask[:, 2 + len(logits) - 1:].float())
-    sums_s = chain_acceptance(per_position_s, loss_mask[:, 2 + len(logits) - 1:].float())[0] if sampled else None
-    ranks, rank_n = rank_acceptance(rank_hits, loss_mask[:, 2 + len(logits) - 1:].float())
+    last = loss_mask[:, 2 + len(logits) - 1:].float()  # the positions the last head counts
+    _add_chain_stats(out, last, per_position, rank_hits, greedy_rows, per_position_s if sampled else None, sampled_rows)
+    return out
+
+
+def _add_chain_stats(out: list[dict], last: torch.Tensor, per_position: list[torch.Tensor],
+                     rank_hits: list[torch.Tensor], greedy_rows: torch.Tensor | None,
+                     per_position_s: list[torch.Tensor] | None, sampled_rows: torch.Tensor | None) -> None:
+    """mtp_losses' "chain" / "chain_n", "rank<r>_" / "rank_n" (over greedy_rows) and "chain_s" /
+    "chain_s_n" (over sampled_rows; per_position_s None: not measured) into each head's dict."""
+    def rows(keep: torch.Tensor | None) -> torch.Tensor:
+        return last if keep is None else last * keep.to(last.device, last.dtype)[:, None]
+
+    sums, count = chain_acceptance(per_position, rows(greedy_rows))
+    ranks, rank_n = rank_acceptance(rank_hits, rows(greedy_rows))
+    sums_s, count_s = (None, None) if per_position_s is None else chain_acceptance(per_position_s, rows(sampled_rows))
     for j, d in enumerate(out):
         d["chain"], d["chain_n"] = sums[j], count
         if sums_s is not None:
-            d["chain_s"], d["chain_s_n"] = sums_s[j], count
+            d["chain_s"], d["chain_s_n"] = sums_s[j], count_s
         d["rank_n"] = rank_n[j]
         for r in range(ranks.shape[1]):
             d[f"rank{r}_"] = ranks[j, r]
-    return out
 
 
 def rank_acceptance(rank_hits: list[torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -286,6 +302,30 @@ def chain_acceptance(per_position: list[torch.Tensor], mask: torch.Tensor) -> tu
         prod = prod * acc[:, :n].double()
         sums[j] = (prod * mask.double()).sum()
     return sums, mask.sum().double()
+
+
+def acceptance_logs(v: dict[str, float], K: int, prefix: str, topk: int, *, ranks: bool,
+                    sampled_temperature: float = 0.0, sampled_answers: int = 0) -> dict[str, float]:
+    """Logged acceptance from mtp_losses' summed stats `v` (keys "chain<j>", "chain_n<j>", ...):
+    "<prefix>/a_<k>" and "expected_tau" (the chain's, at greedy decoding); with ranks, a tree's
+    acceptance by depth and rank "rank<r>_<j>" (mtp.shape); with sampled_temperature > 0 and
+    "chain_s" counted, the chain's acceptance of sampled decoding "sampled_a_<k>" (what
+    `heads:<dir>:auto` reads at T > 0), "sampled_expected_tau", the temperature, and
+    "sampled_answers" (how many sampled answers it was measured on; 0: greedy ones)."""
+    out: dict[str, float] = {}
+    rates = [v[f"chain{j}"] / max(v[f"chain_n{j}"], 1.0) for j in range(K)]
+    out[f"{prefix}/expected_tau"] = expected_tau(rates)  # per-position products (chain_acceptance)
+    out.update({f"{prefix}/a_{j + 1}": a for j, a in enumerate(rates)})
+    for j in range(K):
+        if ranks and v[f"rank_n{j}"] > 0:
+            out.update({f"{prefix}/rank{r}_{j}": v[f"rank{r}_{j}"] / v[f"rank_n{j}"] for r in range(topk)})
+    if sampled_temperature > 0 and v.get("chain_s_n0", 0) > 0:
+        rates = [v[f"chain_s{j}"] / v[f"chain_s_n{j}"] for j in range(K)]
+        out[f"{prefix}/sampled_temperature"] = sampled_temperature
+        out[f"{prefix}/sampled_answers"] = sampled_answers
+        out[f"{prefix}/sampled_expected_tau"] = expected_tau(rates)
+        out.update({f"{prefix}/sampled_a_{j + 1}": a for j, a in enumerate(rates)})
+    return out
 
 
 def expected_tau(per_position_acceptance: list[float]) -> float:

@@ -30,7 +30,7 @@ from mtp.io import atomic_write_text
 from mtp.training.build import TrainModule, build_head_for, check_head_fits, lr_lambda  # noqa: F401
 from mtp.training.checkpointing import EVAL_KEYS, CheckpointMixin, ResumeError, metrics_step  # noqa: F401
 from mtp.training.config import ConfigError, TrainConfig, save_config
-from mtp.training.losses import (TargetDist, expected_tau, head_counts, mtp_losses, position_weights,
+from mtp.training.losses import (TargetDist, acceptance_logs, head_counts, mtp_losses, position_weights,
                                  target_next_token_loss)
 
 
@@ -117,6 +117,10 @@ class Trainer(CheckpointMixin):
             tr, he = split_examples(examples, d.eval_fraction, cfg.seed, d.train_fraction)
             self.train_idx = [ids[id(e)] for e in tr]
             self.eval_examples, self.eval_idx = examples, [ids[id(e)] for e in he]
+        # held-out greedy and sampled answers: greedy acceptance (eval/a_k, by rank) is measured on the
+        # greedy ones, sampled (eval/sampled_a_k) on the sampled ones; with one kind only, on all
+        self.eval_sampled = sum(self.eval_examples[i].sampled for i in self.eval_idx)
+        self.eval_split_kinds = 0 < self.eval_sampled < len(self.eval_idx)
         self.world = self.acc.num_processes
         self.global_batch = d.batch_size * self.world * cfg.optim.grad_accum
         if len(self.train_idx) < self.global_batch:
@@ -209,9 +213,17 @@ class Trainer(CheckpointMixin):
                            eval_temperature=0.0 if train else cfg.eval.temperature, labels=cfg.eval.labels,
                            vocab=vocab, vocab_size=int(self.target.config.vocab_size),
                            replay=cfg.loss.replay if train else 0.0, tv_weight=cfg.loss.tv_weight,
-                           sampled_temperature=0.0 if train else cfg.eval.sampled_temperature)
+                           sampled_temperature=0.0 if train else cfg.eval.sampled_temperature,
+                           **({} if train else self._eval_rows(examples, idx)))
         ntl = target_next_token_loss(tlogits, ids, lmask) if tlogits is not None else None
         return stats, aux, metrics, ntl, lmask, int(attn.sum())
+
+    def _eval_rows(self, examples: list[Example], idx: list[int]) -> dict:
+        """greedy_rows / sampled_rows for mtp_losses on a held-out batch (see _setup_data)."""
+        if not self.eval_sampled:
+            return {}
+        s = torch.tensor([examples[i].sampled for i in idx], device=self.acc.device)
+        return {"sampled_rows": s, "greedy_rows": ~s} if self.eval_split_kinds else {"sampled_rows": s}
 
     def _global_counts(self, gidx: list[int]) -> tuple[torch.Tensor, float]:
         """[K] counted positions per head and the target next-token count over a global batch."""
@@ -365,7 +377,7 @@ class Trainer(CheckpointMixin):
             vec = self.acc.reduce(vec, "sum")
         v = dict(zip(keys, vec.cpu().tolist()))
         lw = self.cfg.loss
-        out, acc_rates, total = {}, [], 0.0
+        out, total = {}, 0.0
         for j in range(K):
             n = max(v[f"n{j}"], 1.0)
             ce, kl, tv = v[f"ce{j}"] / n, v[f"kl{j}"] / n, v[f"tv{j}"] / n
@@ -376,22 +388,11 @@ class Trainer(CheckpointMixin):
                 out[f"{prefix}/tv_{j}"] = tv
             out[f"{prefix}/top1_{j}"] = v[f"top1{j}"] / n
             out[f"{prefix}/top{self.cfg.eval.topk}_{j}"] = v[f"topk{j}"] / n
-            if prefix == "eval" and v[f"rank_n{j}"] > 0:  # a tree's acceptance by depth and rank (mtp.shape)
-                for r in ranks:
-                    out[f"{prefix}/{r}{j}"] = v[f"{r}{j}"] / v[f"rank_n{j}"]
-            acc_rates.append(v[f"chain{j}"] / max(v[f"chain_n{j}"], 1.0))
             total += self.pos_w[j] * (lw.ce_weight * ce + lw.kl_weight * kl + lw.tv_weight * tv)
         out[f"{prefix}/loss"] = total
-        out[f"{prefix}/expected_tau"] = expected_tau(acc_rates)  # per-position products (chain_acceptance)
-        for j, a in enumerate(acc_rates):
-            out[f"{prefix}/a_{j + 1}"] = a
-        if sampled and v["chain_s_n0"] > 0:  # the chain's acceptance at eval.sampled_temperature (the
-            # target's distribution known: mtp.shape.heldout_acceptance reads it for :auto at T > 0)
-            rates = [v[f"chain_s{j}"] / v[f"chain_s_n{j}"] for j in range(K)]
-            out[f"{prefix}/sampled_temperature"] = self.cfg.eval.sampled_temperature
-            out[f"{prefix}/sampled_expected_tau"] = expected_tau(rates)
-            for j, a in enumerate(rates):
-                out[f"{prefix}/sampled_a_{j + 1}"] = a
+        out.update(acceptance_logs(v, K, prefix, self.cfg.eval.topk, ranks=prefix == "eval",
+                                   sampled_temperature=self.cfg.eval.sampled_temperature if sampled else 0.0,
+                                   sampled_answers=self.eval_sampled))
         if v["ntl_n"] > 0:
             out[f"{prefix}/target_ntl"] = v["ntl"] / v["ntl_n"]
         if v["grad_norm_n"] > 0:
