@@ -18,6 +18,16 @@ from mtp.results import load
 BEGIN, END = "<!-- results-table:begin -->", "<!-- results-table:end -->"
 
 
+
+def _wait_policy(meta: dict) -> str:
+    """", OpenMP wait policy X" for a CPU run's header: absolute tokens/s depend on it (round 23: the
+    same benchmark ran at 16, 20 and 26 tok/s under PASSIVE, OpenMP's default and ACTIVE on 2 cores,
+    with the same speedups), so a reader comparing tokens/s across runs must know it."""
+    env = meta.get("env") or {}
+    if meta.get("device") not in (None, "cpu") or "OMP_WAIT_POLICY" not in env:
+        return ""
+    return f", OpenMP wait policy {env['OMP_WAIT_POLICY'] or 'default'}"
+
 def fmt(x, nd=3) -> str:
     """A table cell: NaN / None as "-", floats to nd decimals, lists shortened."""
     if x is None or (isinstance(x, float) and x != x):
@@ -46,8 +56,8 @@ def write_report(path: str | Path) -> str:
     title = cfg.get("title") or f"Benchmark: {cfg.get('model', '?')} on {cfg.get('suite', '?')}"
     lines = [f"# {title}", "",
              f"temperature {cfg.get('temperature')}, max_new_tokens {cfg.get('max_new_tokens')}, "
-             f"repeats {cfg.get('repeats')}, dtype {meta.get('dtype')}, threads {meta.get('threads')}, "
-             f"device {meta.get('device')}, git {meta.get('git', {}).get('hash', '?')[:10]}"
+             f"repeats {cfg.get('repeats')}, dtype {meta.get('dtype')}, threads {meta.get('threads')}"
+             f"{_wait_policy(meta)}, device {meta.get('device')}, git {meta.get('git', {}).get('hash', '?')[:10]}"
              f"{' (dirty)' if meta.get('git', {}).get('dirty') else ''}", ""]
     if res.raw_summary.get("methods"):
         lines += _bench_lines(res.raw_summary)
