@@ -217,10 +217,22 @@ def reproduce_lines(runs: list[str | Path]) -> list[str]:
     for run in runs:
         for t, p in temperature_folders(run).items():
             meta = json.loads((p / "meta.json").read_text())
-            argv = " ".join(meta.get("argv", [])[1:])
             lines.append(f"- `{p}`: {meta.get('cpu', '?')} ({meta.get('threads', '?')} threads), "
-                         f"git {meta.get('git', {}).get('hash', '?')[:10]}; `python -m eval.bench {argv}`")
+                         f"git {meta.get('git', {}).get('hash', '?')[:10]}; `{command_line(meta)}`")
     return lines
+
+
+def command_line(meta: dict) -> str:
+    """The command that made a results folder, from its meta.json: `python -m eval.bench ...`, or
+    the script it ran (PYTHONPATH=. for one under docs/results), with OMP_WAIT_POLICY in front
+    where it was set to other than the eval scripts' PASSIVE (absolute tokens/s depend on it)."""
+    argv = list(meta.get("argv") or ["eval/bench.py"])
+    script, args = argv[0], " ".join(argv[1:])
+    cmd = "python -m eval.bench" if script.replace("\\", "/").endswith("eval/bench.py") else (
+        f"{'PYTHONPATH=. ' if not script.startswith(('eval/', 'train/')) else ''}python {script}")
+    policy = (meta.get("env") or {}).get("OMP_WAIT_POLICY")
+    env = f"OMP_WAIT_POLICY={policy} " if policy is not None and policy != "PASSIVE" else ""
+    return f"{env}{cmd} {args}".rstrip()
 
 
 def plot_positions(runs: list[str | Path], out: str | Path):

@@ -242,6 +242,19 @@ def bench_dir(tmp_path_factory):
     return out
 
 
+def test_report_gives_the_command_that_reproduces_a_run():
+    """The command under a table: eval.bench's own, or the script that ran, with OMP_WAIT_POLICY in
+    front where it was set to other than the eval scripts' PASSIVE (absolute tokens/s depend on it)."""
+    from mtp.report import command_line
+
+    bench = {"argv": ["/x/eval/bench.py", "--model", "m"], "env": {"OMP_WAIT_POLICY": "PASSIVE"}}
+    assert command_line(bench) == "python -m eval.bench --model m"
+    assert command_line({**bench, "env": {"OMP_WAIT_POLICY": "ACTIVE"}}) == "OMP_WAIT_POLICY=ACTIVE python -m eval.bench --model m"
+    assert command_line({**bench, "env": {"OMP_WAIT_POLICY": ""}}) == "OMP_WAIT_POLICY= python -m eval.bench --model m"
+    assert command_line({"argv": ["docs/results/r22/bench_hs.py", "--x"], "env": {"OMP_WAIT_POLICY": None}}) == \
+        "PYTHONPATH=. python docs/results/r22/bench_hs.py --x"
+
+
 def test_bench_writes_the_documented_files(bench_dir):
     for name in ("samples.jsonl", "summary.json", "summary.csv", "meta.json", "report.md", "speedup.png",
                  "acceptance_by_position.png", "tau_by_category.png", "accept_hist.png", "speedup_vs_tau.png"):
